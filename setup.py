@@ -1,0 +1,37 @@
+"""star-jax: a JAX/Flax real-time 4D world simulator (STAR / InSpatio-World)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="star-jax",
+    version="0.1.0",
+    description="JAX/Flax reimplementation of STAR (InSpatio-World): real-time 4D world simulation",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["star_jax", "star_jax.*", "data_pipelines", "data_pipelines.*", "experiments"]),
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax",
+        "orbax-checkpoint",
+        "grain",
+        "einops",
+        "ml-collections",
+        "tensorflow-datasets",
+        "array-record",
+        "absl-py",
+        "numpy",
+        "scipy",
+        "pillow",
+        "av",
+        "safetensors",
+        "tqdm",
+    ],
+    extras_require={
+        # parity references: the CPU torch build (pinned: it lies on disk), diffusers' Wan models
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "diffusers>=0.33", "transformers", "accelerate",
+                 "nbclient", "nbformat", "ipykernel"],
+        "notebook": ["jupyter", "ipywidgets", "matplotlib"],
+    },
+)
