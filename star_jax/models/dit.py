@@ -1,0 +1,294 @@
+"""The STAR generator: a Wan2.1 video DiT in Flax linen, with per-frame timesteps, block-causal
+attention and an explicit, fixed-shape KV cache.
+
+    model = WanDiT(dit_variant("tiny"))
+    params = model.init(rng, x, t, ctx)["params"]
+    y, _ = model.apply({"params": params}, x, t, ctx)                       # plain forward
+    cache = init_cache(cfg, batch=B, num_tokens=6 * tokens_per_frame)
+    _, cache = model.apply(p, ctx_latents, zeros, ctx, cache=cache, cache_mode="write")   # t = 0
+    y, _ = model.apply(p, noisy, t, ctx, cache=cache, cache_mode="read", frame_offset=6)
+
+Shapes: x (B, T, H, W, in_dim) channel-last latents; t (B,) or per-frame (B, T) in [0, 1000];
+context (B, Lc, text_dim); y (B, T, H, W, out_dim). Parameter names follow the original Wan
+checkpoints (`self_attn.q`, `ffn_0`, `modulation`, `head.head`, ...), so conversion is a rename.
+
+Numerics: parameters in `param_dtype`, matmuls in `dtype`; layer norms, adaLN modulation, RoPE
+and the residual stream are float32, as in the reference implementation.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from star_jax import sharding as sh
+from star_jax.models.attention import (
+    AttentionFn,
+    apply_rope,
+    block_causal_mask,
+    rope_tables,
+    token_positions,
+    xla_attention,
+)
+from star_jax.models.variants import DiTConfig
+
+CACHE_MODES = ("none", "write", "read")
+
+
+class KVCache(struct.PyTreeNode):
+    """Keys / values of the context tokens, per layer, at a fixed capacity S.
+
+    k, v: (layers, B, S, N, D) with RoPE already applied; `length`: () int32, tokens [0, length)
+    are valid. Filled by a `cache_mode="write"` pass, read by `cache_mode="read"` passes."""
+
+    k: jnp.ndarray
+    v: jnp.ndarray
+    length: jnp.ndarray
+
+
+def init_cache(cfg: DiTConfig, batch: int, num_tokens: int, dtype=None) -> KVCache:
+    """An empty cache with room for `num_tokens` context tokens (e.g. 6 latent frames x 1560)."""
+    dtype = jnp.dtype(dtype or cfg.dtype)
+    shape = (cfg.num_layers, batch, num_tokens, cfg.num_heads, cfg.head_dim)
+    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
+
+
+def _dense(features, names, cfg, name):
+    return nn.Dense(
+        features,
+        dtype=jnp.dtype(cfg.dtype),
+        param_dtype=jnp.dtype(cfg.param_dtype),
+        kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), names),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), names[-1:]),
+        name=name,
+    )
+
+
+class RMSNorm(nn.Module):
+    """x * rsqrt(mean(x^2) + eps) * weight over the last axis, in float32."""
+
+    eps: float
+    param_dtype: str = "float32"
+
+    @nn.compact
+    def __call__(self, x):
+        w = self.param("weight", nn.with_logical_partitioning(nn.initializers.ones_init(), (sh.HEADS,)),
+                       (x.shape[-1],), jnp.dtype(self.param_dtype))
+        xf = x.astype(jnp.float32)
+        y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return (y * w.astype(jnp.float32)).astype(x.dtype)
+
+
+def _layer_norm(cfg, affine: bool, name: str):
+    init = lambda: nn.with_logical_partitioning(nn.initializers.ones_init(), (sh.NORM,))
+    return nn.LayerNorm(
+        epsilon=cfg.eps, use_bias=affine, use_scale=affine, dtype=jnp.float32,
+        param_dtype=jnp.dtype(cfg.param_dtype), use_fast_variance=False,
+        scale_init=init(), bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (sh.NORM,)),
+        name=name,
+    )
+
+
+class Attention(nn.Module):
+    """Wan attention: q/k/v/o projections with RMS qk-norm across heads; RoPE for self-attention."""
+
+    cfg: DiTConfig
+
+    def setup(self):
+        cfg = self.cfg
+        self.q = _dense(cfg.dim, (sh.EMBED, sh.HEADS), cfg, None)
+        self.k = _dense(cfg.dim, (sh.EMBED, sh.HEADS), cfg, None)
+        self.v = _dense(cfg.dim, (sh.EMBED, sh.HEADS), cfg, None)
+        self.o = _dense(cfg.dim, (sh.HEADS, sh.EMBED), cfg, None)
+        if cfg.qk_norm:
+            self.norm_q = RMSNorm(cfg.eps, cfg.param_dtype)
+            self.norm_k = RMSNorm(cfg.eps, cfg.param_dtype)
+
+    def project(self, name, x):
+        """x (B, L, dim) -> (B, L, N, D) for name in q / k / v (q and k RMS-normed)."""
+        cfg = self.cfg
+        y = getattr(self, name)(x)
+        if name in ("q", "k") and cfg.qk_norm:
+            y = getattr(self, f"norm_{name}")(y)
+        y = y.reshape(y.shape[:-1] + (cfg.num_heads, cfg.head_dim))
+        return nn.with_logical_constraint(y, (sh.BATCH, sh.LENGTH, sh.HEADS, None))
+
+    def output(self, y):
+        return self.o(y.reshape(y.shape[:-2] + (self.cfg.dim,)))
+
+
+class WanBlock(nn.Module):
+    """One DiT block. Scanned over layers; `cache_mode` is static."""
+
+    cfg: DiTConfig
+    attention_fn: AttentionFn = xla_attention
+    cache_mode: str = "none"
+
+    @nn.compact
+    def __call__(self, x, cache_kv, e6, context, cos, sin, own_mask, cache_mask):
+        cfg = self.cfg
+        cdt = jnp.dtype(cfg.dtype)
+        mod = self.param("modulation", nn.with_logical_partitioning(
+            lambda k, s, d: jax.random.normal(k, s, d) / math.sqrt(cfg.dim), (None, sh.MOD, sh.EMBED)),
+            (1, 6, cfg.dim), jnp.dtype(cfg.param_dtype))
+        m = mod.astype(jnp.float32)[None] + e6  # (B, L, 6, dim)
+        shift, scale, gate, c_shift, c_scale, c_gate = (m[:, :, i] for i in range(6))
+
+        # self-attention (RoPE, block-causal / cache)
+        h = (_layer_norm(cfg, False, "norm1")(x) * (1 + scale) + shift).astype(cdt)
+        sa = Attention(cfg, name="self_attn")
+        q, k, v = (sa.project(n, h) for n in ("q", "k", "v"))
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.cache_mode == "read":
+            ck, cv = cache_kv
+            keys = jnp.concatenate([ck.astype(k.dtype), k], axis=1)
+            vals = jnp.concatenate([cv.astype(v.dtype), v], axis=1)
+            mask = jnp.concatenate([jnp.broadcast_to(cache_mask, own_mask.shape[:-1] + cache_mask.shape[-1:]),
+                                    own_mask], axis=-1)
+        else:
+            keys, vals, mask = k, v, own_mask
+        y = self.attention_fn(q, keys, vals, mask)
+        x = x + sa.output(y).astype(jnp.float32) * gate
+
+        # cross-attention to text
+        h = _layer_norm(cfg, cfg.cross_attn_norm, "norm3")(x).astype(cdt)
+        ca = Attention(cfg, name="cross_attn")
+        y = self.attention_fn(ca.project("q", h), ca.project("k", context), ca.project("v", context), None)
+        x = x + ca.output(y).astype(jnp.float32)
+
+        # feed-forward
+        h = (_layer_norm(cfg, False, "norm2")(x) * (1 + c_scale) + c_shift).astype(cdt)
+        h = _dense(cfg.ffn_dim, (sh.EMBED, sh.MLP), cfg, "ffn_0")(h)
+        h = nn.gelu(h, approximate=True)
+        h = _dense(cfg.dim, (sh.MLP, sh.EMBED), cfg, "ffn_2")(h)
+        x = x + h.astype(jnp.float32) * c_gate
+        x = nn.with_logical_constraint(x, (sh.BATCH, sh.LENGTH, sh.EMBED))
+        new_kv = (k, v) if self.cache_mode == "write" else None
+        return x, new_kv
+
+
+def sinusoidal_embedding(t: jnp.ndarray, dim: int) -> jnp.ndarray:
+    """Wan / diffusers timestep embedding [cos(t w), sin(t w)], w_i = 10000^(-i / (dim / 2))."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = t.astype(jnp.float32)[..., None] * freqs
+    return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+class WanDiT(nn.Module):
+    """Wan2.1 DiT for STAR. See the module docstring for the call forms."""
+
+    cfg: DiTConfig
+    attention_fn: AttentionFn = xla_attention
+    block_causal: bool = False
+
+    @nn.compact
+    def __call__(self, x, t, context, *, cache: KVCache | None = None, cache_mode: str = "none",
+                 frame_offset=0, context_valid_tokens=None):
+        """Returns (y (B, T, H, W, out_dim), cache).
+
+        cache_mode "none": plain forward, cache returned unchanged. "write": x is context (run it
+        at t = 0); its keys/values replace the cache (the first `context_valid_tokens` tokens are
+        valid, default all; the rest are also hidden from the context's own attention).
+        "read": x attends to the valid cached tokens and to itself. `frame_offset` shifts the
+        RoPE time positions (and block ids) of x, e.g. 6 to place a block after a 6-frame context.
+        """
+        cfg = self.cfg
+        if cache_mode not in CACHE_MODES:
+            raise ValueError(f"cache_mode must be one of {CACHE_MODES}, got {cache_mode!r}")
+        if cache_mode != "none" and cache is None:
+            raise ValueError(f"cache_mode={cache_mode!r} needs a cache (see init_cache)")
+        B, T, H, W, C = x.shape
+        pt, ph, pw = cfg.patch_size
+        if C != cfg.in_dim or T % pt or H % ph or W % pw:
+            raise ValueError(f"x must be (B, T, H, W, {cfg.in_dim}) with T, H, W divisible by {cfg.patch_size}; "
+                             f"got {x.shape}")
+        Tp, Hp, Wp = T // pt, H // ph, W // pw
+        L = Tp * Hp * Wp
+        cdt = jnp.dtype(cfg.dtype)
+
+        # patchify: (B, Tp, pt, Hp, ph, Wp, pw, C) -> (B, L, pt*ph*pw*C)
+        p = x.reshape(B, Tp, pt, Hp, ph, Wp, pw, C).transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(B, L, -1)
+        h = _dense(cfg.dim, (sh.PATCH, sh.EMBED), cfg, "patch_embedding")(p.astype(cdt)).astype(jnp.float32)
+        h = nn.with_logical_constraint(h, (sh.BATCH, sh.LENGTH, sh.EMBED))
+
+        # per-token timesteps: (B,) or (B, T) -> (B, L)
+        t = jnp.asarray(t, jnp.float32)
+        t_frames = jnp.broadcast_to(t[:, None], (B, T)) if t.ndim == 1 else t
+        if t_frames.shape != (B, T):
+            raise ValueError(f"t must be (B,) or (B, T) = {(B, T)}, got {t.shape}")
+        t_tok = jnp.repeat(t_frames[:, ::pt], Hp * Wp, axis=1)
+        e = _dense(cfg.dim, (None, sh.EMBED), cfg, "time_embedding_0")(sinusoidal_embedding(t_tok, cfg.freq_dim))
+        e = _dense(cfg.dim, (sh.EMBED, sh.MOD), cfg, "time_embedding_2")(nn.silu(e)).astype(jnp.float32)
+        e6 = _dense(6 * cfg.dim, (sh.EMBED, sh.MOD), cfg, "time_projection")(nn.silu(e).astype(cdt))
+        e6 = e6.astype(jnp.float32).reshape(B, L, 6, cfg.dim)
+
+        ctx = _dense(cfg.dim, (sh.TEXT, sh.EMBED), cfg, "text_embedding_0")(context.astype(cdt))
+        ctx = _dense(cfg.dim, (sh.MLP, sh.EMBED), cfg, "text_embedding_2")(nn.gelu(ctx, approximate=True))
+
+        pos = token_positions(Tp, Hp, Wp, frame_offset)
+        cos, sin = rope_tables(pos, cfg.head_dim, cfg.rope_theta)
+        frames = pos[:, 0]
+        own_mask = (block_causal_mask(frames, frames, cfg.frames_per_block) if self.block_causal
+                    else jnp.ones((1, 1, L, L), bool))
+        if cache_mode == "write" and context_valid_tokens is not None:
+            own_mask = own_mask & (jnp.arange(L) < context_valid_tokens)[None, None, None, :]
+        if cache_mode == "read":
+            S = cache.k.shape[2]
+            cache_mask = (jnp.arange(S) < cache.length)[None, None, None, :]
+            xs = (cache.k, cache.v)
+        else:
+            cache_mask, xs = None, None
+
+        Blocks = nn.scan(
+            WanBlock,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+            length=cfg.num_layers,
+            metadata_params={nn.PARTITION_NAME: sh.LAYERS},
+        )
+        h, new_kv = Blocks(cfg, self.attention_fn, cache_mode, name="blocks")(
+            h, xs, e6, ctx, cos, sin, own_mask, cache_mask)
+
+        # head with its own modulation on the (un-projected) time embedding
+        hm = self.param("head_modulation", nn.with_logical_partitioning(
+            lambda k, s, d: jax.random.normal(k, s, d) / math.sqrt(cfg.dim), (None, sh.MOD, sh.EMBED)),
+            (1, 2, cfg.dim), jnp.dtype(cfg.param_dtype))
+        m = hm.astype(jnp.float32)[None] + e[:, :, None]
+        h = _layer_norm(cfg, False, "head_norm")(h) * (1 + m[:, :, 1]) + m[:, :, 0]
+        out = _dense(cfg.out_dim * pt * ph * pw, (sh.EMBED, None), cfg, "head")(h.astype(cdt))
+        y = out.reshape(B, Tp, Hp, Wp, pt, ph, pw, cfg.out_dim).transpose(0, 1, 4, 2, 5, 3, 6, 7)
+        y = y.reshape(B, T, H, W, cfg.out_dim)
+
+        if cache_mode == "write":
+            k, v = new_kv  # (layers, B, L, N, D)
+            S = cache.k.shape[2]
+            if L > S:
+                raise ValueError(f"context has {L} tokens but the cache holds {S}")
+            zero = (0, 0, 0, 0, 0)
+            cache = KVCache(
+                jax.lax.dynamic_update_slice(jnp.zeros_like(cache.k), k.astype(cache.k.dtype), zero),
+                jax.lax.dynamic_update_slice(jnp.zeros_like(cache.v), v.astype(cache.v.dtype), zero),
+                jnp.asarray(L if context_valid_tokens is None else context_valid_tokens, jnp.int32),
+            )
+        return y, cache
+
+
+def count_params(params) -> int:
+    return sum(int(math.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
+
+
+@functools.lru_cache(maxsize=None)
+def abstract_params(cfg: DiTConfig, tokens_hw: tuple[int, int] = (4, 4), frames: int = 1):
+    """Params as ShapeDtypeStructs (boxed with logical names), via `jax.eval_shape`: no memory."""
+    model = WanDiT(cfg)
+    x = jax.ShapeDtypeStruct((1, frames, 2 * tokens_hw[0], 2 * tokens_hw[1], cfg.in_dim), jnp.float32)
+    t = jax.ShapeDtypeStruct((1,), jnp.float32)
+    c = jax.ShapeDtypeStruct((1, 4, cfg.text_dim), jnp.float32)
+    return jax.eval_shape(model.init, jax.random.key(0), x, t, c)["params"]
