@@ -1,0 +1,167 @@
+"""DiT pass cost: analytic FLOPs (with the block-causal / KV-cache discount) and measured speed.
+
+    python -m benchmarks.dit_bench                 # FLOP table + CPU: jitted JAX vs diffusers eager
+    python -m benchmarks.dit_bench --gpu           # on a GPU: 1.3B at 480x832, tokens/s, TFLOP/s, MFU
+
+The CPU rows run the same random weights (converted with the production converter) through
+`WanDiT` under `jax.jit` and through diffusers' `WanTransformer3DModel` in eager torch, in one
+process, and print the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from star_jax.models.variants import DiTConfig, dit_variant
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, per device
+
+
+def dit_flops(cfg: DiTConfig, frames: int, tokens_per_frame: int, text_len: int,
+              cache_frames: int = 0, block_causal: bool = False) -> float:
+    """Matmul FLOPs (2 per multiply-add) of one DiT forward over `frames` latent frames.
+
+    Keys per query = the query's visible own tokens + `cache_frames` cached frames. With
+    `block_causal`, a query in block b of n sees (b + 1) blocks: the mean discount is (n + 1) / 2n."""
+    d, L = cfg.dim, frames * tokens_per_frame
+    pt, ph, pw = cfg.patch_size
+    own_keys = L
+    if block_causal:
+        n = max(1, frames // cfg.frames_per_block)
+        own_keys = L * (n + 1) / (2 * n)
+    keys = own_keys + cache_frames * tokens_per_frame
+    per_layer = (
+        2 * L * d * d * 4  # self-attn q, k, v, o
+        + 2 * 2 * L * keys * d  # scores + weighted values
+        + 2 * L * d * d * 2 + 2 * text_len * d * d * 2  # cross-attn q, o and k, v on text
+        + 2 * 2 * L * text_len * d  # cross-attn scores + values
+        + 2 * 2 * L * d * cfg.ffn_dim  # FFN
+    )
+    embed = (2 * L * (cfg.in_dim * pt * ph * pw) * d + 2 * L * d * cfg.out_dim * pt * ph * pw
+             + 2 * L * (cfg.freq_dim * d + d * d + d * 6 * d)  # per-token time embedding + projection
+             + 2 * text_len * (cfg.text_dim * d + d * d))
+    return cfg.num_layers * per_layer + embed
+
+
+def flop_table():
+    cfg = dit_variant("1.3B")
+    tpf = 30 * 52  # 480x832 -> 60x104 latent -> 30x52 tokens
+    rows = [
+        ("bidirectional, 21 frames (teacher)", dit_flops(cfg, 21, tpf, 512)),
+        ("block-causal full, 21 frames", dit_flops(cfg, 21, tpf, 512, block_causal=True)),
+        ("STAR context fill, 6 frames at t=0", dit_flops(cfg, 6, tpf, 512, block_causal=True)),
+        ("STAR denoise step, 3 frames + 6 cached", dit_flops(cfg, 3, tpf, 512, cache_frames=6)),
+    ]
+    step = rows[3][1]
+    per_block = rows[2][1] + 4 * step  # one context fill + 4 denoising steps
+    print("Analytic FLOPs, 1.3B (in_dim 36) at 480x832 (1560 tokens / latent frame), text 512:")
+    print(f"| {'pass':40s} | {'TFLOP':>8s} |")
+    print(f"|{'-' * 42}|{'-' * 10}|")
+    for name, f in rows:
+        print(f"| {name:40s} | {f / 1e12:8.2f} |")
+    print(f"| {'STAR block = fill + 4 steps (12 frames)':40s} | {per_block / 1e12:8.2f} |")
+    fps = 24.0
+    need = per_block * fps / 12  # 3 latent frames = 12 video frames per block
+    print(f"24 FPS needs {need / 1e12:.0f} TFLOP/s of DiT work "
+          f"({need / 1e12 / PEAK_BF16_TFLOPS['H100']:.0%} of an H100's dense bf16 peak).")
+    return per_block
+
+
+def cpu_compare(name: str, cfg: DiTConfig, B: int, T: int, H: int, W: int, repeats: int):
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from star_jax.checkpoint import convert_dit_state
+    from star_jax.models import WanDiT
+    from tests.models.torch_refs import diffusers_dit, run_diffusers_dit, state_numpy
+
+    ref = diffusers_dit(cfg)
+    params = jax.device_put(convert_dit_state(state_numpy(ref), cfg))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(B, cfg.in_dim, T, H, W)).astype(np.float32)
+    t = np.full((B, T), 500.0, np.float32)
+    ctx = rng.normal(size=(B, cfg.text_len, cfg.text_dim)).astype(np.float32)
+    model = WanDiT(cfg)
+    fwd = jax.jit(lambda p, x, t, c: model.apply({"params": p}, x, t, c)[0])
+    xj, tj, cj = jnp.asarray(x.transpose(0, 2, 3, 4, 1)), jnp.asarray(t), jnp.asarray(ctx)
+    tpf = (H // 2) * (W // 2)
+
+    def best(fn):
+        fn()
+        out = []
+        for _ in range(repeats):
+            s = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - s)
+        return min(out)
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    jax_s = best(lambda: fwd(params, xj, tj, cj).block_until_ready())
+    torch_s = best(lambda: run_diffusers_dit(ref, x, t, ctx, tpf))
+    flops = B * dit_flops(cfg, T, tpf, cfg.text_len)
+    return (name, B * T * tpf, jax_s, torch_s, flops)
+
+
+def gpu_run(repeats: int):
+    import jax
+    import jax.numpy as jnp
+    import flax.linen as nn
+
+    from star_jax.models import WanDiT, init_cache
+
+    cfg = dit_variant("1.3B", dtype="bfloat16", param_dtype="bfloat16")
+    model = WanDiT(cfg, block_causal=True)
+    tpf = 1560
+    x_ctx = jnp.zeros((1, 6, 60, 104, 36), jnp.bfloat16)
+    x_blk = jnp.zeros((1, 3, 60, 104, 36), jnp.bfloat16)
+    ctx = jnp.zeros((1, 512, 4096), jnp.bfloat16)
+    params = jax.jit(lambda r: nn.meta.unbox(model.init(r, x_blk, jnp.zeros((1,)), ctx)["params"]))(jax.random.key(0))
+    cache = init_cache(cfg, 1, 6 * tpf)
+    fill = jax.jit(lambda p, c: model.apply({"params": p}, x_ctx, jnp.zeros((1,)), ctx, cache=c, cache_mode="write")[1])
+    step = jax.jit(lambda p, c, x: model.apply({"params": p}, x, jnp.full((1,), 500.0), ctx, cache=c,
+                                               cache_mode="read", frame_offset=6)[0])
+    cache = fill(params, cache)
+    jax.block_until_ready(step(params, cache, x_blk))
+    times = []
+    for _ in range(repeats):
+        s = time.perf_counter()
+        jax.block_until_ready(step(params, cache, x_blk))
+        times.append(time.perf_counter() - s)
+    s_step = min(times)
+    flops = dit_flops(cfg, 3, tpf, 512, cache_frames=6)
+    kind = jax.devices()[0].device_kind
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in kind), float("nan"))
+    print(f"GPU {kind}: 1.3B bf16 denoise step (3 frames + 6 cached, 480x832): {s_step * 1e3:.1f} ms, "
+          f"{3 * tpf / s_step:,.0f} tokens/s, {flops / s_step / 1e12:.1f} TFLOP/s, MFU {flops / s_step / 1e12 / peak:.1%}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--gpu", action="store_true")
+    a = ap.parse_args()
+    flop_table()
+    if a.gpu:
+        gpu_run(a.repeats)
+        return
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest")  # same math as torch float32
+    rows = [
+        cpu_compare("tiny (dim 64, 2 layers)", dit_variant("tiny"), 1, 3, 16, 16, a.repeats),
+        cpu_compare("small (dim 256, 4 layers)", dit_variant("tiny", dim=256, num_heads=4, ffn_dim=1024,
+                                                             num_layers=4, text_dim=128), 1, 3, 24, 32, a.repeats),
+    ]
+    print(f"\nCPU ({jax.devices()[0].device_kind}), float32, one forward, 500 = shared timestep:")
+    print(f"| {'config':28s} | {'tokens':>6s} | {'jax jit ms':>10s} | {'torch eager ms':>14s} | {'speed-up':>8s} | {'GFLOP/s jax':>11s} |")
+    print(f"|{'-' * 30}|{'-' * 8}|{'-' * 12}|{'-' * 16}|{'-' * 10}|{'-' * 13}|")
+    for name, toks, js, ts, fl in rows:
+        print(f"| {name:28s} | {toks:6d} | {js * 1e3:10.2f} | {ts * 1e3:14.2f} | {ts / js:7.2f}x | {fl / js / 1e9:11.2f} |")
+
+
+if __name__ == "__main__":
+    main()
