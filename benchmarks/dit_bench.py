@@ -11,10 +11,10 @@ process, and print the ratio.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
+from benchmarks.common import best_time
 from star_jax.models.variants import DiTConfig, dit_variant
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, per device
@@ -90,18 +90,9 @@ def cpu_compare(name: str, cfg: DiTConfig, B: int, T: int, H: int, W: int, repea
     xj, tj, cj = jnp.asarray(x.transpose(0, 2, 3, 4, 1)), jnp.asarray(t), jnp.asarray(ctx)
     tpf = (H // 2) * (W // 2)
 
-    def best(fn):
-        fn()
-        out = []
-        for _ in range(repeats):
-            s = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - s)
-        return min(out)
-
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    jax_s = best(lambda: fwd(params, xj, tj, cj).block_until_ready())
-    torch_s = best(lambda: run_diffusers_dit(ref, x, t, ctx, tpf))
+    jax_s = best_time(lambda: fwd(params, xj, tj, cj).block_until_ready(), repeats)
+    torch_s = best_time(lambda: run_diffusers_dit(ref, x, t, ctx, tpf), repeats)
     flops = B * dit_flops(cfg, T, tpf, cfg.text_len)
     return (name, B * T * tpf, jax_s, torch_s, flops)
 
@@ -125,13 +116,7 @@ def gpu_run(repeats: int):
     step = jax.jit(lambda p, c, x: model.apply({"params": p}, x, jnp.full((1,), 500.0), ctx, cache=c,
                                                cache_mode="read", frame_offset=6)[0])
     cache = fill(params, cache)
-    jax.block_until_ready(step(params, cache, x_blk))
-    times = []
-    for _ in range(repeats):
-        s = time.perf_counter()
-        jax.block_until_ready(step(params, cache, x_blk))
-        times.append(time.perf_counter() - s)
-    s_step = min(times)
+    s_step = best_time(lambda: jax.block_until_ready(step(params, cache, x_blk)), repeats)
     flops = dit_flops(cfg, 3, tpf, 512, cache_frames=6)
     kind = jax.devices()[0].device_kind
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in kind), float("nan"))

@@ -7,11 +7,11 @@ reference twin, in the same process. Prints a table; numbers go to benchmarks/RE
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import numpy as np
 
+from benchmarks.common import best_time
 from star_jax.geometry import intrinsics_matrix, warp_frames
 from tests.geometry.reference_warp import warp_reference
 
@@ -26,16 +26,6 @@ def scene(T, H, W, seed=0):
     return rgb, depth, K, np.eye(4, dtype=np.float32), w2c_t
 
 
-def timeit(fn, repeats):
-    fn()  # warm-up / compile
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--frames", type=int, default=8)
@@ -48,8 +38,8 @@ def main():
     rgb, depth, K, eye, w2c_t = scene(T, H, W)
     fn = jax.jit(warp_frames, static_argnames=("out_hw", "point_size"))
     args = (rgb, depth, K, eye, K, w2c_t)
-    jax_s = timeit(lambda: jax.block_until_ready(fn(*args, point_size=a.point_size)), a.repeats)
-    ref_s = timeit(lambda: warp_reference(rgb[0], depth[0], K, eye, K, w2c_t[0], point_size=a.point_size), 1)
+    jax_s = best_time(lambda: jax.block_until_ready(fn(*args, point_size=a.point_size)), a.repeats)
+    ref_s = best_time(lambda: warp_reference(rgb[0], depth[0], K, eye, K, w2c_t[0], point_size=a.point_size), 1)
     rows = [
         ("jax warp_frames (jit, batched)", jax_s / T, T / jax_s),
         ("numpy float64 twin (reference)", ref_s, 1.0 / ref_s),

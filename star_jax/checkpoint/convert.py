@@ -133,7 +133,6 @@ def _listing(title, **groups):
 def check_against_model(params: dict, cfg: DiTConfig) -> None:
     """Raises CheckpointError unless `params` has exactly the model's keys and shapes."""
     import flax.linen as nn
-    import jax
     from flax.traverse_util import flatten_dict
 
     from star_jax.models.dit import abstract_params
@@ -147,7 +146,6 @@ def check_against_model(params: dict, cfg: DiTConfig) -> None:
     if missing or extra or bad:
         raise CheckpointError(_listing("converted params do not match the model",
                                        missing=missing, unexpected=extra, mis_shaped=bad))
-    del jax
 
 
 def read_safetensors(path: str) -> dict:
@@ -221,7 +219,9 @@ def main(argv=None):
     if os.path.exists(a.out):
         raise SystemExit(f"{a.out} exists; refusing to overwrite")
     save_params(params, a.out)
-    n = sum(int(np.prod(x.shape)) for x in __import__("jax").tree_util.tree_leaves(params))
+    from star_jax.models.dit import count_params
+
+    n = count_params(params)
     print(f"converted {a.src} -> {a.out}: {n:,} parameters ({a.variant}, in_dim {a.in_dim})")
 
 
