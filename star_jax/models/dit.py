@@ -136,11 +136,20 @@ class WanBlock(nn.Module):
         mod = self.param("modulation", nn.with_logical_partitioning(
             lambda k, s, d: jax.random.normal(k, s, d) / math.sqrt(cfg.dim), (None, sh.MOD, sh.EMBED)),
             (1, 6, cfg.dim), jnp.dtype(cfg.param_dtype))
-        m = mod.astype(jnp.float32)[None] + e6  # (B, L, 6, dim)
-        shift, scale, gate, c_shift, c_scale, c_gate = (m[:, :, i] for i in range(6))
+        # adaLN per latent frame: e6 is (B, Tp, 6, dim); tokens are viewed as (B, Tp, HW, dim)
+        B, L, D = x.shape
+        Tp = e6.shape[1]
+        m = mod.astype(jnp.float32)[None] + e6
+        shift, scale, gate, c_shift, c_scale, c_gate = (m[:, :, i, None] for i in range(6))  # (B, Tp, 1, dim)
+
+        def modulate(h, shift, scale):
+            return (h.reshape(B, Tp, L // Tp, D) * (1 + scale) + shift).reshape(B, L, D)
+
+        def gated(y, g):
+            return (y.astype(jnp.float32).reshape(B, Tp, L // Tp, D) * g).reshape(B, L, D)
 
         # self-attention (RoPE, block-causal / cache)
-        h = (_layer_norm(cfg, False, "norm1")(x) * (1 + scale) + shift).astype(cdt)
+        h = modulate(_layer_norm(cfg, False, "norm1")(x), shift, scale).astype(cdt)
         sa = Attention(cfg, name="self_attn")
         q, k, v = (sa.project(n, h) for n in ("q", "k", "v"))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -153,7 +162,7 @@ class WanBlock(nn.Module):
         else:
             keys, vals, mask = k, v, own_mask
         y = self.attention_fn(q, keys, vals, mask)
-        x = x + sa.output(y).astype(jnp.float32) * gate
+        x = x + gated(sa.output(y), gate)
 
         # cross-attention to text
         h = _layer_norm(cfg, cfg.cross_attn_norm, "norm3")(x).astype(cdt)
@@ -162,11 +171,11 @@ class WanBlock(nn.Module):
         x = x + ca.output(y).astype(jnp.float32)
 
         # feed-forward
-        h = (_layer_norm(cfg, False, "norm2")(x) * (1 + c_scale) + c_shift).astype(cdt)
+        h = modulate(_layer_norm(cfg, False, "norm2")(x), c_shift, c_scale).astype(cdt)
         h = _dense(cfg.ffn_dim, (sh.EMBED, sh.MLP), cfg, "ffn_0")(h)
         h = nn.gelu(h, approximate=True)
         h = _dense(cfg.dim, (sh.MLP, sh.EMBED), cfg, "ffn_2")(h)
-        x = x + h.astype(jnp.float32) * c_gate
+        x = x + gated(h, c_gate)
         x = nn.with_logical_constraint(x, (sh.BATCH, sh.LENGTH, sh.EMBED))
         new_kv = (k, v) if self.cache_mode == "write" else None
         return x, new_kv
@@ -222,11 +231,13 @@ class WanDiT(nn.Module):
         t_frames = jnp.broadcast_to(t[:, None], (B, T)) if t.ndim == 1 else t
         if t_frames.shape != (B, T):
             raise ValueError(f"t must be (B,) or (B, T) = {(B, T)}, got {t.shape}")
-        t_tok = jnp.repeat(t_frames[:, ::pt], Hp * Wp, axis=1)
-        e = _dense(cfg.dim, (None, sh.EMBED), cfg, "time_embedding_0")(sinusoidal_embedding(t_tok, cfg.freq_dim))
+        # time embedding per latent frame (B, Tp, ...), broadcast over that frame's tokens in the
+        # blocks: the same values as Wan's per-token embedding, without a (B, L, 6, dim) tensor
+        t_lat = t_frames[:, ::pt]
+        e = _dense(cfg.dim, (None, sh.EMBED), cfg, "time_embedding_0")(sinusoidal_embedding(t_lat, cfg.freq_dim))
         e = _dense(cfg.dim, (sh.EMBED, sh.MOD), cfg, "time_embedding_2")(nn.silu(e)).astype(jnp.float32)
         e6 = _dense(6 * cfg.dim, (sh.EMBED, sh.MOD), cfg, "time_projection")(nn.silu(e).astype(cdt))
-        e6 = e6.astype(jnp.float32).reshape(B, L, 6, cfg.dim)
+        e6 = e6.astype(jnp.float32).reshape(B, Tp, 6, cfg.dim)
 
         ctx = _dense(cfg.dim, (sh.TEXT, sh.EMBED), cfg, "text_embedding_0")(context.astype(cdt))
         ctx = _dense(cfg.dim, (sh.MLP, sh.EMBED), cfg, "text_embedding_2")(nn.gelu(ctx, approximate=True))
@@ -260,8 +271,9 @@ class WanDiT(nn.Module):
         hm = self.param("head_modulation", nn.with_logical_partitioning(
             lambda k, s, d: jax.random.normal(k, s, d) / math.sqrt(cfg.dim), (None, sh.MOD, sh.EMBED)),
             (1, 2, cfg.dim), jnp.dtype(cfg.param_dtype))
-        m = hm.astype(jnp.float32)[None] + e[:, :, None]
-        h = _layer_norm(cfg, False, "head_norm")(h) * (1 + m[:, :, 1]) + m[:, :, 0]
+        m = hm.astype(jnp.float32)[None] + e[:, :, None]  # (B, Tp, 2, dim)
+        h = _layer_norm(cfg, False, "head_norm")(h).reshape(B, Tp, Hp * Wp, cfg.dim)
+        h = (h * (1 + m[:, :, 1, None]) + m[:, :, 0, None]).reshape(B, L, cfg.dim)
         out = _dense(cfg.out_dim * pt * ph * pw, (sh.EMBED, None), cfg, "head")(h.astype(cdt))
         y = out.reshape(B, Tp, Hp, Wp, pt, ph, pw, cfg.out_dim).transpose(0, 1, 4, 2, 5, 3, 6, 7)
         y = y.reshape(B, T, H, W, cfg.out_dim)
