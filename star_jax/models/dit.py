@@ -142,14 +142,11 @@ class WanBlock(nn.Module):
         m = mod.astype(jnp.float32)[None] + e6
         shift, scale, gate, c_shift, c_scale, c_gate = (m[:, :, i, None] for i in range(6))  # (B, Tp, 1, dim)
 
-        def modulate(h, shift, scale):
-            return (h.reshape(B, Tp, L // Tp, D) * (1 + scale) + shift).reshape(B, L, D)
-
         def gated(y, g):
             return (y.astype(jnp.float32).reshape(B, Tp, L // Tp, D) * g).reshape(B, L, D)
 
         # self-attention (RoPE, block-causal / cache)
-        h = modulate(_layer_norm(cfg, False, "norm1")(x), shift, scale).astype(cdt)
+        h = frame_modulate(_layer_norm(cfg, False, "norm1")(x), shift, scale).astype(cdt)
         sa = Attention(cfg, name="self_attn")
         q, k, v = (sa.project(n, h) for n in ("q", "k", "v"))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -171,7 +168,7 @@ class WanBlock(nn.Module):
         x = x + ca.output(y).astype(jnp.float32)
 
         # feed-forward
-        h = modulate(_layer_norm(cfg, False, "norm2")(x), c_shift, c_scale).astype(cdt)
+        h = frame_modulate(_layer_norm(cfg, False, "norm2")(x), c_shift, c_scale).astype(cdt)
         h = _dense(cfg.ffn_dim, (sh.EMBED, sh.MLP), cfg, "ffn_0")(h)
         h = nn.gelu(h, approximate=True)
         h = _dense(cfg.dim, (sh.MLP, sh.EMBED), cfg, "ffn_2")(h)
@@ -179,6 +176,14 @@ class WanBlock(nn.Module):
         x = nn.with_logical_constraint(x, (sh.BATCH, sh.LENGTH, sh.EMBED))
         new_kv = (k, v) if self.cache_mode == "write" else None
         return x, new_kv
+
+
+def frame_modulate(h, shift, scale):
+    """adaLN h * (1 + scale) + shift with per-frame (B, Tp, 1, dim) tables over the tokens
+    (B, L, dim) of those frames (token order: frame-major)."""
+    B, L, D = h.shape
+    Tp = shift.shape[1]
+    return (h.reshape(B, Tp, L // Tp, D) * (1 + scale) + shift).reshape(B, L, D)
 
 
 def sinusoidal_embedding(t: jnp.ndarray, dim: int) -> jnp.ndarray:
@@ -272,8 +277,7 @@ class WanDiT(nn.Module):
             lambda k, s, d: jax.random.normal(k, s, d) / math.sqrt(cfg.dim), (None, sh.MOD, sh.EMBED)),
             (1, 2, cfg.dim), jnp.dtype(cfg.param_dtype))
         m = hm.astype(jnp.float32)[None] + e[:, :, None]  # (B, Tp, 2, dim)
-        h = _layer_norm(cfg, False, "head_norm")(h).reshape(B, Tp, Hp * Wp, cfg.dim)
-        h = (h * (1 + m[:, :, 1, None]) + m[:, :, 0, None]).reshape(B, L, cfg.dim)
+        h = frame_modulate(_layer_norm(cfg, False, "head_norm")(h), m[:, :, 0, None], m[:, :, 1, None])
         out = _dense(cfg.out_dim * pt * ph * pw, (sh.EMBED, None), cfg, "head")(h.astype(cdt))
         y = out.reshape(B, Tp, Hp, Wp, pt, ph, pw, cfg.out_dim).transpose(0, 1, 4, 2, 5, 3, 6, 7)
         y = y.reshape(B, T, H, W, cfg.out_dim)
