@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import re
 
 import numpy as np
 

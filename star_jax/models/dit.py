@@ -84,12 +84,18 @@ class RMSNorm(nn.Module):
         return (y * w.astype(jnp.float32)).astype(x.dtype)
 
 
+def _modulation_table(module: nn.Module, name: str, slots: int, cfg) -> jnp.ndarray:
+    """A learned adaLN table (1, slots, dim), initialised N(0, 1 / dim) as in Wan."""
+    init = lambda k, s, d: jax.random.normal(k, s, d) / math.sqrt(cfg.dim)
+    return module.param(name, nn.with_logical_partitioning(init, (None, sh.MOD, sh.EMBED)),
+                        (1, slots, cfg.dim), jnp.dtype(cfg.param_dtype))
+
+
 def _layer_norm(cfg, affine: bool, name: str):
-    init = lambda: nn.with_logical_partitioning(nn.initializers.ones_init(), (sh.NORM,))
     return nn.LayerNorm(
         epsilon=cfg.eps, use_bias=affine, use_scale=affine, dtype=jnp.float32,
         param_dtype=jnp.dtype(cfg.param_dtype), use_fast_variance=False,
-        scale_init=init(), bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (sh.NORM,)),
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (sh.NORM,)), bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (sh.NORM,)),
         name=name,
     )
 
@@ -133,9 +139,7 @@ class WanBlock(nn.Module):
     def __call__(self, x, cache_kv, e6, context, cos, sin, own_mask, cache_mask):
         cfg = self.cfg
         cdt = jnp.dtype(cfg.dtype)
-        mod = self.param("modulation", nn.with_logical_partitioning(
-            lambda k, s, d: jax.random.normal(k, s, d) / math.sqrt(cfg.dim), (None, sh.MOD, sh.EMBED)),
-            (1, 6, cfg.dim), jnp.dtype(cfg.param_dtype))
+        mod = _modulation_table(self, "modulation", 6, cfg)
         # adaLN per latent frame: e6 is (B, Tp, 6, dim); tokens are viewed as (B, Tp, HW, dim)
         B, L, D = x.shape
         Tp = e6.shape[1]
@@ -231,7 +235,7 @@ class WanDiT(nn.Module):
         h = _dense(cfg.dim, (sh.PATCH, sh.EMBED), cfg, "patch_embedding")(p.astype(cdt)).astype(jnp.float32)
         h = nn.with_logical_constraint(h, (sh.BATCH, sh.LENGTH, sh.EMBED))
 
-        # per-token timesteps: (B,) or (B, T) -> (B, L)
+        # timesteps: (B,) shared, or (B, T) one per latent frame
         t = jnp.asarray(t, jnp.float32)
         t_frames = jnp.broadcast_to(t[:, None], (B, T)) if t.ndim == 1 else t
         if t_frames.shape != (B, T):
@@ -252,6 +256,8 @@ class WanDiT(nn.Module):
         frames = pos[:, 0]
         own_mask = (block_causal_mask(frames, frames, cfg.frames_per_block) if self.block_causal
                     else jnp.ones((1, 1, L, L), bool))
+        if cache_mode == "write" and L > cache.k.shape[2]:
+            raise ValueError(f"context has {L} tokens but the cache holds {cache.k.shape[2]}")
         if cache_mode == "write" and context_valid_tokens is not None:
             own_mask = own_mask & (jnp.arange(L) < context_valid_tokens)[None, None, None, :]
         if cache_mode == "read":
@@ -273,9 +279,7 @@ class WanDiT(nn.Module):
             h, xs, e6, ctx, cos, sin, own_mask, cache_mask)
 
         # head with its own modulation on the (un-projected) time embedding
-        hm = self.param("head_modulation", nn.with_logical_partitioning(
-            lambda k, s, d: jax.random.normal(k, s, d) / math.sqrt(cfg.dim), (None, sh.MOD, sh.EMBED)),
-            (1, 2, cfg.dim), jnp.dtype(cfg.param_dtype))
+        hm = _modulation_table(self, "head_modulation", 2, cfg)
         m = hm.astype(jnp.float32)[None] + e[:, :, None]  # (B, Tp, 2, dim)
         h = frame_modulate(_layer_norm(cfg, False, "head_norm")(h), m[:, :, 0, None], m[:, :, 1, None])
         out = _dense(cfg.out_dim * pt * ph * pw, (sh.EMBED, None), cfg, "head")(h.astype(cdt))
@@ -284,9 +288,6 @@ class WanDiT(nn.Module):
 
         if cache_mode == "write":
             k, v = new_kv  # (layers, B, L, N, D)
-            S = cache.k.shape[2]
-            if L > S:
-                raise ValueError(f"context has {L} tokens but the cache holds {S}")
             zero = (0, 0, 0, 0, 0)
             cache = KVCache(
                 jax.lax.dynamic_update_slice(jnp.zeros_like(cache.k), k.astype(cache.k.dtype), zero),
