@@ -1,4 +1,4 @@
-"""Checkpoint conversion (Wan / diffusers safetensors -> Flax params) and orbax I/O."""
+"""Checkpoint conversion (Wan / diffusers DiT and VAE weights -> Flax params) and orbax I/O."""
 
 from star_jax.checkpoint.convert import (
     CheckpointError,
@@ -8,6 +8,7 @@ from star_jax.checkpoint.convert import (
     restore_params,
     save_params,
 )
+from star_jax.checkpoint.vae import convert_vae_state, load_vae_checkpoint
 
 __all__ = ["CheckpointError", "check_against_model", "convert_dit_state", "load_dit_checkpoint",
-           "restore_params", "save_params"]
+           "convert_vae_state", "load_vae_checkpoint", "restore_params", "save_params"]

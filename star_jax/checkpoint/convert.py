@@ -1,6 +1,7 @@
 """Weight conversion: Wan / InSpatio-World or diffusers safetensors -> Flax params -> orbax.
 
     python -m star_jax.checkpoint.convert --src model.safetensors --variant 1.3B --out ckpt/dit
+    python -m star_jax.checkpoint.convert --model vae --src Wan2.1_VAE.pth --out ckpt/vae
     params = load_dit_checkpoint("model.safetensors", dit_variant("1.3B"))   # host numpy tree
 
 Original Wan naming (`blocks.0.self_attn.q.weight`, `head.head`, ...; an optional
@@ -205,24 +206,30 @@ def restore_params(path: str, abstract=None):
 
 
 def main(argv=None):
-    from star_jax.models.variants import DIT_VARIANTS, dit_variant
+    from star_jax.models.variants import DIT_VARIANTS, dit_variant, vae_variant
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", required=True, help=".safetensors file or folder of shards")
+    ap.add_argument("--src", required=True, help=".safetensors file or folder of shards (VAE: also .pth)")
+    ap.add_argument("--model", default="dit", choices=("dit", "vae"), help="which network the weights are")
     ap.add_argument("--variant", default="1.3B", choices=sorted(DIT_VARIANTS))
-    ap.add_argument("--in-dim", type=int, default=36)
+    ap.add_argument("--in-dim", type=int, default=36, help="DiT input channels (36 for STAR)")
     ap.add_argument("--out", required=True, help="orbax checkpoint folder to write")
     a = ap.parse_args(argv)
-    cfg = dit_variant(a.variant, in_dim=a.in_dim)
-    params = load_dit_checkpoint(a.src, cfg)
     if os.path.exists(a.out):
         raise SystemExit(f"{a.out} exists; refusing to overwrite")
+    if a.model == "vae":
+        from star_jax.checkpoint.vae import load_vae_checkpoint
+
+        params = load_vae_checkpoint(a.src, vae_variant(a.variant))
+        what = f"VAE, {a.variant}"
+    else:
+        params = load_dit_checkpoint(a.src, dit_variant(a.variant, in_dim=a.in_dim))
+        what = f"DiT, {a.variant}, in_dim {a.in_dim}"
     save_params(params, a.out)
     from star_jax.models.dit import count_params
 
     n = count_params(params)
-    print(f"converted {a.src} -> {a.out}: {n:,} parameters ({a.variant}, in_dim {a.in_dim})")
-
+    print(f"converted {a.src} -> {a.out}: {n:,} parameters ({what})")
 
 if __name__ == "__main__":
     main()

@@ -82,7 +82,7 @@ DIT_VARIANTS: dict[str, dict] = {
 }
 
 VAE_VARIANTS: dict[str, dict] = {
-    "tiny": dict(base_dim=8, dim_mult=(1, 2, 2, 2), num_res_blocks=1),
+    "tiny": dict(base_dim=8),  # the 1.3B VAE's structure (so key maps match), 12x narrower
     "1.3B": dict(),
     "14B": dict(),
 }

@@ -1,0 +1,185 @@
+"""Wan2.1 VAE weights -> Flax params of `star_jax.models.vae.WanVAE`.
+
+    params = load_vae_checkpoint("Wan2.1_VAE.pth", vae_variant("1.3B"))       # original Wan release
+    params = load_vae_checkpoint("vae/diffusion_pytorch_model.safetensors", cfg)  # diffusers layout
+
+Two namings are accepted and told apart by their keys: the original Wan one (`encoder.conv1`,
+`encoder.downsamples.3.residual.2.weight`, `decoder.upsamples.4.shortcut.weight`, `conv1` / `conv2`
+for the quant convs) and diffusers' (`encoder.conv_in`, `encoder.down_blocks.3.conv1.weight`,
+`decoder.up_blocks.1.resnets.0.conv_shortcut.weight`, `quant_conv`). The Wan -> diffusers table is
+built from the config (`wan_to_diffusers_keys`), and tested against diffusers' own
+`convert_wan_vae_to_diffusers`. Diffusers names become Flax paths mechanically
+(`up_blocks.1.resnets.0` -> `up_blocks_1/resnets_0`), with torch layouts transposed to
+channel-last. Every missing, unexpected or mis-shaped tensor is listed in the error.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from star_jax.checkpoint.convert import CheckpointError, _listing, read_safetensors
+from star_jax.models.variants import VAEConfig
+
+_RESIDUAL = (("residual.0.gamma", "norm1.gamma"), ("residual.2.weight", "conv1.weight"),
+             ("residual.2.bias", "conv1.bias"), ("residual.3.gamma", "norm2.gamma"),
+             ("residual.6.weight", "conv2.weight"), ("residual.6.bias", "conv2.bias"))
+_SHORTCUT = (("shortcut.weight", "conv_shortcut.weight"), ("shortcut.bias", "conv_shortcut.bias"))
+_ATTENTION = ("norm.gamma", "to_qkv.weight", "to_qkv.bias", "proj.weight", "proj.bias")
+
+
+def _residual(wan: str, diff: str, shortcut: bool) -> dict:
+    pairs = _RESIDUAL + (_SHORTCUT if shortcut else ())
+    return {f"{wan}.{a}": f"{diff}.{b}" for a, b in pairs}
+
+
+def _resample(wan: str, diff: str, mode: str) -> dict:
+    out = {f"{wan}.resample.1.{p}": f"{diff}.resample.1.{p}" for p in ("weight", "bias")}
+    if mode.endswith("3d"):
+        out.update({f"{wan}.time_conv.{p}": f"{diff}.time_conv.{p}" for p in ("weight", "bias")})
+    return out
+
+
+def _middle(side: str) -> dict:
+    out = _residual(f"{side}.middle.0", f"{side}.mid_block.resnets.0", False)
+    out.update({f"{side}.middle.1.{p}": f"{side}.mid_block.attentions.0.{p}" for p in _ATTENTION})
+    out.update(_residual(f"{side}.middle.2", f"{side}.mid_block.resnets.1", False))
+    return out
+
+
+def wan_to_diffusers_keys(cfg: VAEConfig) -> dict[str, str]:
+    """Every tensor of a Wan2.1 VAE with `cfg`'s structure: original Wan name -> diffusers name."""
+    keys: dict[str, str] = {}
+    for wan, diff in (("conv1", "quant_conv"), ("conv2", "post_quant_conv"),
+                      ("encoder.conv1", "encoder.conv_in"), ("decoder.conv1", "decoder.conv_in"),
+                      ("encoder.head.2", "encoder.conv_out"), ("decoder.head.2", "decoder.conv_out")):
+        keys.update({f"{wan}.{p}": f"{diff}.{p}" for p in ("weight", "bias")})
+    keys["encoder.head.0.gamma"] = "encoder.norm_out.gamma"
+    keys["decoder.head.0.gamma"] = "decoder.norm_out.gamma"
+    keys.update(_middle("encoder"))
+    keys.update(_middle("decoder"))
+
+    # encoder: one flat list in both namings
+    dims = [cfg.base_dim * u for u in (1, *cfg.dim_mult)]
+    k = 0
+    for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for _ in range(cfg.num_res_blocks):
+            keys.update(_residual(f"encoder.downsamples.{k}", f"encoder.down_blocks.{k}", in_dim != out_dim))
+            in_dim, k = out_dim, k + 1
+        if i != len(cfg.dim_mult) - 1:
+            mode = "downsample3d" if cfg.temporal_downsample[i] else "downsample2d"
+            keys.update(_resample(f"encoder.downsamples.{k}", f"encoder.down_blocks.{k}", mode))
+            k += 1
+
+    # decoder: Wan's flat list; diffusers groups it into up blocks of resnets + an upsampler
+    dims = [cfg.base_dim * u for u in (cfg.dim_mult[-1], *cfg.dim_mult[::-1])]
+    temporal_upsample = cfg.temporal_downsample[::-1]
+    k = 0
+    for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        if i > 0:
+            in_dim //= 2  # the previous upsampler halves the channels
+        for j in range(cfg.num_res_blocks + 1):
+            keys.update(_residual(f"decoder.upsamples.{k}", f"decoder.up_blocks.{i}.resnets.{j}", in_dim != out_dim))
+            in_dim, k = out_dim, k + 1
+        if i != len(cfg.dim_mult) - 1:
+            mode = "upsample3d" if temporal_upsample[i] else "upsample2d"
+            keys.update(_resample(f"decoder.upsamples.{k}", f"decoder.up_blocks.{i}.upsamplers.0", mode))
+            k += 1
+    return keys
+
+
+def detect_vae_naming(state: dict) -> str:
+    keys = set(state)
+    if "encoder.conv_in.weight" in keys or "quant_conv.weight" in keys:
+        return "diffusers"
+    if "encoder.conv1.weight" in keys or "conv1.weight" in keys:
+        return "wan"
+    raise CheckpointError(f"cannot tell the VAE checkpoint's naming from its keys (first: {sorted(keys)[:5]})")
+
+
+def _flax_path(diffusers_name: str) -> tuple[str, ...]:
+    """`decoder.up_blocks.1.resnets.0.conv1.weight` -> (decoder, up_blocks_1, resnets_0, conv1, weight)."""
+    out: list[str] = []
+    for part in diffusers_name.split("."):
+        if part.isdigit():
+            out[-1] = f"{out[-1]}_{part}"
+        else:
+            out.append(part)
+    return tuple(out)
+
+
+def _to_flax_leaf(leaf: str, value: np.ndarray) -> tuple[str, np.ndarray]:
+    if leaf == "weight":  # conv: (O, I, *K) -> (*K, I, O)
+        return "kernel", np.transpose(value, (*range(2, value.ndim), 1, 0))
+    if leaf == "gamma":  # (C, 1, 1[, 1]) -> (C,)
+        return "gamma", value.reshape(value.shape[0])
+    return leaf, value
+
+
+def convert_vae_state(state: dict, cfg: VAEConfig, dtype=None) -> dict:
+    """A loaded VAE state dict (either naming) -> checked Flax params (numpy, optionally cast)."""
+    state = {k.removeprefix("vae."): v for k, v in state.items()}
+    table = wan_to_diffusers_keys(cfg)
+    if detect_vae_naming(state) == "wan":
+        expected = set(table)
+        rename = table
+    else:
+        expected = set(table.values())
+        rename = {v: v for v in expected}
+    missing = sorted(expected - set(state))
+    extra = sorted(set(state) - expected)
+    if missing or extra:
+        raise CheckpointError(_listing("VAE checkpoint does not match the config", missing=missing, unexpected=extra))
+    params: dict = {}
+    for name, value in state.items():
+        *path, leaf = _flax_path(rename[name])
+        leaf, value = _to_flax_leaf(leaf, np.asarray(value))
+        node = params
+        for p in path:
+            node = node.setdefault(p, {})
+        node[leaf] = value if dtype is None else value.astype(dtype)
+    check_vae_against_model(params, cfg)
+    return params
+
+
+def check_vae_against_model(params: dict, cfg: VAEConfig) -> None:
+    """Raises CheckpointError unless `params` has exactly `WanVAE(cfg)`'s keys and shapes."""
+    import jax
+    from flax.traverse_util import flatten_dict
+
+    from star_jax.models.vae import WanVAE, init_vae_params
+
+    want = flatten_dict(jax.eval_shape(lambda: init_vae_params(WanVAE(cfg), jax.random.PRNGKey(0), 16, 16)),
+                        sep="/")
+    have = flatten_dict(params, sep="/")
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    bad = [f"{k}: checkpoint {tuple(np.shape(have[k]))} != model {tuple(want[k].shape)}"
+           for k in sorted(set(want) & set(have)) if tuple(np.shape(have[k])) != tuple(want[k].shape)]
+    if missing or extra or bad:
+        raise CheckpointError(_listing("converted VAE params do not match the model",
+                                       missing=missing, unexpected=extra, mis_shaped=bad))
+
+
+def read_vae_weights(path: str) -> dict:
+    """numpy tensors from a .safetensors file / folder, or from a torch .pth (needs torch)."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such VAE checkpoint")
+    if path.endswith((".pth", ".pt", ".ckpt")):
+        try:
+            import torch
+        except ImportError as e:
+            raise CheckpointError(f"{path}: reading a .pth checkpoint needs torch (pip install torch)") from e
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"{path}: cannot read torch checkpoint ({type(e).__name__}: {e})") from e
+        state = state.get("state_dict", state)
+        return {k: v.detach().float().numpy() for k, v in state.items()}
+    return read_safetensors(path)
+
+
+def load_vae_checkpoint(path: str, cfg: VAEConfig, dtype=np.float32) -> dict:
+    """Checkpoint file -> checked Flax VAE params on the host (numpy)."""
+    return convert_vae_state(read_vae_weights(path), cfg, dtype)
