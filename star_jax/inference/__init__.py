@@ -1,0 +1,7 @@
+"""Inference: STAR conditions, the autoregressive rollout (a jitted scan over blocks), sessions."""
+
+from star_jax.inference.conditions import StarConditions, encode_conditions, mask_to_latent
+from star_jax.inference.rollout import RolloutState, init_rollout_state, rollout, star_block
+
+__all__ = ["RolloutState", "StarConditions", "encode_conditions", "init_rollout_state", "mask_to_latent",
+           "rollout", "star_block"]
