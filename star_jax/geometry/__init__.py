@@ -26,6 +26,7 @@ from star_jax.geometry.cameras import (
     transform_points,
     unproject,
 )
+from star_jax.geometry.controller import CameraController, ControllerConfig, parse_key_script, parse_key_script_file
 from star_jax.geometry.trajectory import (
     KeyframeTrajectory,
     TrajectoryError,
@@ -42,6 +43,10 @@ from star_jax.geometry.trajectory import (
 from star_jax.geometry.warp import WarpResult, warp_frame, warp_frames
 
 __all__ = [
+    "CameraController",
+    "ControllerConfig",
+    "parse_key_script",
+    "parse_key_script_file",
     "KeyframeTrajectory",
     "TrajectoryError",
     "WarpResult",
