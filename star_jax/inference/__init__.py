@@ -5,3 +5,8 @@ from star_jax.inference.rollout import RolloutState, init_rollout_state, rollout
 
 __all__ = ["RolloutState", "StarConditions", "encode_conditions", "init_rollout_state", "mask_to_latent",
            "rollout", "star_block"]
+from star_jax.inference.model import StarModel, load_star_model, load_text_embedding, random_star_model
+from star_jax.inference.session import BlockOutput, NavigationSession
+
+__all__ += ["BlockOutput", "NavigationSession", "StarModel", "load_star_model", "load_text_embedding",
+            "random_star_model"]

@@ -36,17 +36,20 @@ class StarConditions(struct.PyTreeNode):
         return StarConditions(self.ref[:, start:stop], self.render[:, start:stop], self.mask[:, start:stop])
 
 
-def mask_to_latent(mask, spatial_factor: int = 8, temporal_factor: int = 4):
-    """Pixel validity mask (B, 1 + 4k, H, W) bool -> (B, 1 + k, H/8, W/8, 4) float32 in [0, 1]."""
+def mask_to_latent(mask, spatial_factor: int = 8, temporal_factor: int = 4, first: bool = True):
+    """Pixel validity mask (B, 1 + 4k, H, W) bool -> (B, 1 + k, H/8, W/8, 4) float32 in [0, 1].
+    `first=False`: the frames continue a stream, (B, 4k, H, W) -> (B, k, H/8, W/8, 4)."""
     if mask.ndim != 4:
         raise ValueError(f"mask must be (B, T, H, W), got shape {tuple(mask.shape)}")
     b, t, h, w = mask.shape
     f = spatial_factor
-    if (t - 1) % temporal_factor or h % f or w % f:
-        raise ValueError(f"mask (B, T, H, W) = {tuple(mask.shape)}: T must be 1 + {temporal_factor}k and H, W "
+    if (t - int(first)) % temporal_factor or t < int(first) or h % f or w % f:
+        lead = "1 + " if first else ""
+        raise ValueError(f"mask (B, T, H, W) = {tuple(mask.shape)}: T must be {lead}{temporal_factor}k and H, W "
                          f"multiples of {f}")
     m = mask.astype(jnp.float32).reshape(b, t, h // f, f, w // f, f).mean(axis=(3, 5))
-    m = jnp.concatenate([jnp.repeat(m[:, :1], temporal_factor, axis=1), m[:, 1:]], axis=1)
+    if first:
+        m = jnp.concatenate([jnp.repeat(m[:, :1], temporal_factor, axis=1), m[:, 1:]], axis=1)
     m = m.reshape(b, -1, temporal_factor, h // f, w // f)
     return m.transpose(0, 1, 3, 4, 2)
 

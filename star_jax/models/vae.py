@@ -388,24 +388,37 @@ def init_decode_cache(vae: WanVAE, params, batch: int, latent_hw: tuple[int, int
     return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), cache)
 
 
+def _dist(moments) -> LatentDist:
+    mean, logvar = jnp.split(moments, 2, axis=-1)
+    return LatentDist(mean, jnp.clip(logvar, -30.0, 20.0))
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def encode(vae: WanVAE, params, video) -> LatentDist:
     """video (B, 1 + 4k, H, W, 3) in [-1, 1] -> LatentDist of (B, 1 + k, H/8, W/8, z_dim) raw
     latents. The first frame is one chunk, then a `lax.scan` over 4-frame chunks."""
     check_video(video, vae.cfg)
-    b, t, h, w, c = video.shape
     moments, cache = encode_chunk(vae, params, video[:, :1], None, True)
-    if t > 1:
-        chunks = jnp.moveaxis(video[:, 1:].reshape(b, (t - 1) // 4, 4, h, w, c), 1, 0)
+    if video.shape[1] > 1:
+        rest, _ = encode_continue(vae, params, video[:, 1:], cache)
+        return LatentDist(*(jnp.concatenate([a, b], axis=1) for a, b in zip(_dist(moments), rest)))
+    return _dist(moments)
 
-        def step(cache, chunk):
-            m, cache = encode_chunk(vae, params, chunk, cache, False)
-            return cache, m[:, 0]
 
-        _, ms = jax.lax.scan(step, cache, chunks)
-        moments = jnp.concatenate([moments, jnp.moveaxis(ms, 0, 1)], axis=1)
-    mean, logvar = jnp.split(moments, 2, axis=-1)
-    return LatentDist(mean, jnp.clip(logvar, -30.0, 20.0))
+def encode_continue(vae: WanVAE, params, video, cache):
+    """Encodes frames (B, 4k, H, W, 3) that continue a stream whose encoder state is `cache`
+    -> (LatentDist of k latent frames, cache). A `lax.scan` over 4-frame chunks."""
+    b, t, h, w, c = video.shape
+    if t % 4:
+        raise ValueError(f"a continuing chunk needs a multiple of 4 frames, got video {tuple(video.shape)}")
+    chunks = jnp.moveaxis(video.reshape(b, t // 4, 4, h, w, c), 1, 0)
+
+    def step(cache, chunk):
+        m, cache = encode_chunk(vae, params, chunk, cache, False)
+        return cache, m[:, 0]
+
+    cache, ms = jax.lax.scan(step, cache, chunks)
+    return _dist(jnp.moveaxis(ms, 0, 1)), cache
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -1,0 +1,209 @@
+"""A navigation session: serves the generated video one STAR block at a time.
+
+    session = NavigationSession(model, reference_frames, geometry, rng=jax.random.PRNGKey(0))
+    out = session.step(target_w2c=w2c[:session.frames_needed()])   # cameras for this block's frames
+    out = session.step(keys=[{"forward"}] * session.frames_needed())  # or driven by key presses
+    out.frames, out.latency                                          # (n, H, W, 3) uint8, seconds
+
+Per block: the reference frames time-aligned with the block are warped into its target cameras
+(depth-image warping, z-buffer), the reference and the renders are VAE-encoded as one causal
+stream each (the encoder state carries over between blocks, so streaming equals encoding the
+whole video at once), the block is denoised (`star_block`, the body of the jitted rollout scan),
+and its latents are decoded by the causal VAE decoder, whose state also carries over. The first
+block yields 9 frames (latent frames 0-2 = frames 0-8), every later one 12.
+
+Past the end of the reference video the source frames bounce back and forth (or stay on
+`freeze_frame`), so a session can run forever; its state has a fixed size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from star_jax.geometry.cameras import invert_rigid
+from star_jax.geometry.controller import CameraController, ControllerConfig
+from star_jax.geometry.trajectory import foreground_depth
+from star_jax.geometry.warp import warp_frames
+from star_jax.inference.conditions import StarConditions, mask_to_latent
+from star_jax.inference.model import StarModel
+from star_jax.inference.rollout import DEFAULT_SHIFT, DEFAULT_STEPS, init_rollout_state, star_block
+from star_jax.models.vae import (
+    LatentDist,
+    WanVAE,
+    decode_chunk,
+    decode_continue,
+    denormalize_latents,
+    encode_chunk,
+    encode_continue,
+    normalize_latents,
+)
+
+
+@dataclasses.dataclass
+class BlockOutput:
+    index: int
+    frames: np.ndarray  # (n, H, W, 3) uint8: the generated video
+    renders: np.ndarray  # (n, H, W, 3) uint8: the reference warped into the target cameras
+    masks: np.ndarray  # (n, H, W) bool: True where a point landed
+    reference: np.ndarray  # (n, H, W, 3) uint8: the time-aligned reference frames
+    target_w2c: np.ndarray  # (n, 4, 4)
+    latents: np.ndarray  # (1, F, h, w, 16) float32: the block's clean normalised latents
+    latency: dict  # seconds: warp, encode, dit, decode, total
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encode_stream(vae: WanVAE, params, video, cache):
+    """video (B, n, H, W, 3): n = 1 + 4k with cache None (stream start), else 4k."""
+    if cache is None:
+        m0, cache = encode_chunk(vae, params, video[:, :1], None, True)
+        rest, cache = encode_continue(vae, params, video[:, 1:], cache)
+        mean, logvar = jnp.split(m0, 2, axis=-1)
+        return LatentDist(jnp.concatenate([mean, rest.mean], 1), jnp.concatenate([logvar, rest.logvar], 1)), cache
+    return encode_continue(vae, params, video, cache)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _decode_stream(vae: WanVAE, params, latents, cache):
+    """latents (B, m, h, w, z) raw; the first latent frame is the stream start when cache is None."""
+    if cache is None:
+        y0, cache = decode_chunk(vae, params, latents[:, :1], None, True)
+        rest, cache = decode_continue(vae, params, latents[:, 1:], cache)
+        return jnp.concatenate([y0, rest], axis=1), cache
+    return decode_continue(vae, params, latents, cache)
+
+
+_block_step = jax.jit(star_block, static_argnums=0, static_argnames=("steps", "shift"))
+_warp = jax.jit(warp_frames, static_argnames=("out_hw", "point_size"))
+
+
+def bounce_index(t: np.ndarray, num_source: int) -> np.ndarray:
+    """Frame t of an endless stream -> a source frame, playing the reference forward, backward, ..."""
+    t = np.asarray(t)
+    if num_source == 1:
+        return np.zeros_like(t)
+    period = 2 * (num_source - 1)
+    i = t % period
+    return np.where(i < num_source, i, period - i)
+
+
+def _to_uint8(x) -> np.ndarray:
+    return np.asarray(jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8))
+
+
+class NavigationSession:
+    """reference: (T, H, W, 3) uint8; geometry: a `SceneGeometry` (depth (T, H, W), K (T, 3, 3),
+    w2c (T, 4, 4)). Target cameras are world-to-camera in the geometry's world."""
+
+    def __init__(self, model: StarModel, reference: np.ndarray, geometry, *, rng=None,
+                 steps: Sequence[int] = DEFAULT_STEPS, shift: float = DEFAULT_SHIFT, point_size: int = 2,
+                 freeze_frame: int | None = None, controller: ControllerConfig | None = None):
+        reference = np.asarray(reference)
+        if reference.ndim != 4 or reference.shape[-1] != 3 or reference.dtype != np.uint8:
+            raise ValueError(f"reference must be (T, H, W, 3) uint8, got {reference.shape} {reference.dtype}")
+        T, H, W, _ = reference.shape
+        if geometry.depth.shape != (T, H, W):
+            raise ValueError(f"geometry depth {geometry.depth.shape} does not match the reference {(T, H, W)}")
+        f = model.vae.cfg.spatial_factor
+        if H % (2 * f) or W % (2 * f):
+            raise ValueError(f"frame size {H}x{W} must be a multiple of {2 * f} (VAE x DiT patch)")
+        self.model = model
+        self.reference = reference
+        self.geometry = geometry
+        self.steps, self.shift, self.point_size = tuple(steps), float(shift), point_size
+        self.freeze_frame = freeze_frame
+        self.latent_hw = (H // f, W // f)
+        self.scene_scale = foreground_depth(geometry.depth[0])
+        self.controller = CameraController(controller or ControllerConfig(), self.scene_scale,
+                                           geometry.depth[0], geometry.K[0])
+        self._anchor_c2w = np.asarray(invert_rigid(jnp.asarray(geometry.w2c[0], jnp.float32)), np.float64)
+        self._rng = jax.random.PRNGKey(0) if rng is None else rng
+        self.reset()
+
+    def reset(self) -> None:
+        cfg = self.model.dit.cfg
+        self.state = init_rollout_state(cfg, 1, self.latent_hw, self._rng)
+        self.block = 0
+        self.frame = 0  # first output frame of the next block
+        self._enc_cache = None
+        self._dec_cache = None
+        self.controller.reset()
+
+    def frames_needed(self) -> int:
+        """Output frames of the next block: 1 + 4 (F - 1) for the first, 4 F after."""
+        f = self.model.dit.cfg.frames_per_block
+        return 1 + 4 * (f - 1) if self.block == 0 else 4 * f
+
+    def source_indices(self, n: int) -> np.ndarray:
+        t = np.arange(self.frame, self.frame + n)
+        if self.freeze_frame is not None:
+            return np.full_like(t, self.freeze_frame)
+        return bounce_index(t, len(self.reference))
+
+    def cameras_from_keys(self, keys: Iterable[Iterable[str]]) -> np.ndarray:
+        """Steps the controller once per frame -> world-to-camera (n, 4, 4) anchored at the first
+        reference camera."""
+        rel = self.controller.run(list(keys))
+        return np.linalg.inv(self._anchor_c2w @ rel).astype(np.float32)
+
+    def step(self, target_w2c: np.ndarray | None = None, keys: Iterable[Iterable[str]] | None = None) -> BlockOutput:
+        n = self.frames_needed()
+        if (target_w2c is None) == (keys is None):
+            raise ValueError("give exactly one of target_w2c (n, 4, 4) or keys (n sets of key names)")
+        if keys is not None:
+            keys = list(keys)
+            if len(keys) != n:
+                raise ValueError(f"block {self.block} needs keys for {n} frames, got {len(keys)}")
+            target_w2c = self.cameras_from_keys(keys)
+        target_w2c = np.asarray(target_w2c, np.float32)
+        if target_w2c.shape != (n, 4, 4) or not np.all(np.isfinite(target_w2c)):
+            raise ValueError(f"block {self.block} needs finite target_w2c of shape {(n, 4, 4)}, got "
+                             f"{target_w2c.shape}")
+        m = self.model
+        g = self.geometry
+        lat = {}
+        t0 = time.perf_counter()
+
+        src = self.source_indices(n)
+        ref = self.reference[src]
+        H, W = ref.shape[1:3]
+        warped = _warp(ref.astype(np.float32) / 255.0, g.depth[src], g.K[src], g.w2c[src], g.K[src], target_w2c,
+                       out_hw=(H, W), point_size=self.point_size)
+        jax.block_until_ready(warped)
+        t1 = time.perf_counter()
+        lat["warp"] = t1 - t0
+
+        first = self.block == 0
+        pair = jnp.stack([jnp.asarray(ref, jnp.float32) / 127.5 - 1.0, warped.rgb * 2.0 - 1.0])  # (2, n, H, W, 3)
+        dist, self._enc_cache = _encode_stream(m.vae, m.vae_params, pair, self._enc_cache)
+        z = normalize_latents(dist.mean, m.vae.cfg)
+        mask = mask_to_latent(warped.mask[None], m.vae.cfg.spatial_factor, m.vae.cfg.temporal_factor, first=first)
+        cond = StarConditions(z[:1], z[1:], mask)
+        jax.block_until_ready(cond)
+        t2 = time.perf_counter()
+        lat["encode"] = t2 - t1
+
+        self.state, latents = _block_step(m.dit, m.dit_params, self.state, m.text, cond, steps=self.steps,
+                                          shift=self.shift)
+        jax.block_until_ready(latents)
+        t3 = time.perf_counter()
+        lat["dit"] = t3 - t2
+
+        frames, self._dec_cache = _decode_stream(m.vae, m.vae_params, denormalize_latents(latents, m.vae.cfg),
+                                                 self._dec_cache)
+        frames = _to_uint8(frames[0])
+        t4 = time.perf_counter()
+        lat["decode"] = t4 - t3
+        lat["total"] = t4 - t0
+
+        out = BlockOutput(self.block, frames, np.asarray(jnp.round(warped.rgb * 255)).astype(np.uint8),
+                          np.asarray(warped.mask), ref, target_w2c, np.asarray(latents), lat)
+        self.block += 1
+        self.frame += n
+        return out
