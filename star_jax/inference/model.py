@@ -11,6 +11,7 @@ without one the DiT sees zeros, and `text_source` says so.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -64,19 +65,32 @@ def _models(variant: str, dtype: str):
     return dit, vae
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _init_dit(dit: WanDiT, rng):
+    import flax.linen as nn
+
+    cfg = dit.cfg
+    x = jnp.zeros((1, cfg.frames_per_block, 4, 4, cfg.in_dim))
+    return nn.meta.unbox(dit.init(rng, x, jnp.zeros((1,)), jnp.zeros((1, 4, cfg.text_dim)))["params"])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_vae(vae: WanVAE, rng):
+    return init_vae_params(vae, rng, 16, 16)
+
+
 def random_star_model(variant: str, rng, dtype: str = "float32", text: str | None = None) -> StarModel:
     """Randomly initialised networks of a variant (the DiT's zero-initialised output head and
     modulation are perturbed, so the output depends on the input)."""
     dit, vae = _models(variant, dtype)
     cfg = dit.cfg
     k_dit, k_vae, k_noise = jax.random.split(rng, 3)
-    x = jnp.zeros((1, cfg.frames_per_block, 4, 4, cfg.in_dim))
-    params = jax.jit(dit.init)(k_dit, x, jnp.zeros((1,)), jnp.zeros((1, 4, cfg.text_dim)))["params"]
+    params = _init_dit(dit, k_dit)
     leaves, tree = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(k_noise, len(leaves))
     params = jax.tree_util.tree_unflatten(tree, [p + 0.02 * jax.random.normal(k, p.shape, p.dtype)
                                                  for p, k in zip(leaves, keys)])
-    vae_params = jax.jit(lambda k: init_vae_params(vae, k, 16, 16))(k_vae)
+    vae_params = _init_vae(vae, k_vae)
     emb, src = load_text_embedding(text, cfg.text_dim, cfg.text_len)
     return StarModel(dit, params, vae, vae_params, emb, src, f"random-init ({variant})")
 
