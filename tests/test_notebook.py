@@ -1,0 +1,20 @@
+"""The navigation notebook runs headless, top to bottom, on the tiny variant."""
+
+import os
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_navigate_notebook_executes():
+    nb = nbformat.read(os.path.join(ROOT, "notebooks", "navigate.ipynb"), as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "block 0: 9 frames" in text and "block 1: 12 frames" in text
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 2
