@@ -1,0 +1,95 @@
+"""Navigation speed: frames/s and per-block latency, and where the time goes.
+
+    python -m benchmarks.rollout_bench                   # CPU: tiny variant, small frames (CI-sized)
+    python -m benchmarks.rollout_bench --gpu             # GPU: 1.3B, 480x832, bf16, random weights
+
+Two tables. (1) The streaming session, steady state (after the compiling blocks): per-block
+latency split into warp / VAE encode / DiT / VAE decode, frames/s, and the ratio to the 24 FPS the
+release reports. (2) The DiT rollout alone: the jitted `lax.scan` over N blocks against the
+same blocks called one by one from Python (the reference run, same process), blocks/s and ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.common import best_time
+from data_pipelines.manifest import planar_prior_geometry
+from star_jax.inference import NavigationSession, StarConditions, init_rollout_state, random_star_model, rollout
+from star_jax.inference.session import _block_step
+
+RELEASE_FPS = 24.0
+
+
+def session_table(model, height: int, width: int, blocks: int) -> dict:
+    T = 9 + 12 * (blocks - 1)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (T, height, width, 3), dtype=np.uint8)
+    session = NavigationSession(model, frames, planar_prior_geometry(T, height, width, 2.0))
+    lat = []
+    for _ in range(blocks):
+        out = session.step(keys=[{"forward", "yaw_left"}] * session.frames_needed())
+        lat.append((len(out.frames), out.latency))
+    steady = lat[2:]  # blocks 0 and 1 compile
+    n = sum(k for k, _ in steady)
+    tot = {s: sum(x[s] for _, x in steady) for s in ("warp", "encode", "dit", "decode", "total")}
+    fps = n / tot["total"]
+    print(f"\nstreaming session, {height}x{width}, {len(steady)} steady-state blocks of 12 frames")
+    print(f"{'stage':>8} | {'s / block':>9} | {'share':>6}")
+    for s in ("warp", "encode", "dit", "decode", "total"):
+        print(f"{s:>8} | {tot[s] / len(steady):9.4f} | {tot[s] / tot['total']:6.1%}")
+    print(f"frames/s {fps:.2f}  (x{fps / RELEASE_FPS:.3f} of the release's {RELEASE_FPS:g} FPS on an H-series GPU)")
+    return {"fps": fps, **{k: v / len(steady) for k, v in tot.items()}}
+
+
+def scan_table(model, latent_hw, blocks: int, repeats: int) -> None:
+    cfg = model.dit.cfg
+    n = 3 * blocks
+    r = np.random.default_rng(1)
+    cond = StarConditions(*(jnp.asarray(r.normal(size=(1, n, *latent_hw, c)).astype(np.float32)) for c in (16, 16, 4)))
+    key = jax.random.PRNGKey(0)
+
+    def scan():
+        jax.block_until_ready(rollout(model.dit, model.dit_params, model.text, cond, key))
+
+    def loop():
+        state = init_rollout_state(cfg, 1, latent_hw, key)
+        for b in range(blocks):
+            state, x = _block_step(model.dit, model.dit_params, state, model.text, cond.frames(3 * b, 3 * b + 3))
+        jax.block_until_ready(x)
+
+    t_scan, t_loop = best_time(scan, repeats), best_time(loop, repeats)
+    print(f"\nDiT rollout, {blocks} blocks, latent {latent_hw[0]}x{latent_hw[1]}")
+    print(f"{'path':>22} | {'s':>8} | {'blocks/s':>8} | ratio")
+    print(f"{'python loop (ref)':>22} | {t_loop:8.4f} | {blocks / t_loop:8.2f} | 1.00")
+    print(f"{'lax.scan (jit once)':>22} | {t_scan:8.4f} | {blocks / t_scan:8.2f} | {t_loop / t_scan:.2f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gpu", action="store_true", help="1.3B, 480x832, bf16 (needs a GPU)")
+    ap.add_argument("--variant", default=None)
+    ap.add_argument("--height", type=int, default=None)
+    ap.add_argument("--width", type=int, default=None)
+    ap.add_argument("--blocks", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=2)
+    a = ap.parse_args()
+    if a.gpu and jax.default_backend() != "gpu":
+        raise SystemExit("--gpu: no GPU backend here")
+    variant = a.variant or ("1.3B" if a.gpu else "tiny")
+    h, w = (a.height or (480 if a.gpu else 96)), (a.width or (832 if a.gpu else 160))
+    t0 = time.perf_counter()
+    model = random_star_model(variant, jax.random.PRNGKey(0), "bfloat16" if a.gpu else "float32")
+    print(f"device {jax.devices()[0].device_kind}, variant {variant}, {model.dit.cfg.dtype}, "
+          f"init {time.perf_counter() - t0:.1f}s")
+    session_table(model, h, w, max(a.blocks, 3))
+    scan_table(model, (h // 8, w // 8), a.blocks, a.repeats)
+
+
+if __name__ == "__main__":
+    main()
