@@ -133,19 +133,25 @@ def _listing(title, **groups):
 def check_against_model(params: dict, cfg: DiTConfig) -> None:
     """Raises CheckpointError unless `params` has exactly the model's keys and shapes."""
     import flax.linen as nn
-    from flax.traverse_util import flatten_dict
 
     from star_jax.models.dit import abstract_params
 
-    want = flatten_dict(nn.meta.unbox(abstract_params(cfg)), sep="/")
+    check_tree_shapes(params, nn.meta.unbox(abstract_params(cfg)), "converted params do not match the model")
+
+
+def check_tree_shapes(params: dict, abstract: dict, title: str) -> None:
+    """Raises CheckpointError (headed `title`) listing every key of `params` missing from,
+    extra to, or shaped differently from the `abstract` tree (arrays or ShapeDtypeStructs)."""
+    from flax.traverse_util import flatten_dict
+
+    want = flatten_dict(abstract, sep="/")
     have = flatten_dict(params, sep="/")
     missing = sorted(set(want) - set(have))
     extra = sorted(set(have) - set(want))
     bad = [f"{k}: checkpoint {tuple(np.shape(have[k]))} != model {tuple(want[k].shape)}"
            for k in sorted(set(want) & set(have)) if tuple(np.shape(have[k])) != tuple(want[k].shape)]
     if missing or extra or bad:
-        raise CheckpointError(_listing("converted params do not match the model",
-                                       missing=missing, unexpected=extra, mis_shaped=bad))
+        raise CheckpointError(_listing(title, missing=missing, unexpected=extra, mis_shaped=bad))
 
 
 def read_safetensors(path: str) -> dict:

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from star_jax.checkpoint.convert import CheckpointError, _listing, read_safetensors
+from star_jax.checkpoint.convert import CheckpointError, _listing, check_tree_shapes, read_safetensors
 from star_jax.models.variants import VAEConfig
 
 _RESIDUAL = (("residual.0.gamma", "norm1.gamma"), ("residual.2.weight", "conv1.weight"),
@@ -146,20 +146,11 @@ def convert_vae_state(state: dict, cfg: VAEConfig, dtype=None) -> dict:
 def check_vae_against_model(params: dict, cfg: VAEConfig) -> None:
     """Raises CheckpointError unless `params` has exactly `WanVAE(cfg)`'s keys and shapes."""
     import jax
-    from flax.traverse_util import flatten_dict
 
     from star_jax.models.vae import WanVAE, init_vae_params
 
-    want = flatten_dict(jax.eval_shape(lambda: init_vae_params(WanVAE(cfg), jax.random.PRNGKey(0), 16, 16)),
-                        sep="/")
-    have = flatten_dict(params, sep="/")
-    missing = sorted(set(want) - set(have))
-    extra = sorted(set(have) - set(want))
-    bad = [f"{k}: checkpoint {tuple(np.shape(have[k]))} != model {tuple(want[k].shape)}"
-           for k in sorted(set(want) & set(have)) if tuple(np.shape(have[k])) != tuple(want[k].shape)]
-    if missing or extra or bad:
-        raise CheckpointError(_listing("converted VAE params do not match the model",
-                                       missing=missing, unexpected=extra, mis_shaped=bad))
+    abstract = jax.eval_shape(lambda: init_vae_params(WanVAE(cfg), jax.random.PRNGKey(0), 16, 16))
+    check_tree_shapes(params, abstract, "converted VAE params do not match the model")
 
 
 def read_vae_weights(path: str) -> dict:

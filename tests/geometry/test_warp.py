@@ -4,7 +4,6 @@ real Kinect RGB-D frames with real poses (7-Scenes redkitchen)."""
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
