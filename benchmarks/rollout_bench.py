@@ -21,7 +21,7 @@ import numpy as np
 from benchmarks.common import best_time
 from data_pipelines.manifest import planar_prior_geometry
 from star_jax.inference import NavigationSession, StarConditions, init_rollout_state, random_star_model, rollout
-from star_jax.inference.session import _block_step
+from star_jax.inference.rollout import star_block_jit
 
 RELEASE_FPS = 24.0
 
@@ -60,7 +60,7 @@ def scan_table(model, latent_hw, blocks: int, repeats: int) -> None:
     def loop():
         state = init_rollout_state(cfg, 1, latent_hw, key)
         for b in range(blocks):
-            state, x = _block_step(model.dit, model.dit_params, state, model.text, cond.frames(3 * b, 3 * b + 3))
+            state, x = star_block_jit(model.dit, model.dit_params, state, model.text, cond.frames(3 * b, 3 * b + 3))
         jax.block_until_ready(x)
 
     t_scan, t_loop = best_time(scan, repeats), best_time(loop, repeats)

@@ -1,10 +1,10 @@
 """Inference: STAR conditions, the autoregressive rollout (a jitted scan over blocks), sessions."""
 
 from star_jax.inference.conditions import StarConditions, encode_conditions, mask_to_latent
-from star_jax.inference.rollout import RolloutState, init_rollout_state, rollout, star_block
+from star_jax.inference.rollout import RolloutState, init_rollout_state, rollout, star_block, star_block_jit
 
 __all__ = ["RolloutState", "StarConditions", "encode_conditions", "init_rollout_state", "mask_to_latent",
-           "rollout", "star_block"]
+           "rollout", "star_block", "star_block_jit"]
 from star_jax.inference.model import StarModel, load_star_model, load_text_embedding, random_star_model
 from star_jax.inference.session import BlockOutput, NavigationSession
 

@@ -94,6 +94,10 @@ def star_block(dit: WanDiT, params, state: RolloutState, text, cond: StarConditi
     return RolloutState(kv, x, rng, state.block + 1), x
 
 
+# The same block, compiled on its own: what a session calls once per block.
+star_block_jit = jax.jit(star_block, static_argnums=0, static_argnames=("steps", "shift"))
+
+
 @functools.partial(jax.jit, static_argnums=0, static_argnames=("steps", "shift"))
 def rollout(dit: WanDiT, params, text, conditions: StarConditions, rng,
             steps=DEFAULT_STEPS, shift: float = DEFAULT_SHIFT):

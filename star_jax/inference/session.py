@@ -33,7 +33,7 @@ from star_jax.geometry.trajectory import foreground_depth
 from star_jax.geometry.warp import warp_frames
 from star_jax.inference.conditions import StarConditions, mask_to_latent
 from star_jax.inference.model import StarModel
-from star_jax.inference.rollout import DEFAULT_SHIFT, DEFAULT_STEPS, init_rollout_state, star_block
+from star_jax.inference.rollout import DEFAULT_SHIFT, DEFAULT_STEPS, init_rollout_state, star_block_jit
 from star_jax.models.vae import (
     LatentDist,
     WanVAE,
@@ -79,7 +79,6 @@ def _decode_stream(vae: WanVAE, params, latents, cache):
     return decode_continue(vae, params, latents, cache)
 
 
-_block_step = jax.jit(star_block, static_argnums=0, static_argnames=("steps", "shift"))
 _warp = jax.jit(warp_frames, static_argnames=("out_hw", "point_size"))
 
 
@@ -189,7 +188,7 @@ class NavigationSession:
         t2 = time.perf_counter()
         lat["encode"] = t2 - t1
 
-        self.state, latents = _block_step(m.dit, m.dit_params, self.state, m.text, cond, steps=self.steps,
+        self.state, latents = star_block_jit(m.dit, m.dit_params, self.state, m.text, cond, steps=self.steps,
                                           shift=self.shift)
         jax.block_until_ready(latents)
         t3 = time.perf_counter()

@@ -8,8 +8,9 @@ import pytest
 
 from star_jax.diffusion.schedule import few_step_schedule, flow_match_timestep_table
 from star_jax.inference.conditions import StarConditions, mask_to_latent
-from star_jax.inference.rollout import init_rollout_state, rollout, star_block, tokens_per_frame
-from star_jax.models.dit import WanDiT, init_cache
+from star_jax.inference.rollout import init_rollout_state, rollout, star_block_jit, tokens_per_frame
+from star_jax.inference.model import random_star_model
+from star_jax.models.dit import init_cache
 from star_jax.models.variants import dit_variant
 
 CFG = dit_variant("tiny")
@@ -43,12 +44,9 @@ def test_mask_latent_packing():
 
 @pytest.fixture(scope="module")
 def model():
-    dit = WanDiT(CFG, block_causal=True)
-    x = jnp.zeros((1, 3, *HW, CFG.in_dim))
-    params = dit.init(jax.random.PRNGKey(0), x, jnp.zeros((1,)), jnp.zeros((1, 4, CFG.text_dim)))["params"]
-    # non-zero head / modulation so the output depends on everything
-    params = jax.tree_util.tree_map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
-    return dit, params
+    m = random_star_model("tiny", jax.random.PRNGKey(0))  # block-causal, every parameter non-zero
+    assert m.dit.cfg == CFG
+    return m.dit, m.dit_params
 
 
 def _conditions(num_blocks, seed=0, batch=1):
@@ -70,6 +68,7 @@ def _python_loop(dit, params, text, cond, rng):
     sigma_of = lambda t: table[np.argmin(np.abs(table - t))] / 1000.0  # noqa: E731
     b, n, h, w, _ = cond.ref.shape
     tpf = (h // 2) * (w // 2)
+    apply = jax.jit(dit.apply, static_argnames=("cache_mode", "frame_offset"))
     prev, out = None, []
     for blk in range(n // 3):
         sl = slice(3 * blk, 3 * blk + 3)
@@ -77,13 +76,13 @@ def _python_loop(dit, params, text, cond, rng):
         ctx = ref if prev is None else jnp.concatenate([ref, prev], axis=1)
         ctx = jnp.concatenate([ctx, jnp.zeros((*ctx.shape[:-1], 20))], axis=-1)
         cache = init_cache(CFG, b, 6 * tpf)
-        _, cache = dit.apply({"params": params}, ctx, jnp.zeros((b,)), text, cache=cache, cache_mode="write")
+        _, cache = apply({"params": params}, ctx, jnp.zeros((b,)), text, cache=cache, cache_mode="write")
         rng, k_init, k_steps = jax.random.split(rng, 3)
         keys = jax.random.split(k_steps, 4)
         x = jax.random.normal(k_init, (b, 3, h, w, 16))
         for i, t in enumerate(steps):
             inp = jnp.concatenate([x, cond.mask[:, sl], cond.render[:, sl]], axis=-1)
-            flow, _ = dit.apply({"params": params}, inp, jnp.full((b,), t, jnp.float32), text, cache=cache,
+            flow, _ = apply({"params": params}, inp, jnp.full((b,), t, jnp.float32), text, cache=cache,
                                 cache_mode="read", frame_offset=6)
             x0 = x - sigma_of(t) * flow
             if i < 3:
@@ -114,12 +113,12 @@ def test_first_block_ignores_the_missing_previous_block(model):
     text = jnp.zeros((1, 4, CFG.text_dim))
     s0 = init_rollout_state(CFG, 1, HW, jax.random.PRNGKey(3))
     garbage = s0.replace(prev=jax.random.normal(jax.random.PRNGKey(9), s0.prev.shape))
-    _, a = star_block(dit, params, s0, text, cond)
-    _, b = star_block(dit, params, garbage, text, cond)
+    _, a = star_block_jit(dit, params, s0, text, cond)
+    _, b = star_block_jit(dit, params, garbage, text, cond)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     # ...while for a later block the previous block matters
-    _, c = star_block(dit, params, s0.replace(block=jnp.int32(1)), text, cond)
-    _, d = star_block(dit, params, garbage.replace(block=jnp.int32(1)), text, cond)
+    _, c = star_block_jit(dit, params, s0.replace(block=jnp.int32(1)), text, cond)
+    _, d = star_block_jit(dit, params, garbage.replace(block=jnp.int32(1)), text, cond)
     assert float(jnp.abs(c - d).max()) > 1e-3
 
 
