@@ -21,12 +21,11 @@ import jax
 import numpy as np
 
 from data_pipelines import io
-from data_pipelines.manifest import ManifestEntry, load_manifest, load_scene_geometry, planar_prior_geometry
-from data_pipelines.video import VideoSpec, load_video
+from data_pipelines.manifest import ManifestEntry, load_manifest
 from star_jax.geometry.controller import ControllerConfig, parse_key_script_file
 from star_jax.inference.model import load_star_model, random_star_model
 from star_jax.inference.session import NavigationSession
-from star_jax.render import build_target_cameras, contact_sheet
+from star_jax.render import build_target_cameras, contact_sheet, load_reference
 
 
 def total_frames(num_blocks: int, frames_per_block: int = 3) -> int:
@@ -51,15 +50,8 @@ def run(config, log=print) -> dict:
         raise ValueError("config: set either `manifest` or `video`")
     entry = (ManifestEntry(video=config.video, caption=config.caption) if config.video
              else load_manifest(config.manifest)[0])
-    vs = dict(config.video_spec)
-    clip = load_video(entry.video, VideoSpec(height=vs["height"], width=vs["width"], fps=vs["fps"] or None))
-    T, H, W, _ = clip.frames.shape
-    log(f"ingested {entry.video}: {T} frames {H}x{W} at {clip.fps:g} fps")
-    if entry.depth_dir:
-        geometry = load_scene_geometry(entry, clip)
-    else:
-        geometry = planar_prior_geometry(T, H, W, config.camera.planar_depth, config.camera.planar_fov_x_deg)
-        log("no depth given: using a planar depth prior (renders show camera motion over a plane)")
+    clip, geometry = load_reference(entry, config, log)
+    H, W = clip.frames.shape[1:3]
 
     rng = jax.random.PRNGKey(config.seed)
     if config.checkpoint:

@@ -95,25 +95,30 @@ def render_conditions(config, geometry, frames: np.ndarray, tgt_w2c: np.ndarray,
     return np.concatenate(renders), np.concatenate(masks)
 
 
+def load_reference(entry: ManifestEntry, config, log=print):
+    """Ingests `entry.video` per `config.video_spec` and returns (clip, geometry): the entry's
+    depth and cameras when it has them, else the planar prior of `config.camera` (logged)."""
+    vs = dict(config.video_spec)
+    spec = VideoSpec(height=vs["height"], width=vs["width"], fps=vs["fps"] or None, max_frames=vs["max_frames"] or None)
+    clip = load_video(entry.video, spec)
+    T, H, W, _ = clip.frames.shape
+    log(f"ingested {entry.video}: {T} frames {H}x{W} at {clip.fps:g} fps (source {clip.source_size}, {clip.source_fps:g} fps)")
+    if entry.depth_dir:
+        return clip, load_scene_geometry(entry, clip)
+    cam = config.camera
+    log("no depth given: using a planar depth prior (renders show camera motion over a plane)")
+    return clip, planar_prior_geometry(T, H, W, cam.planar_depth, cam.planar_fov_x_deg)
+
+
 def run(config, log=print) -> dict:
     timings = {}
     t0 = time.perf_counter()
     if not (config.manifest or config.video):
         raise ValueError("config: set either `manifest` or `video`")
     entry = load_manifest(config.manifest)[0] if config.manifest else ManifestEntry(video=config.video, caption=config.caption)
-    vs = dict(config.video_spec)
-    spec = VideoSpec(height=vs["height"], width=vs["width"], fps=vs["fps"] or None, max_frames=vs["max_frames"] or None)
-    clip = load_video(entry.video, spec)
+    clip, geometry = load_reference(entry, config, log)
     T, H, W, _ = clip.frames.shape
     timings["ingest_s"] = time.perf_counter() - t0
-    log(f"ingested {entry.video}: {T} frames {H}x{W} at {clip.fps:g} fps (source {clip.source_size}, {clip.source_fps:g} fps)")
-
-    if entry.depth_dir:
-        geometry = load_scene_geometry(entry, clip)
-    else:
-        cam = config.camera
-        geometry = planar_prior_geometry(T, H, W, cam.planar_depth, cam.planar_fov_x_deg)
-        log("no depth given: using a planar depth prior (renders show camera motion over a plane)")
 
     t1 = time.perf_counter()
     tgt_w2c, cam_info = build_target_cameras(config, geometry, T, entry.radius_ratio)

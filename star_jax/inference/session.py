@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines import io
 from star_jax.geometry.cameras import invert_rigid
 from star_jax.geometry.controller import CameraController, ControllerConfig
 from star_jax.geometry.trajectory import foreground_depth
@@ -35,13 +36,12 @@ from star_jax.inference.conditions import StarConditions, mask_to_latent
 from star_jax.inference.model import StarModel
 from star_jax.inference.rollout import DEFAULT_SHIFT, DEFAULT_STEPS, init_rollout_state, star_block_jit
 from star_jax.models.vae import (
-    LatentDist,
     WanVAE,
-    decode_chunk,
     decode_continue,
+    decode_start,
     denormalize_latents,
-    encode_chunk,
     encode_continue,
+    encode_start,
     normalize_latents,
 )
 
@@ -61,22 +61,13 @@ class BlockOutput:
 @functools.partial(jax.jit, static_argnums=0)
 def _encode_stream(vae: WanVAE, params, video, cache):
     """video (B, n, H, W, 3): n = 1 + 4k with cache None (stream start), else 4k."""
-    if cache is None:
-        m0, cache = encode_chunk(vae, params, video[:, :1], None, True)
-        rest, cache = encode_continue(vae, params, video[:, 1:], cache)
-        mean, logvar = jnp.split(m0, 2, axis=-1)
-        return LatentDist(jnp.concatenate([mean, rest.mean], 1), jnp.concatenate([logvar, rest.logvar], 1)), cache
-    return encode_continue(vae, params, video, cache)
+    return encode_start(vae, params, video) if cache is None else encode_continue(vae, params, video, cache)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _decode_stream(vae: WanVAE, params, latents, cache):
     """latents (B, m, h, w, z) raw; the first latent frame is the stream start when cache is None."""
-    if cache is None:
-        y0, cache = decode_chunk(vae, params, latents[:, :1], None, True)
-        rest, cache = decode_continue(vae, params, latents[:, 1:], cache)
-        return jnp.concatenate([y0, rest], axis=1), cache
-    return decode_continue(vae, params, latents, cache)
+    return decode_start(vae, params, latents) if cache is None else decode_continue(vae, params, latents, cache)
 
 
 _warp = jax.jit(warp_frames, static_argnames=("out_hw", "point_size"))
@@ -90,10 +81,6 @@ def bounce_index(t: np.ndarray, num_source: int) -> np.ndarray:
     period = 2 * (num_source - 1)
     i = t % period
     return np.where(i < num_source, i, period - i)
-
-
-def _to_uint8(x) -> np.ndarray:
-    return np.asarray(jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8))
 
 
 class NavigationSession:
@@ -196,12 +183,12 @@ class NavigationSession:
 
         frames, self._dec_cache = _decode_stream(m.vae, m.vae_params, denormalize_latents(latents, m.vae.cfg),
                                                  self._dec_cache)
-        frames = _to_uint8(frames[0])
+        frames = io.to_uint8((frames[0] + 1.0) / 2.0)
         t4 = time.perf_counter()
         lat["decode"] = t4 - t3
         lat["total"] = t4 - t0
 
-        out = BlockOutput(self.block, frames, np.asarray(jnp.round(warped.rgb * 255)).astype(np.uint8),
+        out = BlockOutput(self.block, frames, io.to_uint8(warped.rgb),
                           np.asarray(warped.mask), ref, target_w2c, np.asarray(latents), lat)
         self.block += 1
         self.frame += n

@@ -393,16 +393,23 @@ def _dist(moments) -> LatentDist:
     return LatentDist(mean, jnp.clip(logvar, -30.0, 20.0))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def encode(vae: WanVAE, params, video) -> LatentDist:
-    """video (B, 1 + 4k, H, W, 3) in [-1, 1] -> LatentDist of (B, 1 + k, H/8, W/8, z_dim) raw
-    latents. The first frame is one chunk, then a `lax.scan` over 4-frame chunks."""
+def encode_start(vae: WanVAE, params, video):
+    """Starts an encoder stream: video (B, 1 + 4k, H, W, 3) in [-1, 1] -> (LatentDist of
+    (B, 1 + k, H/8, W/8, z_dim) raw latents, cache). The first frame is one chunk, then a
+    `lax.scan` over 4-frame chunks (`encode_continue`)."""
     check_video(video, vae.cfg)
     moments, cache = encode_chunk(vae, params, video[:, :1], None, True)
-    if video.shape[1] > 1:
-        rest, _ = encode_continue(vae, params, video[:, 1:], cache)
-        return LatentDist(*(jnp.concatenate([a, b], axis=1) for a, b in zip(_dist(moments), rest)))
-    return _dist(moments)
+    dist = _dist(moments)
+    if video.shape[1] == 1:
+        return dist, cache
+    rest, cache = encode_continue(vae, params, video[:, 1:], cache)
+    return LatentDist(*(jnp.concatenate([a, b], axis=1) for a, b in zip(dist, rest))), cache
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def encode(vae: WanVAE, params, video) -> LatentDist:
+    """video (B, 1 + 4k, H, W, 3) in [-1, 1] -> LatentDist of (B, 1 + k, H/8, W/8, z_dim) raw latents."""
+    return encode_start(vae, params, video)[0]
 
 
 def encode_continue(vae: WanVAE, params, video, cache):
@@ -421,16 +428,23 @@ def encode_continue(vae: WanVAE, params, video, cache):
     return _dist(jnp.moveaxis(ms, 0, 1)), cache
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def decode(vae: WanVAE, params, latents):
-    """latents (B, n, h, w, z_dim) raw -> frames (B, 1 + 4(n - 1), 8h, 8w, 3) in [-1, 1]: the
-    first latent frame is one chunk, then a `lax.scan` over single latent frames."""
+def decode_start(vae: WanVAE, params, latents):
+    """Starts a decoder stream: latents (B, n, h, w, z_dim) raw -> (frames (B, 1 + 4(n - 1), 8h,
+    8w, 3) in [-1, 1], cache). The first latent frame is one chunk, then a `lax.scan` over single
+    latent frames (`decode_continue`)."""
     if latents.ndim != 5 or latents.shape[-1] != vae.cfg.z_dim:
         raise ValueError(f"latents must be (B, n, h, w, {vae.cfg.z_dim}), got {tuple(latents.shape)}")
     y0, cache = decode_chunk(vae, params, latents[:, :1], None, True)
     if latents.shape[1] == 1:
-        return y0
-    return jnp.concatenate([y0, decode_continue(vae, params, latents[:, 1:], cache)[0]], axis=1)
+        return y0, cache
+    rest, cache = decode_continue(vae, params, latents[:, 1:], cache)
+    return jnp.concatenate([y0, rest], axis=1), cache
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def decode(vae: WanVAE, params, latents):
+    """latents (B, n, h, w, z_dim) raw -> frames (B, 1 + 4(n - 1), 8h, 8w, 3) in [-1, 1]."""
+    return decode_start(vae, params, latents)[0]
 
 
 def decode_continue(vae: WanVAE, params, latents, cache):
