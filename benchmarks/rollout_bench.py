@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import best_time
-from data_pipelines.manifest import planar_prior_geometry
+from star_jax.io.manifest import planar_prior_geometry
 from star_jax.inference import NavigationSession, StarConditions, init_rollout_state, random_star_model, rollout
 from star_jax.inference.rollout import star_block_jit
 

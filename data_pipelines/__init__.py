@@ -1,3 +1,2 @@
-"""Data pipelines: real-video ingest, manifests, depth/pose import, atomic writers.
-
-Grain / ArrayRecord training pipelines live beside these (see later issues)."""
+"""Training data pipelines (grain / ArrayRecord / TFDS builders). They may import `star_jax`;
+`star_jax` never imports them. Reading a user's video or scene is `star_jax.io`'s job."""

@@ -20,8 +20,8 @@ import time
 import jax
 import numpy as np
 
-from data_pipelines import io
-from data_pipelines.manifest import ManifestEntry, load_manifest
+from star_jax.io import files as io
+from star_jax.io.manifest import ManifestEntry, load_manifest
 from star_jax.geometry.controller import ControllerConfig, parse_key_script_file
 from star_jax.inference.model import load_star_model, random_star_model
 from star_jax.inference.session import NavigationSession

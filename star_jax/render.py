@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines import io
-from data_pipelines.manifest import ManifestEntry, load_manifest, load_scene_geometry, planar_prior_geometry
-from data_pipelines.video import VideoSpec, load_video
+from star_jax.io import files as io
+from star_jax.io.manifest import ManifestEntry, load_manifest, load_scene_geometry, planar_prior_geometry
+from star_jax.io.video import VideoSpec, load_video
 from star_jax.geometry import (
     foreground_depth,
     invert_rigid,

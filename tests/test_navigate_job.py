@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from data_pipelines import io
-from data_pipelines.video import VideoSpec, load_video
+from star_jax.io import files as io
+from star_jax.io.video import VideoSpec, load_video
 from experiments.navigate import get_config
 from star_jax.checkpoint import save_params
 from star_jax.inference.model import random_star_model

@@ -18,10 +18,11 @@ import os
 
 import numpy as np
 
+from star_jax.errors import InputError
 from star_jax.models.variants import DiTConfig
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that does not fit the model; the message lists every offending key."""
 
 

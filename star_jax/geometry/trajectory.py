@@ -23,10 +23,11 @@ from typing import Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from star_jax.errors import InputError
 from star_jax.geometry.cameras import invert_rigid
 
 
-class TrajectoryError(ValueError):
+class TrajectoryError(InputError):
     """A trajectory file or array that cannot be used; the message names the file and line."""
 
 

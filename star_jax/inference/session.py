@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines import io
+from star_jax.io import files as io
 from star_jax.geometry.cameras import invert_rigid
 from star_jax.geometry.controller import CameraController, ControllerConfig
 from star_jax.geometry.trajectory import foreground_depth

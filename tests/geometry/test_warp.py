@@ -110,7 +110,7 @@ def test_batched_equals_per_frame_and_rejects_bad_shapes():
 
 # --------------------------------------------------------------------- real RGB-D ground truth
 def load_7scenes(folder, i):
-    from data_pipelines.manifest import read_depth
+    from star_jax.io.manifest import read_depth
     from PIL import Image
 
     rgb = np.asarray(Image.open(os.path.join(folder, f"frame-{i:06d}.color.png")).convert("RGB"), np.float32) / 255

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data_pipelines.manifest import planar_prior_geometry
+from star_jax.io.manifest import planar_prior_geometry
 from star_jax.geometry import warp_frames
 from star_jax.inference import NavigationSession, encode_conditions, random_star_model, rollout
 from star_jax.inference.model import load_text_embedding

@@ -19,8 +19,9 @@ import os
 
 import numpy as np
 
-from data_pipelines.video import CropInfo, VideoClip, VideoError, crop_info
+from star_jax.errors import InputError
 from star_jax.geometry.trajectory import TrajectoryError, load_w2c_file
+from star_jax.io.video import CropInfo, VideoClip, VideoError, crop_info
 
 _ALIASES = {
     "video": ("video", "video_path", "path"),
@@ -31,7 +32,7 @@ _ALIASES = {
 }
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """A manifest, depth folder or camera file that cannot be used; names the file."""
 
 

@@ -11,8 +11,10 @@ import os
 
 import numpy as np
 
+from star_jax.errors import InputError
 
-class VideoError(ValueError):
+
+class VideoError(InputError):
     """A video that cannot be used; the message names the file."""
 
 

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines import io
-from data_pipelines.video import VideoError, VideoSpec, crop_info, iter_video, load_video, snap_frame_count
+from star_jax.io import files as io
+from star_jax.io.video import VideoError, VideoSpec, crop_info, iter_video, load_video, snap_frame_count
 
 
 def video_path(shared_data):

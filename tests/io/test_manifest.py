@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines import io
-from data_pipelines.manifest import ManifestError, load_manifest, load_scene_geometry, planar_prior_geometry
-from data_pipelines.video import VideoSpec, load_video
+from star_jax.io import files as io
+from star_jax.io.manifest import ManifestError, load_manifest, load_scene_geometry, planar_prior_geometry
+from star_jax.io.video import VideoSpec, load_video
 from star_jax.geometry import warp_frames
 
 
