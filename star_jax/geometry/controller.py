@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from star_jax.geometry.trajectory import TrajectoryError
+from star_jax.geometry.trajectory import TrajectoryError, check_positive_finite
 
 # key -> direction in camera axes (x right, y down, z forward)
 MOVE_KEYS = {
@@ -51,6 +51,22 @@ class ControllerConfig:
     max_pitch: float = math.radians(60.0)
     clearance: float = 0.2  # scene scales kept between the camera and the surface
 
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if f.name != "clearance":
+                check_positive_finite(getattr(self, f.name), f"ControllerConfig.{f.name}")
+        if not (math.isfinite(self.clearance) and self.clearance >= 0):
+            raise TrajectoryError(f"ControllerConfig.clearance: expected a finite number >= 0, found {self.clearance!r}")
+
+
+def check_keys(keys: Iterable[str], where: str = "keys") -> frozenset[str]:
+    """Returns `keys` as a frozenset if every name is in KEYS, else raises TrajectoryError naming `where`."""
+    keys = frozenset(keys)
+    unknown = keys - KEYS
+    if unknown:
+        raise TrajectoryError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(KEYS)}")
+    return keys
+
 
 def rotation_yaw_pitch(yaw: float, pitch: float) -> np.ndarray:
     """R = R_y(yaw) @ R_x(pitch) (3, 3), the orbit trajectories' convention."""
@@ -70,12 +86,11 @@ class CameraController:
 
     def __init__(self, config: ControllerConfig = ControllerConfig(), scene_scale: float = 1.0,
                  guard_depth: np.ndarray | None = None, guard_K: np.ndarray | None = None):
-        if not (np.isfinite(scene_scale) and scene_scale > 0):
-            raise ValueError(f"scene_scale must be positive and finite, got {scene_scale}")
+        check_positive_finite(scene_scale, "scene_scale")
         if (guard_depth is None) != (guard_K is None):
-            raise ValueError("the collision guard needs both guard_depth (H, W) and guard_K (3, 3)")
+            raise TrajectoryError("the collision guard needs both guard_depth (H, W) and guard_K (3, 3)")
         if guard_depth is not None and (np.ndim(guard_depth) != 2 or np.shape(guard_K) != (3, 3)):
-            raise ValueError(f"guard_depth must be (H, W) and guard_K (3, 3), got {np.shape(guard_depth)}, "
+            raise TrajectoryError(f"guard_depth must be (H, W) and guard_K (3, 3), got {np.shape(guard_depth)}, "
                              f"{np.shape(guard_K)}")
         self.config = config
         self.scale = float(scene_scale)
@@ -103,10 +118,7 @@ class CameraController:
 
     def step(self, keys: Iterable[str] = ()) -> np.ndarray:
         """Advances one frame under the pressed `keys`; returns rel_c2w (4, 4) float64."""
-        keys = set(keys)
-        unknown = keys - KEYS
-        if unknown:
-            raise ValueError(f"unknown keys {sorted(unknown)}; known: {sorted(KEYS)}")
+        keys = check_keys(keys, "CameraController.step")
         c = self.config
         dt = 1.0 / c.fps
 
@@ -149,29 +161,43 @@ class CameraController:
         return np.stack([self.step(k) for k in key_frames])
 
 
+MAX_SCRIPT_FRAMES = 1_000_000  # a key script longer than this (~18 h at 15 fps) is a typo
+
+
 def parse_key_script(text: str, source: str = "<string>") -> list[frozenset[str]]:
-    """Lines `<frames> <key>[+<key>...]` (or `<frames> idle`), '#' comments -> keys per frame."""
+    """Lines `<frames> <key>[+<key>...]` (or `<frames> idle`), '#' comments -> keys per frame.
+
+    Raises TrajectoryError naming `source` and the line for a malformed line, a frame count that
+    is not a positive integer, an unknown or empty key name, or a script with no frames."""
     out: list[frozenset[str]] = []
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         parts = line.split()
-        if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) < 1:
-            raise TrajectoryError(f"{source}:{lineno}: expected '<frames> <key>[+<key>...]', got {raw!r}")
-        keys = frozenset() if parts[1] == "idle" else frozenset(parts[1].split("+"))
-        unknown = keys - KEYS
-        if unknown:
-            raise TrajectoryError(f"{source}:{lineno}: unknown keys {sorted(unknown)}; known: {sorted(KEYS)}")
+        if len(parts) != 2:
+            raise TrajectoryError(f"{source}:{lineno}: expected '<frames> <key>[+<key>...]', found {raw.strip()!r}")
+        if not (parts[0].isascii() and parts[0].isdigit()) or int(parts[0]) < 1:
+            raise TrajectoryError(f"{source}:{lineno}: expected a frame count >= 1, found {parts[0]!r}")
+        names = [] if parts[1] == "idle" else parts[1].split("+")
+        if "" in names:
+            raise TrajectoryError(f"{source}:{lineno}: expected key names joined by '+', found an empty name in {parts[1]!r}")
+        keys = check_keys(names, f"{source}:{lineno}")
+        if len(out) + int(parts[0]) > MAX_SCRIPT_FRAMES:
+            raise TrajectoryError(f"{source}:{lineno}: expected at most {MAX_SCRIPT_FRAMES} frames in all, "
+                                  f"found {len(out) + int(parts[0])}")
         out.extend([keys] * int(parts[0]))
     if not out:
-        raise TrajectoryError(f"{source}: no key frames")
+        raise TrajectoryError(f"{source}: expected at least one '<frames> <key>' line, found none")
     return out
 
 
 def parse_key_script_file(path: str | os.PathLike) -> list[frozenset[str]]:
+    """Reads a key script file (see `parse_key_script`)."""
+    path = os.fspath(path)
     try:
-        text = open(path, encoding="utf-8").read()
-    except OSError as e:
-        raise TrajectoryError(f"{path}: cannot read key script ({e.strerror})") from e
-    return parse_key_script(text, str(path))
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise TrajectoryError(f"{path}: cannot read key script ({getattr(e, 'strerror', None) or e})") from e
+    return parse_key_script(text, path)

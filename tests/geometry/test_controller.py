@@ -9,8 +9,10 @@ from star_jax.geometry.controller import (
     CameraController,
     ControllerConfig,
     parse_key_script,
+    parse_key_script_file,
     rotation_yaw_pitch,
 )
+from star_jax.errors import InputError
 from star_jax.geometry.trajectory import TrajectoryError, orbit_rel_c2w
 
 CFG = ControllerConfig(fps=10.0, max_speed=0.5, max_accel=1.0, clearance=0.2)
@@ -88,3 +90,48 @@ def test_key_script_parsing_and_errors():
         parse_key_script("forward 3")
     with pytest.raises(ValueError, match="unknown keys"):
         CameraController(CFG).step({"fly"})
+
+
+@pytest.mark.parametrize("script, msg", [
+    ("2 forward\n0 forward\n", r"s.txt:2: expected a frame count >= 1, found '0'"),
+    ("x forward\n", r"s.txt:1: expected a frame count >= 1, found 'x'"),
+    ("-3 forward\n", r"s.txt:1: expected a frame count >= 1, found '-3'"),
+    ("1.5 forward\n", r"s.txt:1: expected a frame count >= 1, found '1.5'"),
+    ("3 forward yaw_left\n", r"s.txt:1: expected '<frames> <key>\[\+<key>...\]', found '3 forward yaw_left'"),
+    ("# a\n\n3 forward+\n", r"s.txt:3: expected key names joined by '\+', found an empty name in 'forward\+'"),
+    ("3 Forward\n", r"s.txt:1: unknown keys \['Forward'\]; known: \["),
+    ("# only a comment\n", r"s.txt: expected at least one '<frames> <key>' line, found none"),
+    ("", r"s.txt: expected at least one '<frames> <key>' line, found none"),
+    ("999999 forward\n2 idle\n", r"s.txt:2: expected at most 1000000 frames in all, found 1000001"),
+])
+def test_bad_key_scripts_name_the_line(tmp_path, script, msg):
+    (tmp_path / "s.txt").write_text(script)
+    with pytest.raises(TrajectoryError, match=msg):
+        parse_key_script_file(tmp_path / "s.txt")
+
+
+def test_key_script_file_unreadable(tmp_path):
+    with pytest.raises(TrajectoryError, match=r"missing.txt: cannot read key script \(No such file"):
+        parse_key_script_file(tmp_path / "missing.txt")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00\x01")
+    with pytest.raises(TrajectoryError, match=r"bin.txt: cannot read key script"):
+        parse_key_script_file(tmp_path / "bin.txt")
+
+
+@pytest.mark.parametrize("field, value", [("fps", 0.0), ("fps", float("nan")), ("max_speed", -1.0),
+                                          ("max_turn_rate", float("inf")), ("clearance", -0.1)])
+def test_controller_config_refuses_bad_values(field, value):
+    """fps = 0 used to divide by zero at the first step; a negative speed flew backwards."""
+    with pytest.raises(InputError, match=rf"ControllerConfig.{field}: expected a .*number.*, found {value}"):
+        ControllerConfig(**{field: value})
+    assert ControllerConfig(clearance=0.0).clearance == 0.0
+
+
+def test_controller_input_errors_are_input_errors():
+    for bad in (0.0, float("nan")):
+        with pytest.raises(InputError, match="scene_scale: expected a positive finite number"):
+            CameraController(CFG, scene_scale=bad)
+    with pytest.raises(InputError, match=r"CameraController.step: unknown keys \['fly'\]"):
+        CameraController(CFG).step({"fly"})
+    with pytest.raises(InputError, match="needs both guard_depth"):
+        CameraController(CFG, guard_depth=np.ones((4, 4)))

@@ -1,5 +1,6 @@
 """Trajectory parsing, interpolation and orbit / dolly geometry, with closed-form expectations."""
 
+import json
 import os
 
 import jax.numpy as jnp
@@ -8,6 +9,7 @@ import pytest
 
 from star_jax.geometry import (
     TrajectoryError,
+    intrinsics_matrix,
     foreground_depth,
     interpolate_keyframes,
     invert_rigid,
@@ -20,6 +22,13 @@ from star_jax.geometry import (
     source_frame_indices,
     target_w2c,
     transform_points,
+)
+from star_jax.geometry.trajectory import (
+    check_interpolation_mode,
+    check_intrinsics,
+    check_positive_finite,
+    check_w2c,
+    load_intrinsics_file,
 )
 
 
@@ -36,8 +45,13 @@ def test_parse_shared_trajectories(shared_data):
     "text, where",
     [
         ("0 1\n0 1\n", "expected 3 non-empty lines"),
-        ("0 1\n0 x\n1 1\n", "<string>:2: yaw (degrees) line has a non-number 'x'"),
-        ("0 1\n\n0 1\n1 nan\n", "<string>:4: displacement line has a non-finite"),
+        ("0 1\n0 x\n1 1\n", "<string>:2: yaw (degrees) line: expected numbers, found 'x'"),
+        ("0 1\n\n0 1\n1 nan\n", "<string>:4: displacement line: expected finite numbers, found 'nan'"),
+        ("0 1\n0 1\n1 inf\n", "<string>:3: displacement line: expected finite numbers, found 'inf'"),
+        ("", "expected 3 non-empty lines (pitch, yaw, displacement), found an empty file"),
+        ("  \n\n", "found an empty file"),
+        ("0\n0\n\n1\n2\n", "found 4 (lines 1, 2, 4, 5)"),
+        ("0 1,5\n0\n1\n", "<string>:1: pitch (degrees) line: expected numbers, found '1,5'"),
     ],
 )
 def test_malformed_keyframes_name_the_line(text, where):
@@ -146,10 +160,135 @@ def test_bad_w2c_files_are_named(tmp_path):
     bad = np.tile(np.eye(4), (2, 1, 1))
     bad[1, 0, 0] = 3.0
     np.save(tmp_path / "scaled.npy", bad)
-    with pytest.raises(TrajectoryError, match="matrix 1 is not a rigid transform"):
+    with pytest.raises(TrajectoryError, match="matrix 1: not a rigid transform"):
         load_w2c_file(tmp_path / "scaled.npy")
     nan = np.tile(np.eye(4), (3, 1, 1))
     nan[2, 1, 3] = np.nan
     np.save(tmp_path / "nan.npy", nan)
-    with pytest.raises(TrajectoryError, match="matrix 2 has non-finite"):
+    with pytest.raises(TrajectoryError, match="nan.npy: matrix 2: expected finite numbers, found nan"):
         load_w2c_file(tmp_path / "nan.npy")
+
+
+def test_trajectory_file_errors_name_the_file_and_line(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_text("0 10\n0 -10\n1 x 1\n")
+    with pytest.raises(TrajectoryError, match=r"t.txt:3: displacement line: expected numbers, found 'x'"):
+        parse_keyframe_file(p)
+    p.write_bytes(b"\xff\xfe\x00 binary")
+    with pytest.raises(TrajectoryError, match=r"t.txt: cannot read trajectory file"):
+        parse_keyframe_file(p)
+
+
+def test_unknown_interpolation_mode_is_refused_even_for_few_keyframes():
+    """Before: a typo ('smoth') was only caught with more than 3 keyframes, else silently linear."""
+    assert check_interpolation_mode("smooth") == "smooth"
+    for k in ([1.0], [0.0, 1.0], [0.0, 1.0, 2.0, 3.0, 4.0]):
+        with pytest.raises(TrajectoryError, match=r"interpolation mode: expected one of 'linear', 'smooth', found 'smoth'"):
+            interpolate_keyframes(k, 5, mode="smoth")
+    traj = parse_keyframe_text("0 10\n0 0\n1\n")
+    with pytest.raises(TrajectoryError, match="found 'cubic'"):
+        keyframes_to_rel_c2w(traj, 5, 1.0, mode="cubic")
+
+
+def test_check_positive_finite():
+    assert check_positive_finite(2, "x") == 2.0
+    for bad in (0, -1, float("nan"), float("inf"), "two", None):
+        with pytest.raises(TrajectoryError, match=r"^x: expected a positive finite number, found"):
+            check_positive_finite(bad, "x")
+
+
+def _rigid(n):
+    rel = np.asarray(orbit_rel_c2w(jnp.linspace(0, 0.3, n), 0.2, 1.5), np.float64)
+    return np.linalg.inv(rel)
+
+
+def _mirror(w2c, i):
+    out = w2c.copy()
+    out[i, :3, 0] *= -1  # flip one axis: R R^T = I still, det R = -1
+    return out
+
+
+def test_mirror_matrix_is_refused_in_every_format(tmp_path):
+    """A det -1 matrix passed the old R R^T = I check and mirrored the render."""
+    w2c = _mirror(_rigid(4), 2)
+    R = w2c[2, :3, :3]
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-6)  # orthonormal: only det tells
+    np.save(tmp_path / "m.npy", w2c)
+    with pytest.raises(TrajectoryError, match=r"m.npy: matrix 2: expected a proper rotation \(det R = \+1\), "
+                                              r"found det R = -1.0000 \(a mirror"):
+        load_w2c_file(tmp_path / "m.npy")
+    (tmp_path / "m.json").write_text(json.dumps({"w2c": w2c.tolist()}))
+    with pytest.raises(TrajectoryError, match=r"m.json: matrix 2: expected a proper rotation"):
+        load_w2c_file(tmp_path / "m.json")
+    # text: the error names the matrix's lines (a comment line shifts them)
+    rows = w2c[:, :3].reshape(-1, 4)
+    (tmp_path / "m.txt").write_text("# DA3 extrinsics\n" + "\n".join(" ".join(f"{v:.9f}" for v in r) for r in rows))
+    with pytest.raises(TrajectoryError, match=r"m.txt:8: matrix 2 \(lines 8-10\): expected a proper rotation"):
+        load_w2c_file(tmp_path / "m.txt")
+    np.savetxt(tmp_path / "one.txt", w2c.reshape(4, 16))
+    with pytest.raises(TrajectoryError, match=r"one.txt:3: matrix 2: expected a proper rotation"):
+        load_w2c_file(tmp_path / "one.txt")
+    # the unmirrored matrices pass, in float32 text precision too
+    np.savetxt(tmp_path / "ok.txt", _rigid(4).astype(np.float32).reshape(4, 16))
+    np.testing.assert_allclose(load_w2c_file(tmp_path / "ok.txt"), _rigid(4), atol=1e-6)
+
+
+@pytest.mark.parametrize("edit, msg", [
+    (lambda a: a.__setitem__((1, 3, 2), 0.5), r"matrix 1: expected last row 0 0 0 1, found 0 0 0.5 1"),
+    (lambda a: a.__setitem__((3, slice(0, 3), slice(0, 3)), a[3, :3, :3] * 2), r"matrix 3: not a rigid transform"),
+    (lambda a: a.__setitem__((0, 2, 3), np.inf), r"matrix 0: expected finite numbers, found inf"),
+    (lambda a: a.__setitem__((2, slice(0, 3), slice(0, 3)), -a[2, :3, :3]), r"matrix 2: .* found det R = -1.0000"),
+])
+def test_check_w2c_names_the_matrix(edit, msg):
+    a = _rigid(4)
+    assert check_w2c(a, "cams").shape == (4, 4, 4)
+    edit(a)
+    with pytest.raises(TrajectoryError, match="^cams: " + msg):
+        check_w2c(a, "cams")
+
+
+@pytest.mark.parametrize("content, msg", [
+    ("", r"e.txt: no camera matrices found"),
+    ("# nothing\n\n", r"e.txt: no camera matrices found"),
+    ("1 0 0 0\n0 1 0 0\n0 0 1 zero\n", r"e.txt:3: expected numbers, found 'zero'"),
+    ("1 0 0\n0 1 0\n0 0 1\n0 0 0\n0 0 0\n", r"e.txt: expected lines of 16 or 12 numbers .* found 5 lines of 3"),
+    ("1 0 0 0 0 1 0 0 0 0 1 0\n1 0 0 0 0 1 0 0 0 0 1\n", r"e.txt:2: expected 12 numbers \(as line 1\), found 11"),
+])
+def test_malformed_w2c_text_names_the_line(tmp_path, content, msg):
+    (tmp_path / "e.txt").write_text(content)
+    with pytest.raises(TrajectoryError, match=msg):
+        load_w2c_file(tmp_path / "e.txt")
+
+
+def test_intrinsics_formats_and_checks(tmp_path):
+    K = np.asarray(intrinsics_matrix([500.0, 510.0], [505.0, 515.0], [320.0, 321.0], [240.0, 241.0]), np.float64)
+    np.savetxt(tmp_path / "rows.txt", K.reshape(-1, 3))
+    np.savetxt(tmp_path / "flat.txt", K.reshape(-1, 9))
+    np.save(tmp_path / "k.npy", K)
+    (tmp_path / "k.json").write_text(json.dumps({"K": K[0].tolist()}))
+    for name in ("rows.txt", "flat.txt", "k.npy"):
+        np.testing.assert_allclose(load_intrinsics_file(tmp_path / name), K, err_msg=name)
+    np.testing.assert_allclose(load_intrinsics_file(tmp_path / "k.json"), K[:1])
+    # 4 numbers a line used to reshape silently into 3x3 matrices when the count divided by 9
+    (tmp_path / "four.txt").write_text("\n".join(["500 500 320 240"] * 9))
+    with pytest.raises(TrajectoryError, match=r"four.txt: expected 3 rows of 3 numbers .* found 9 lines of 4"):
+        load_intrinsics_file(tmp_path / "four.txt")
+    bad = K.copy()
+    bad[1, 1, 1] = -505.0
+    np.savetxt(tmp_path / "neg.txt", bad.reshape(-1, 3))
+    with pytest.raises(TrajectoryError, match=r"neg.txt:4: matrix 1: expected focal lengths fx, fy > 0, found fx = 510, fy = -505"):
+        load_intrinsics_file(tmp_path / "neg.txt")
+    bad = K[0].copy()
+    bad[2] = [0, 0, 2]
+    with pytest.raises(TrajectoryError, match=r"K: matrix 0: expected \[\[fx, s, cx\], \[0, fy, cy\], \[0, 0, 1\]\]"):
+        check_intrinsics(bad, "K")
+    bad[2, 2], bad[0, 2] = 1, np.nan
+    with pytest.raises(TrajectoryError, match=r"K: matrix 0: expected finite intrinsics"):
+        check_intrinsics(bad, "K")
+    with pytest.raises(TrajectoryError, match=r"K: expected \(3, 3\) or \(N, 3, 3\) intrinsics, found shape \(3, 4\)"):
+        check_intrinsics(np.zeros((3, 4)), "K")
+
+
+def test_freeze_frame_error_states_the_range():
+    with pytest.raises(TrajectoryError, match=r"freeze_frame: expected a reference frame index in \[0, 3\), found -2"):
+        source_frame_indices(4, 3, freeze_frame=-2)
