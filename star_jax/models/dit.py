@@ -9,11 +9,13 @@ attention and an explicit, fixed-shape KV cache.
     y, _ = model.apply(p, noisy, t, ctx, cache=cache, cache_mode="read", frame_offset=6)
 
 Shapes: x (B, T, H, W, in_dim) channel-last latents; t (B,) or per-frame (B, T) in [0, 1000];
-context (B, Lc, text_dim); y (B, T, H, W, out_dim). Parameter names follow the original Wan
-checkpoints (`self_attn.q`, `ffn_0`, `modulation`, `head.head`, ...), so conversion is a rename.
+context (B, Lc, text_dim) with Lc <= text_len, zero-padded to text_len inside (as Wan does);
+y (B, T, H, W, out_dim). Parameter names follow the original Wan checkpoints (`self_attn.q`,
+`ffn_0`, `modulation`, `head.head`, ...), so conversion is a rename.
 
 Numerics: parameters in `param_dtype`, matmuls in `dtype`; layer norms, adaLN modulation, RoPE
-and the residual stream are float32, as in the reference implementation.
+and the residual stream are float32, as in the reference implementation; the timestep sinusoid
+matches Wan's float64 one to a float32 ulp.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from star_jax import sharding as sh
+from star_jax.errors import InputError
 from star_jax.models.attention import (
     AttentionFn,
     apply_rope,
@@ -182,6 +186,17 @@ class WanBlock(nn.Module):
         return x, new_kv
 
 
+def pad_text(context: jnp.ndarray, cfg: DiTConfig) -> jnp.ndarray:
+    """(B, Lc, text_dim) text, Lc <= text_len -> (B, text_len, text_dim), zero rows appended.
+
+    As in the original Wan model (and diffusers' Wan pipeline): cross-attention always sees
+    `text_len` rows, and the padded rows matter (after `text_embedding` they are no longer zero)."""
+    if context.ndim != 3 or context.shape[-1] != cfg.text_dim or context.shape[1] > cfg.text_len:
+        raise InputError(f"text context must be (B, Lc <= text_len={cfg.text_len}, text_dim={cfg.text_dim}), "
+                         f"got shape {tuple(context.shape)}")
+    return jnp.pad(context, ((0, 0), (0, cfg.text_len - context.shape[1]), (0, 0)))
+
+
 def frame_modulate(h, shift, scale):
     """adaLN h * (1 + scale) + shift with per-frame (B, Tp, 1, dim) tables over the tokens
     (B, L, dim) of those frames (token order: frame-major)."""
@@ -190,12 +205,53 @@ def frame_modulate(h, shift, scale):
     return (h.reshape(B, Tp, L // Tp, D) * (1 + scale) + shift).reshape(B, L, D)
 
 
+def _round_bits(x: np.ndarray, bits: int) -> np.ndarray:
+    """float64 x rounded to `bits` significant bits (so that x * n is exact in float32 for n < 2^(24 - bits))."""
+    m, e = np.frexp(x)
+    return np.ldexp(np.round(m * 2.0**bits), e - bits)
+
+
+def _two_sum(a, b):
+    """(s, e) with s = fl(a + b) and s + e = a + b exactly (Knuth; additions only, so FMA-safe)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+_TWO_PI = 2.0 * math.pi
+_P1 = float(_round_bits(np.float64(_TWO_PI), 14))  # 2 pi = P1 + P2 + P3; k * P1 exact for k < 2^10
+_P2 = float(np.float32(_TWO_PI - _P1))
+_P3 = float(np.float32(_TWO_PI - _P1 - _P2))
+
+
 def sinusoidal_embedding(t: jnp.ndarray, dim: int) -> jnp.ndarray:
-    """Wan / diffusers timestep embedding [cos(t w), sin(t w)], w_i = 10000^(-i / (dim / 2))."""
+    """Wan's timestep embedding [cos(t w), sin(t w)], w_i = 10000^(-i / (dim / 2)), (..., dim) float32.
+
+    Wan computes it in float64 and rounds to float32; a float32 product t * w alone is off by up
+    to 6e-5 at t = 1000. Here, in float32 only (so it also runs under jit on traced t): with
+    t = n + f (n = floor(t)) and w = w1 + w2 + w3 (w1 on 12 significant bits), n * w1 is exact for
+    |t| < 4096 and is reduced mod 2 pi exactly (Cody-Waite, 2 pi in three parts); the small terms
+    f w, n w2, n w3 and the reduction remainders are added as a double-float (hi + lo), and
+    sin / cos of (hi + lo) use the first-order correction in lo. The angle is then known to about
+    1e-8 rad, and the result differs from the float64 one rounded to float32 by at most one
+    float32 ulp at 1 (2^-23; measured on 3e5 timesteps, tested in tests/models/test_dit_parity.py).
+    """
     half = dim // 2
-    freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / half)
-    args = t.astype(jnp.float32)[..., None] * freqs
-    return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    w = 10000.0 ** (-np.arange(half, dtype=np.float64) / half)
+    w1 = _round_bits(w, 12)
+    w2 = (w - w1).astype(np.float32)
+    w3 = (w - w1 - w2.astype(np.float64)).astype(np.float32)
+    t = jnp.asarray(t, jnp.float32)[..., None]
+    n = jnp.floor(t)
+    f = t - n  # exact
+    a = n * jnp.asarray(w1, jnp.float32)  # exact
+    k = jnp.round(a * np.float32(1.0 / _TWO_PI))
+    r = a - k * np.float32(_P1)  # exact: k * P1 has <= 24 bits, and Sterbenz
+    hi, lo = _two_sum(r, f * jnp.asarray(w, jnp.float32))
+    lo = lo + ((n * w2 - k * np.float32(_P2)) + (n * w3 - k * np.float32(_P3)))
+    hi, lo = _two_sum(hi, lo)
+    s, c = jnp.sin(hi), jnp.cos(hi)
+    return jnp.concatenate([c - s * lo, s + c * lo], axis=-1)
 
 
 class WanDiT(nn.Module):
@@ -248,7 +304,7 @@ class WanDiT(nn.Module):
         e6 = _dense(6 * cfg.dim, (sh.EMBED, sh.MOD), cfg, "time_projection")(nn.silu(e).astype(cdt))
         e6 = e6.astype(jnp.float32).reshape(B, Tp, 6, cfg.dim)
 
-        ctx = _dense(cfg.dim, (sh.TEXT, sh.EMBED), cfg, "text_embedding_0")(context.astype(cdt))
+        ctx = _dense(cfg.dim, (sh.TEXT, sh.EMBED), cfg, "text_embedding_0")(pad_text(context, cfg).astype(cdt))
         ctx = _dense(cfg.dim, (sh.MLP, sh.EMBED), cfg, "text_embedding_2")(nn.gelu(ctx, approximate=True))
 
         pos = token_positions(Tp, Hp, Wp, frame_offset)

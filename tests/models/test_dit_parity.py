@@ -1,12 +1,16 @@
-"""WanDiT against diffusers' WanTransformer3DModel through the production converter (float32)."""
+"""WanDiT against diffusers' WanTransformer3DModel through the production converter (float32);
+the text padding to text_len and the float64-exact timestep sinusoid of the original Wan model."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from star_jax.checkpoint import CheckpointError, convert_dit_state, load_dit_checkpoint, restore_params, save_params
 from star_jax.checkpoint.convert import diffusers_to_wan_names
+from star_jax.errors import InputError
 from star_jax.models import WanDiT, dit_variant
+from star_jax.models.dit import sinusoidal_embedding
 from tests.models.torch_refs import diffusers_dit, run_diffusers_dit, state_numpy
 
 torch = pytest.importorskip("torch")
@@ -21,16 +25,26 @@ def tiny36():
     return cfg, ref, state_numpy(ref)
 
 
-def compare(cfg, ref, params, T, H, W, t_frames, seed=0):
+def pad_rows(ctx, text_len):
+    """What diffusers' WanPipeline does before the model: zero rows up to text_len."""
+    return np.concatenate([ctx, np.zeros((ctx.shape[0], text_len - ctx.shape[1], ctx.shape[2]), ctx.dtype)], 1)
+
+
+def rel(a, b):
+    return np.abs(a - b).max() / np.abs(b).max()
+
+
+def compare(cfg, ref, params, T, H, W, t_frames, seed=0, text_tokens=7):
+    """Our forward on `text_tokens` text rows vs diffusers' on the same rows zero-padded to text_len."""
     rng = np.random.default_rng(seed)
     B = t_frames.shape[0]
     x = rng.normal(size=(B, cfg.in_dim, T, H, W)).astype(np.float32)
-    ctx = rng.normal(size=(B, 7, cfg.text_dim)).astype(np.float32)
-    y_ref = run_diffusers_dit(ref, x, t_frames, ctx, (H // 2) * (W // 2))
+    ctx = rng.normal(size=(B, text_tokens, cfg.text_dim)).astype(np.float32)
+    y_ref = run_diffusers_dit(ref, x, t_frames, pad_rows(ctx, cfg.text_len), (H // 2) * (W // 2))
     y, _ = WanDiT(cfg).apply({"params": params}, jnp.asarray(x.transpose(0, 2, 3, 4, 1)), jnp.asarray(t_frames),
                              jnp.asarray(ctx))
     y = np.asarray(y).transpose(0, 4, 1, 2, 3)
-    err = np.abs(y - y_ref).max() / np.abs(y_ref).max()
+    err = rel(y, y_ref)
     assert err <= TOL, err
     return err
 
@@ -121,3 +135,61 @@ def test_1p3b_parameter_count_matches_diffusers_without_allocating():
     theirs = sum(p.numel() for p in ref.parameters())
     assert ours == theirs
     assert 1.35e9 < ours < 1.45e9  # "1.3B": 1,418,996,800 for in_dim 16 plus the 36-channel patch embedding
+
+
+def test_short_text_is_zero_padded_to_text_len_as_wan_does(tiny36):
+    """7 of 16 text rows: ours equals ours on the zero-padded rows and diffusers on the padded rows;
+    attending to the 7 rows alone (diffusers fed them unpadded) is a different model."""
+    cfg, ref, sd = tiny36
+    params = convert_dit_state(sd, cfg)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1, cfg.in_dim, 3, 4, 4)).astype(np.float32)
+    t = np.array([[0.0, 500.0, 937.5]], np.float32)
+    ctx = rng.normal(size=(1, 7, cfg.text_dim)).astype(np.float32)
+    xj = jnp.asarray(x.transpose(0, 2, 3, 4, 1))
+    y_short = np.asarray(WanDiT(cfg).apply({"params": params}, xj, jnp.asarray(t), jnp.asarray(ctx))[0])
+    y_padded = np.asarray(WanDiT(cfg).apply({"params": params}, xj, jnp.asarray(t),
+                                            jnp.asarray(pad_rows(ctx, cfg.text_len)))[0])
+    np.testing.assert_array_equal(y_short, y_padded)
+    y_short = y_short.transpose(0, 4, 1, 2, 3)
+    assert rel(y_short, run_diffusers_dit(ref, x, t, pad_rows(ctx, cfg.text_len), 4)) <= TOL
+    assert rel(y_short, run_diffusers_dit(ref, x, t, ctx, 4)) > 1e-2  # unpadded: measurably different
+
+
+def test_text_longer_than_text_len_is_refused(tiny36):
+    cfg, _, sd = tiny36
+    params = convert_dit_state(sd, cfg)
+    x = jnp.zeros((1, 1, 4, 4, cfg.in_dim))
+    with pytest.raises(InputError, match=r"text_len=16.*got shape \(1, 17, 32\)"):
+        WanDiT(cfg).apply({"params": params}, x, jnp.zeros((1,)), jnp.zeros((1, 17, cfg.text_dim)))
+    with pytest.raises(InputError, match=r"text_dim=32.*got shape \(1, 4, 8\)"):
+        WanDiT(cfg).apply({"params": params}, x, jnp.zeros((1,)), jnp.zeros((1, 4, 8)))
+
+
+def sinusoid_float64(t, dim):
+    """Wan's sinusoidal_embedding_1d: float64 angles and sin / cos, rounded to float32 at the end."""
+    half = dim // 2
+    w = np.power(10000.0, -np.arange(half, dtype=np.float64) / half)
+    a = np.outer(np.asarray(t, np.float32).astype(np.float64), w)
+    return np.concatenate([np.cos(a), np.sin(a)], axis=1).astype(np.float32)
+
+
+SINUSOID_T = np.array([1000.0, 937.5, 833.3, 625.0, 0.0, 1.0, 750.0, 250.0, 999.99, 0.001], np.float32)
+
+
+def test_timestep_sinusoid_matches_float64_to_one_float32_ulp():
+    """At the release's warped steps and 5e4 more timesteps in [0, 4096), eagerly and under jit (as
+    the rollout calls it, on traced t): |ours - float64 rounded to float32| <= 2^-23. The plain
+    float32 product t * w misses by 3e-5 at t = 1000, so this bound is a real constraint."""
+    rng = np.random.default_rng(0)
+    ts = np.concatenate([SINUSOID_T, np.arange(0.0, 1000.25, 0.25), rng.uniform(0, 1000, 30_000),
+                         rng.uniform(0, 4095, 15_000)]).astype(np.float32)
+    want = sinusoid_float64(ts, 256).astype(np.float64)
+    for fn in (lambda t: sinusoidal_embedding(t, 256), jax.jit(lambda t: sinusoidal_embedding(t, 256))):
+        got = np.asarray(fn(jnp.asarray(ts))).astype(np.float64)
+        assert np.abs(got - want).max() <= 2.0**-23
+    naive = np.outer(ts[:4], np.power(10000.0, -np.arange(128) / 128).astype(np.float32)).astype(np.float32)
+    assert np.abs(np.cos(naive).astype(np.float64) - want[:4, :128]).max() > 1e-5
+    # the warped steps: per-step (B,) and per-frame (B, T) shapes, as the DiT calls it
+    np.testing.assert_allclose(np.asarray(sinusoidal_embedding(jnp.asarray(SINUSOID_T[:4].reshape(2, 2)), 32)),
+                               sinusoid_float64(SINUSOID_T[:4], 32).reshape(2, 2, 32), rtol=0, atol=2.0**-23)
