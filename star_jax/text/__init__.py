@@ -1,0 +1,1 @@
+"""Text conditioning: the umT5 encoder (Flax), its tokenizer, and prompt -> DiT text context."""
