@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from star_jax.io import files as io
-from star_jax.io.video import VideoError, VideoSpec, crop_info, iter_video, load_video, snap_frame_count
+from star_jax.io.video import (
+    VideoError,
+    VideoProbe,
+    VideoSpec,
+    crop_info,
+    iter_video,
+    load_video,
+    probe_video,
+    snap_frame_count,
+)
 
 
 def video_path(shared_data):
@@ -54,10 +63,15 @@ def test_bad_inputs_raise_named_errors(tmp_path):
         load_video(junk)
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    with pytest.raises(VideoError, match="empty.mp4"):
+    with pytest.raises(VideoError, match=r"empty.mp4: video file is empty \(0 bytes\)"):
         load_video(empty)
     with pytest.raises(VideoError, match="multiples of 16"):
         VideoSpec(height=470, width=832)
+    with pytest.raises(VideoError, match="expected a video file, found a folder"):
+        load_video(tmp_path)
+    for bad in (junk, empty, tmp_path / "missing.mp4", tmp_path):  # the cheap probe says the same
+        with pytest.raises(VideoError, match=os.path.basename(bad)):
+            probe_video(bad)
 
 
 def test_truncated_video_is_named(shared_data, tmp_path):
@@ -105,3 +119,115 @@ def test_crop_info_cover():
     assert info.scale[1] == pytest.approx(480 / 760)
     info = crop_info((100, 100), (32, 64))  # wider target: width decides, rows cropped
     assert info.scale == (0.64, 0.64) and info.offset == (0, 16)
+
+
+def _clip(path, n=12, hw=(48, 80), fps=15):
+    t = np.arange(n)[:, None, None, None]
+    y, x = np.mgrid[: hw[0], : hw[1]]
+    frames = (x[None, :, :, None] * 3 + y[None, :, :, None] * 2 + t * 9 + np.array([0, 80, 160])) % 256
+    io.write_mp4(path, frames.astype(np.uint8), fps)
+    return str(path)
+
+
+@pytest.mark.parametrize("field, value, msg", [
+    ("fps", float("nan"), r"VideoSpec.fps: expected a positive finite frame rate or None, found nan"),
+    ("fps", 0.0, r"VideoSpec.fps: .* found 0.0"),
+    ("fps", float("inf"), r"VideoSpec.fps: .* found inf"),
+    ("max_frames", 0, r"VideoSpec.max_frames: expected None or >= 1, found 0"),
+    ("frame_multiple", 0, r"VideoSpec.frame_multiple: expected >= 1, found 0"),
+    ("start_time", -1.0, r"VideoSpec.start_time: expected a finite number of seconds >= 0, found -1.0"),
+    ("start_time", float("nan"), r"VideoSpec.start_time: .* found nan"),
+    ("min_source_side", -1, r"VideoSpec.min_source_side: expected None or >= 0, found -1"),
+])
+def test_video_spec_refuses_bad_fields(field, value, msg):
+    with pytest.raises(VideoError, match=msg):
+        VideoSpec(**{field: value})
+
+
+def test_tiny_source_is_refused_not_upscaled(tmp_path):
+    """A 2x2 video used to be upscaled 240x into a 480x832 clip with exit code 0."""
+    tiny = _clip(tmp_path / "tiny.mp4", n=5, hw=(2, 2))
+    msg = r"tiny.mp4: source frames are 2x2 \(HxW\); a 480x832 target needs a shorter side of at least 64 px"
+    with pytest.raises(VideoError, match=msg):
+        load_video(tiny, VideoSpec(height=480, width=832))
+    with pytest.raises(VideoError, match=msg):
+        probe_video(tiny, VideoSpec(height=480, width=832))
+    assert probe_video(tiny) == VideoProbe(5, 15.0, (2, 2))  # without a spec the probe only reads
+    # the default floor: min(64, a quarter of the target's shorter side), configurable, 0 = off
+    assert VideoSpec(height=480, width=832).min_side == 64 and VideoSpec(height=32, width=64).min_side == 8
+    assert VideoSpec(height=32, width=64, min_source_side=3).min_side == 3
+    with pytest.raises(VideoError, match="needs a shorter side of at least 8 px"):
+        load_video(tiny, VideoSpec(height=32, width=64))
+    clip = load_video(tiny, VideoSpec(height=32, width=64, min_source_side=0))
+    assert clip.frames.shape == (5, 32, 64, 3) and clip.source_size == (2, 2)
+    # a source exactly at the floor passes
+    small = _clip(tmp_path / "small.mp4", n=5, hw=(8, 12))
+    assert load_video(small, VideoSpec(height=32, width=64)).frames.shape == (5, 32, 64, 3)
+
+
+def test_probe_reads_header_and_first_frame_only(tmp_path):
+    path = _clip(tmp_path / "c.mp4", n=12)
+    probe = probe_video(path, VideoSpec(height=32, width=64))
+    assert probe == VideoProbe(num_frames=12, fps=15.0, size_hw=(48, 80))
+    n, fps, size = probe  # unpacks as (frames, fps, size)
+    clip = load_video(path, VideoSpec(height=32, width=64, fps=None))
+    assert (clip.source_num_frames, clip.source_fps, clip.source_size) == (n, fps, size)
+    with pytest.raises(VideoError, match=r"c.mp4: start_time 1 s is past the end of the video \(12 frames at 15 fps = 0.8 s\)"):
+        probe_video(path, VideoSpec(height=32, width=64, start_time=1.0))
+    with pytest.raises(VideoError, match=r"c.mp4: start_time 1 s is past the end of the video \(12 frames at 15 fps = 0.8 s\)"):
+        load_video(path, VideoSpec(height=32, width=64, start_time=1.0))
+
+
+def test_zero_frame_video_is_named(tmp_path):
+    import av
+
+    path = str(tmp_path / "zero.avi")
+    with av.open(path, "w") as c:  # a valid container and stream that hold no frame
+        s = c.add_stream("mjpeg", rate=15)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuvj420p"
+        c.start_encoding()
+    assert os.path.getsize(path) > 0
+    for f in (probe_video, load_video):
+        with pytest.raises(VideoError, match=r"zero.avi: expected at least one decodable frame, found none"):
+            f(path)
+
+
+@pytest.mark.parametrize("rate", [None, 0])
+def test_stream_without_frame_rate_is_named(tmp_path, monkeypatch, rate):
+    """A stream whose header has no usable rate (0 or missing) is refused before decoding."""
+    import types
+    from fractions import Fraction
+
+    import av
+
+    closed = []
+    stream = types.SimpleNamespace(average_rate=None if rate is None else Fraction(rate),
+                                   guessed_rate=None, base_rate=None, frames=0)
+    fake = types.SimpleNamespace(streams=types.SimpleNamespace(video=[stream]), close=lambda: closed.append(1))
+    monkeypatch.setattr(av, "open", lambda p: fake)
+    path = tmp_path / "norate.mp4"
+    path.write_bytes(b"x")
+    with pytest.raises(VideoError, match=r"norate.mp4: expected a positive frame rate in the video stream, found"):
+        probe_video(path)
+    assert closed == [1]
+
+
+def test_provenance_records_the_source(tmp_path):
+    path = _clip(tmp_path / "p.mp4", n=12, hw=(48, 80), fps=15)
+    clip = load_video(path, VideoSpec(height=32, width=64, fps=30))  # 2x upsampled: each frame twice
+    assert clip.frames.shape[0] == 21 and clip.num_distinct_frames == 11  # 23 output frames snapped to 21
+    np.testing.assert_array_equal(clip.source_indices[:5], [0, 1, 1, 2, 2])
+    assert clip.provenance() == {
+        "source": path, "source_size_hw": [48, 80], "source_fps": 15.0, "source_num_frames": 12,
+        "frames": 21, "size_hw": [32, 64], "fps": 30.0, "distinct_reference_frames": 11,
+        "source_first_frame": 0, "source_last_frame": 10,
+    }
+    import json
+
+    json.dumps(clip.provenance())  # JSON-ready
+    # stopped early by max_frames: the count comes from the header, not from the frames read
+    early = load_video(path, VideoSpec(height=32, width=64, fps=None, max_frames=5))
+    assert early.frames.shape[0] == 5 and early.source_num_frames == 12
+    late = load_video(path, VideoSpec(height=32, width=64, fps=None, start_time=0.4))
+    np.testing.assert_array_equal(late.source_indices, [6, 7, 8, 9, 10])
+    assert late.provenance()["source_first_frame"] == 6 and late.source_num_frames == 12
