@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Sequence
 
@@ -97,14 +98,14 @@ def check_interpolation_mode(mode: str) -> str:
     return mode
 
 
-def check_positive_finite(value, what: str) -> float:
-    """Returns float(value) if it is finite and > 0, else raises TrajectoryError naming `what`."""
+def check_positive_finite(value, what: str, error: type[InputError] = TrajectoryError) -> float:
+    """Returns float(value) if it is a finite number > 0 (not a bool), else raises `error` naming `what`."""
     try:
-        v = float(value)
+        v = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
-        raise TrajectoryError(f"{what}: expected a positive finite number, found {value!r}") from None
-    if not (np.isfinite(v) and v > 0):
-        raise TrajectoryError(f"{what}: expected a positive finite number, found {value!r}")
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise error(f"{what}: expected a positive finite number, found {value!r}")
     return v
 
 

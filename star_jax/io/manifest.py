@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 from typing import NamedTuple
@@ -29,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from star_jax.errors import InputError
-from star_jax.geometry.trajectory import TrajectoryError, load_intrinsics_file, load_w2c_file
+from star_jax.geometry.trajectory import TrajectoryError, check_positive_finite, load_intrinsics_file, load_w2c_file
 from star_jax.io.video import CropInfo, VideoClip, VideoError, VideoProbe, VideoSpec, crop_info, probe_video
 
 _ALIASES = {
@@ -87,19 +86,10 @@ def load_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
         if fields["video"] is None:
             raise ManifestError(f"{path}: entry {n} has no video path (keys: {sorted(item)})")
         fields["caption"] = fields["caption"] or ""
-        scales = {k: _positive(item.get(k, 1.0), f"{path}: entry {n} field {k!r}") for k in ("depth_scale", "radius_ratio")}
+        scales = {k: check_positive_finite(item.get(k, 1.0), f"{path}: entry {n} field {k!r}", ManifestError)
+                  for k in ("depth_scale", "radius_ratio")}
         entries.append(ManifestEntry(**fields, **scales))
     return entries
-
-
-def _positive(value, where: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = math.nan
-    if not (math.isfinite(v) and v > 0 and not isinstance(value, bool)):
-        raise ManifestError(f"{where}: expected a positive number, found {value!r}")
-    return v
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,8 @@
                                              # header + first frame only: a cheap check before a job
 
 Every failure (missing, empty, unreadable or stream-less file, no frame rate, no decodable frame,
-a source too small for the target, frames that change size) raises VideoError naming the file.
+a frame the decoder flags as damaged, a source too small for the target, frames that change
+size) raises VideoError naming the file.
 """
 
 from __future__ import annotations
@@ -184,7 +185,12 @@ def _decode(path: str, container, stream):
     with container:
         try:
             for i, frame in enumerate(container.decode(stream)):
+                if frame.is_corrupt:
+                    raise VideoError(f"{path}: frame {i} is damaged (the decoder flagged corrupt data); "
+                                     f"re-encode or repair the file")
                 yield i, frame.to_ndarray(format="rgb24")
+        except VideoError:
+            raise
         except Exception as e:  # noqa: BLE001
             raise VideoError(f"{path}: decoding failed at frame {i + 1} ({type(e).__name__}: {e})") from e
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from star_jax.errors import InputError
 from star_jax.geometry import (
     TrajectoryError,
     intrinsics_matrix,
@@ -192,9 +193,14 @@ def test_unknown_interpolation_mode_is_refused_even_for_few_keyframes():
 
 def test_check_positive_finite():
     assert check_positive_finite(2, "x") == 2.0
-    for bad in (0, -1, float("nan"), float("inf"), "two", None):
+    for bad in (0, -1, float("nan"), float("inf"), "two", None, True):
         with pytest.raises(TrajectoryError, match=r"^x: expected a positive finite number, found"):
             check_positive_finite(bad, "x")
+    class OtherError(InputError):
+        pass
+
+    with pytest.raises(OtherError, match=r"^y: expected a positive finite number, found -2"):
+        check_positive_finite(-2, "y", OtherError)
 
 
 def _rigid(n):

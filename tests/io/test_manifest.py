@@ -268,10 +268,10 @@ def test_mirrored_extrinsics_and_bad_intrinsics_in_a_manifest(tmp_path):
 
 
 @pytest.mark.parametrize("entry, msg", [
-    ({"video": "clip.mp4", "depth_scale": "mm"}, r"entry 0 field 'depth_scale': expected a positive number, found 'mm'"),
-    ({"video": "clip.mp4", "depth_scale": -1}, r"entry 0 field 'depth_scale': expected a positive number, found -1"),
-    ({"video": "clip.mp4", "radius_ratio": True}, r"entry 0 field 'radius_ratio': expected a positive number, found True"),
-    ({"video": "clip.mp4", "radius_ratio": float("nan")}, r"entry 0 field 'radius_ratio': expected a positive number"),
+    ({"video": "clip.mp4", "depth_scale": "mm"}, r"entry 0 field 'depth_scale': expected a positive finite number, found 'mm'"),
+    ({"video": "clip.mp4", "depth_scale": -1}, r"entry 0 field 'depth_scale': expected a positive finite number, found -1"),
+    ({"video": "clip.mp4", "radius_ratio": True}, r"entry 0 field 'radius_ratio': expected a positive finite number, found True"),
+    ({"video": "clip.mp4", "radius_ratio": float("nan")}, r"entry 0 field 'radius_ratio': expected a positive finite number"),
     ({"video": 3}, r"entry 0 field 'video': expected a string, found 3"),
     ({"video": "nope.mp4"}, r"entry 0 field 'video': no such file .*nope.mp4"),
     ({"video": "clip.mp4", "depth": "nodir"}, r"entry 0 field 'depth': no such folder .*nodir"),

@@ -82,6 +82,18 @@ def test_truncated_video_is_named(shared_data, tmp_path):
         load_video(cut, VideoSpec(height=64, width=112))
 
 
+def test_damaged_frame_in_the_middle_is_named(tmp_path):
+    """Bytes overwritten mid-file: the decoder conceals the damage and used to return a glitched clip."""
+    frames = np.random.default_rng(0).integers(0, 255, size=(30, 64, 96, 3), dtype=np.uint8)
+    io.write_mp4(tmp_path / "ok.mp4", frames, fps=15)
+    data = bytearray((tmp_path / "ok.mp4").read_bytes())
+    data[len(data) // 3 : len(data) // 3 + 2000] = np.random.default_rng(1).integers(0, 255, 2000, np.uint8).tobytes()
+    (tmp_path / "bad.mp4").write_bytes(bytes(data))
+    assert load_video(tmp_path / "ok.mp4", VideoSpec(height=64, width=96, fps=None)).source_num_frames == 30
+    with pytest.raises(VideoError, match=r"bad.mp4: frame \d+ is damaged \(the decoder flagged corrupt data\)"):
+        load_video(tmp_path / "bad.mp4", VideoSpec(height=64, width=96, fps=None))
+
+
 def test_mp4_round_trip_and_atomic_failure(tmp_path):
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, size=(1, 32, 48, 3), dtype=np.uint8)
