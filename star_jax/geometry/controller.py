@@ -56,7 +56,9 @@ class ControllerConfig:
             if f.name != "clearance":
                 check_positive_finite(getattr(self, f.name), f"ControllerConfig.{f.name}")
         if not (math.isfinite(self.clearance) and self.clearance >= 0):
-            raise TrajectoryError(f"ControllerConfig.clearance: expected a finite number >= 0, found {self.clearance!r}")
+            raise TrajectoryError(
+                f"ControllerConfig.clearance: expected a finite number >= 0, found {self.clearance!r}"
+            )
 
 
 def check_keys(keys: Iterable[str], where: str = "keys") -> frozenset[str]:
@@ -181,7 +183,9 @@ def parse_key_script(text: str, source: str = "<string>") -> list[frozenset[str]
             raise TrajectoryError(f"{source}:{lineno}: expected a frame count >= 1, found {parts[0]!r}")
         names = [] if parts[1] == "idle" else parts[1].split("+")
         if "" in names:
-            raise TrajectoryError(f"{source}:{lineno}: expected key names joined by '+', found an empty name in {parts[1]!r}")
+            raise TrajectoryError(
+                f"{source}:{lineno}: expected key names joined by '+', found an empty name in {parts[1]!r}"
+            )
         keys = check_keys(names, f"{source}:{lineno}")
         if len(out) + int(parts[0]) > MAX_SCRIPT_FRAMES:
             raise TrajectoryError(f"{source}:{lineno}: expected at most {MAX_SCRIPT_FRAMES} frames in all, "

@@ -11,6 +11,10 @@ Each line is interpolated on its own to the frame count (lines may have differen
 Orbit geometry (relative to the reference camera, OpenCV axes): the camera turns by
 R = R_y(yaw) @ R_x(pitch) and its centre moves on the sphere of radius r around the point
 (0, 0, r) on the reference optical axis, so that point stays on the new optical axis.
+
+Camera files (`load_w2c_file`, `load_intrinsics_file`) go through the one set of checks
+(`check_w2c`, `check_intrinsics`): finite values, a proper rigid transform (R R^T = I, det R = +1,
+last row 0 0 0 1), positive focal lengths. Errors name the file, the matrix and its lines.
 """
 
 from __future__ import annotations
@@ -412,7 +416,9 @@ def _read_text_matrix(path: str) -> tuple[np.ndarray, list[int]]:
             if width is None:
                 width = len(row)
             if len(row) != width:
-                raise TrajectoryError(f"{path}:{lineno}: expected {width} numbers (as line {linenos[0]}), found {len(row)}")
+                raise TrajectoryError(
+                    f"{path}:{lineno}: expected {width} numbers (as line {linenos[0]}), found {len(row)}"
+                )
             rows.append(row)
             linenos.append(lineno)
     if not rows:

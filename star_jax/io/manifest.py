@@ -81,7 +81,8 @@ def load_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
                 hit = os.path.normpath(os.path.join(root, hit))
                 want_dir = key == "depth_dir"
                 if not (os.path.isdir(hit) if want_dir else os.path.isfile(hit)):
-                    raise ManifestError(f"{path}: entry {n} field {name!r}: no such {'folder' if want_dir else 'file'} {hit}")
+                    kind = "folder" if want_dir else "file"
+                    raise ManifestError(f"{path}: entry {n} field {name!r}: no such {kind} {hit}")
             fields[key] = hit
         if fields["video"] is None:
             raise ManifestError(f"{path}: entry {n} has no video path (keys: {sorted(item)})")
@@ -130,7 +131,9 @@ def index_depth_folder(folder: str | os.PathLike) -> DepthFiles:
     for name in names:
         digits = re.findall(r"\d+", os.path.splitext(name)[0])
         if not digits:
-            raise ManifestError(f"{os.path.join(folder, name)}: expected a frame number in the depth file name, found none")
+            raise ManifestError(
+                f"{os.path.join(folder, name)}: expected a frame number in the depth file name, found none"
+            )
         i = int(digits[-1])
         if i in by_index:
             raise ManifestError(f"{folder}: two depth files for frame number {i}: {by_index[i]} and {name}")
@@ -138,8 +141,9 @@ def index_depth_folder(folder: str | os.PathLike) -> DepthFiles:
     first, last = min(by_index), max(by_index)
     if len(by_index) != last - first + 1:
         missing = next(i for i in range(first, last + 1) if i not in by_index)
-        raise ManifestError(f"{folder}: depth for frame number {missing} is missing (numbers run from {first} to {last}, "
-                            f"{last - first + 1 - len(by_index)} missing); depth files are matched to frames by number")
+        raise ManifestError(f"{folder}: depth for frame number {missing} is missing (numbers run from {first} to "
+                            f"{last}, {last - first + 1 - len(by_index)} missing); depth files are matched to frames "
+                            f"by number")
     return DepthFiles(folder, first, [os.path.join(folder, by_index[i]) for i in range(first, last + 1)])
 
 
@@ -149,10 +153,11 @@ def read_depth(path: str, depth_scale: float = 1.0, frame: int | None = None) ->
     Raises ManifestError naming the file (and source `frame`, when given) for an unreadable file,
     an 8-bit image, a map that is not 2-D, NaN / inf or negative values, or no positive value."""
     at = f"{path}" + (f" (source frame {frame})" if frame is not None else "")
+    ext = os.path.splitext(path)[1].lower()
     try:
-        if path.endswith(".npy"):
+        if ext == ".npy":
             d = np.load(path)
-        elif path.endswith(".npz"):
+        elif ext == ".npz":
             with np.load(path) as z:
                 d = z["depth"] if "depth" in z else z[z.files[0]]
         else:

@@ -43,7 +43,9 @@ class VideoSpec:
 
     def __post_init__(self):
         if self.height % 16 or self.width % 16 or self.height <= 0 or self.width <= 0:
-            raise VideoError(f"VideoSpec: expected height and width positive multiples of 16, found {self.height}x{self.width}")
+            raise VideoError(
+                f"VideoSpec: expected height and width positive multiples of 16, found {self.height}x{self.width}"
+            )
         if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
             raise VideoError(f"VideoSpec.fps: expected a positive finite frame rate or None, found {self.fps}")
         if self.max_frames is not None and self.max_frames < 1:
@@ -246,8 +248,8 @@ def load_video(path: str | os.PathLike, spec: VideoSpec = VideoSpec()) -> VideoC
                 src_hw = raw.shape[:2]
                 check_source_size(path, src_hw, spec)
             elif raw.shape[:2] != src_hw:
-                raise VideoError(f"{path}: frame {i} is {raw.shape[0]}x{raw.shape[1]}, expected {src_hw[0]}x{src_hw[1]} "
-                                 f"like frame 0 (a video whose frame size changes)")
+                raise VideoError(f"{path}: frame {i} is {raw.shape[0]}x{raw.shape[1]}, expected "
+                                 f"{src_hw[0]}x{src_hw[1]} like frame 0 (a video whose frame size changes)")
             # output frame k shows the source frame nearest to its timestamp: t0 + round(k * ratio)
             while t0 + int(np.floor(next_k * ratio + 0.5)) == i:
                 if not kept or idx[-1] != i:
