@@ -2,6 +2,7 @@
 
     params, cfg = load_umt5_checkpoint("Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth")
     params, cfg = load_umt5_checkpoint("umt5-xxl/")    # transformers UMT5EncoderModel safetensors
+    params, cfg = load_umt5_checkpoint("Wan2.1-T2V-1.3B-Diffusers/")   # its text_encoder/ subfolder
 
 Two namings, told apart by their keys:
 - Wan's `wan/modules/t5.py` (the published `models_t5_umt5-xxl-enc-bf16.pth`, a torch pickle):
@@ -142,28 +143,35 @@ def convert_umt5_state(state: dict, cfg: UMT5Config | None = None, dtype=None) -
     return params, cfg
 
 
-def read_umt5_weights(path: str) -> tuple[dict, dict]:
-    """(state, config overrides) from a Wan .pth, a .safetensors file, or a folder holding either
-    (Wan's model folder with `models_t5_umt5-xxl-enc-bf16.pth`, or a transformers model folder)."""
-    if not os.path.exists(path):
+def umt5_weight_files(path: str) -> list[str]:
+    """The file(s) a umT5 checkpoint path means: the path itself if a file; in a folder, Wan's
+    `models_t5_umt5-xxl-enc-bf16.pth`, else its *.safetensors shards, else `pytorch_model.bin`,
+    also looked for in a `text_encoder/` subfolder (diffusers' layout)."""
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
         raise CheckpointError(f"{path}: no such umT5 checkpoint (file or folder)")
+    for folder in (path, os.path.join(path, "text_encoder")):
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        for pick in ([WAN_T5_FILE], [n for n in names if n.endswith(".safetensors")], ["pytorch_model.bin"]):
+            if pick and all(n in names for n in pick):
+                return [os.path.join(folder, n) for n in pick]
+    raise CheckpointError(f"{path}: no {WAN_T5_FILE}, *.safetensors or pytorch_model.bin here or in text_encoder/")
+
+
+def read_umt5_weights(path: str) -> tuple[dict, dict]:
+    """(state, config overrides) from `umt5_weight_files(path)`; a transformers `config.json`
+    beside the weights gives max_distance."""
+    files = umt5_weight_files(path)
     overrides = {}
-    if os.path.isdir(path):
-        config = os.path.join(path, "config.json")
-        if os.path.isfile(config):
-            with open(config, encoding="utf-8") as f:
-                overrides["max_distance"] = int(json.load(f).get("relative_attention_max_distance", 128))
-        names = os.listdir(path)
-        if WAN_T5_FILE in names:
-            return _read_torch(os.path.join(path, WAN_T5_FILE)), overrides
-        if any(n.endswith(".safetensors") for n in names):
-            return read_safetensors(path), overrides
-        if "pytorch_model.bin" in names:
-            return _read_torch(os.path.join(path, "pytorch_model.bin")), overrides
-        raise CheckpointError(f"{path}: no {WAN_T5_FILE}, *.safetensors or pytorch_model.bin in this folder")
-    if path.endswith(".safetensors"):
-        return read_safetensors(path), overrides
-    return _read_torch(path), overrides
+    config = os.path.join(os.path.dirname(files[0]), "config.json")
+    if os.path.isfile(config):
+        with open(config, encoding="utf-8") as f:
+            overrides["max_distance"] = int(json.load(f).get("relative_attention_max_distance", 128))
+    state: dict = {}
+    for f in files:
+        state.update(read_safetensors(f) if f.endswith(".safetensors") else _read_torch(f))
+    return state, overrides
 
 
 def _read_torch(path: str) -> dict:

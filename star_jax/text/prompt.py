@@ -77,7 +77,9 @@ class UMT5PromptEncoder:
 
     @functools.cached_property
     def id(self) -> str:
-        return f"umt5:{_fingerprint(self.weights)}:tok={_fingerprint(self.tokenizer.path)}"
+        from star_jax.checkpoint.umt5 import umt5_weight_files
+
+        return f"umt5:{_fingerprint(umt5_weight_files(self.weights))}:tok={_fingerprint([self.tokenizer.path])}"
 
     def __call__(self, prompt: str) -> np.ndarray:
         from star_jax.text.umt5 import encode_tokens
@@ -99,18 +101,13 @@ def _load_umt5(weights: str, dtype: str):
     return UMT5Encoder(dataclasses.replace(cfg, dtype=dtype)), jax.device_put(params)
 
 
-def _fingerprint(path: str) -> str:
-    """sha256 (16 hex) of a file's or a folder's weight / tokenizer files: each file's name, size,
-    first and last MiB (cheap on 11 GB checkpoints, and unchanged when the folder moves)."""
-    if os.path.isdir(path):
-        files = sorted(os.path.join(r, n) for r, _, names in os.walk(path) for n in names
-                       if n.endswith((".pth", ".pt", ".bin", ".safetensors", ".json", ".model")))
-    else:
-        files = [path]
+def _fingerprint(files: list[str]) -> str:
+    """sha256 (16 hex) of files' sizes and first and last MiB: cheap on an 11 GB checkpoint, and
+    unchanged when the files move."""
     h = hashlib.sha256()
     for f in files:
         size = os.path.getsize(f)
-        h.update(f"{os.path.relpath(f, path) if f != path else ''}\0{size}\0".encode())
+        h.update(f"{os.path.basename(f)}\0{size}\0".encode())
         with open(f, "rb") as fh:
             h.update(fh.read(1 << 20))
             if size > 2 << 20:
@@ -153,7 +150,8 @@ def prompt_encoder(variant: str, text_encoder: str | None = None, tokenizer: str
     if text_encoder:
         if not os.path.exists(text_encoder):
             raise InputError(f"{text_encoder}: no such text encoder (umT5 weights file or folder)")
-        tok_path = tokenizer or find_tokenizer(text_encoder) or find_tokenizer(os.path.dirname(text_encoder))
+        folder = text_encoder if os.path.isdir(text_encoder) else os.path.dirname(text_encoder)
+        tok_path = tokenizer or find_tokenizer(folder)
         if tok_path is None:
             raise InputError(f"{text_encoder}: no tokenizer found beside the umT5 weights; give its tokenizer.json "
                              f"or spiece.model (or the folder holding it)")

@@ -93,6 +93,24 @@ def test_umt5_prompt_embedding_is_wans_rule(wan_folder, tmp_path):
     assert y[0].shape == (1, 1, 4, 4, 16)
 
 
+def test_wan_diffusers_and_single_file_layouts_give_the_same_embedding(wan_folder, tmp_path):
+    """The Wan folder, a diffusers-style folder (text_encoder/ safetensors + config.json, tokenizer/)
+    and the bare .pth with an explicit tokenizer: one encoder id each way, the same embedding."""
+    folder, model, hf_tok = wan_folder
+    model.save_pretrained(tmp_path / "diffusers" / "text_encoder")
+    hf_tok.save_pretrained(tmp_path / "diffusers" / "tokenizer")
+    pth = os.path.join(folder, "models_t5_umt5-xxl-enc-bf16.pth")
+    tok = os.path.join(folder, "google", "umt5-xxl", "spiece.model")
+    encoders = [prompt_encoder("tiny", folder), prompt_encoder("tiny", str(tmp_path / "diffusers")),
+                prompt_encoder("tiny", pth, tokenizer=tok)]
+    ids = [e.id for e in encoders]
+    assert ids[0].split(":tok=")[0] == ids[2].split(":tok=")[0]  # the same .pth found in the folder or given
+    assert len(set(ids)) == 3  # other weight files (safetensors) / another tokenizer file: other cache keys
+    embs = [e(PROMPTS[1]) for e in encoders]
+    for e in embs[1:]:
+        np.testing.assert_allclose(e, embs[0], rtol=1e-5, atol=1e-5)
+
+
 def test_cache_hit_reads_no_weights_and_keys_by_encoder(wan_folder, tmp_path, monkeypatch):
     folder, _, _ = wan_folder
     first, src1 = embed_prompt(PROMPTS[0], "tiny", text_encoder=folder, cache_dir=str(tmp_path))
