@@ -29,6 +29,7 @@ import numpy as np
 
 from star_jax.errors import InputError
 from star_jax.io.files import write_npz
+from star_jax.models.variants import dit_variant
 from star_jax.text.tokenizer import Tokenizer, clean_prompt, find_tokenizer, load_tokenizer
 
 
@@ -51,7 +52,7 @@ class HashedWordEncoder:
 
     @property
     def id(self) -> str:
-        return f"hashed-words-v1:seed={self.seed}:dim={self.text_dim}"
+        return f"hashed-words-v1:seed={self.seed}:dim={self.text_dim}:len={self.text_len}"
 
     def __call__(self, prompt: str) -> np.ndarray:
         words = clean_prompt(prompt).lower().split()[: self.text_len - 1] + ["</s>"]
@@ -65,7 +66,8 @@ class HashedWordEncoder:
 @dataclasses.dataclass(frozen=True)
 class UMT5PromptEncoder:
     """umT5 weights (a Wan .pth, a transformers safetensors file, or a folder holding one) and a
-    tokenizer; the weights are read on the first call (the id needs only the files)."""
+    tokenizer. The weights are read on the first call (the id needs only the files) and held as
+    long as this object lives."""
 
     weights: str
     tokenizer: Tokenizer
@@ -79,18 +81,22 @@ class UMT5PromptEncoder:
     def id(self) -> str:
         from star_jax.checkpoint.umt5 import umt5_weight_files
 
-        return f"umt5:{_fingerprint(umt5_weight_files(self.weights))}:tok={_fingerprint([self.tokenizer.path])}"
+        return (f"umt5:{_fingerprint(umt5_weight_files(self.weights))}:tok={_fingerprint([self.tokenizer.path])}"
+                f":len={self.text_len}")
+
+    @functools.cached_property
+    def _model(self):
+        return _load_umt5(self.weights, self.dtype)
 
     def __call__(self, prompt: str) -> np.ndarray:
         from star_jax.text.umt5 import encode_tokens
 
-        model, params = _load_umt5(self.weights, self.dtype)
+        model, params = self._model
         ids, mask = self.tokenizer(prompt)
         h = encode_tokens(model, params, ids[None], mask[None])
         return np.asarray(h[0, : int(mask.sum())], np.float32)
 
 
-@functools.lru_cache(maxsize=1)
 def _load_umt5(weights: str, dtype: str):
     import jax
 
@@ -144,8 +150,6 @@ class PromptCache:
 def prompt_encoder(variant: str, text_encoder: str | None = None, tokenizer: str | None = None) -> PromptEncoder:
     """umT5 when `text_encoder` is given (weights file or folder; the tokenizer from `tokenizer`, or
     found beside the weights), else the hashed-word table for `tiny`; other variants need umT5."""
-    from star_jax.models.variants import dit_variant
-
     cfg = dit_variant(variant)
     if text_encoder:
         if not os.path.exists(text_encoder):
@@ -166,8 +170,6 @@ def embed_prompt(prompt: str, variant: str, text_encoder: str | None = None, tok
                  cache_dir: str | None = None) -> tuple[np.ndarray, str]:
     """prompt -> ((1, L, text_dim) float32 with L <= text_len, a one-line description of where it
     came from, for metadata). `cache_dir` None: no cache."""
-    from star_jax.models.variants import dit_variant
-
     cfg = dit_variant(variant)
     encoder = prompt_encoder(variant, text_encoder, tokenizer)
     cache = PromptCache(cache_dir) if cache_dir else None
