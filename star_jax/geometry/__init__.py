@@ -26,13 +26,25 @@ from star_jax.geometry.cameras import (
     transform_points,
     unproject,
 )
-from star_jax.geometry.controller import CameraController, ControllerConfig, parse_key_script, parse_key_script_file
+from star_jax.geometry.controller import (
+    CameraController,
+    ControllerConfig,
+    check_keys,
+    parse_key_script,
+    parse_key_script_file,
+)
 from star_jax.geometry.trajectory import (
+    INTERPOLATION_MODES,
     KeyframeTrajectory,
     TrajectoryError,
+    check_interpolation_mode,
+    check_intrinsics,
+    check_positive_finite,
+    check_w2c,
     foreground_depth,
     interpolate_keyframes,
     keyframes_to_rel_c2w,
+    load_intrinsics_file,
     load_w2c_file,
     orbit_rel_c2w,
     parse_keyframe_file,
@@ -43,6 +55,7 @@ from star_jax.geometry.trajectory import (
 from star_jax.geometry.warp import WarpResult, warp_frame, warp_frames
 
 __all__ = [
+    "INTERPOLATION_MODES",
     "CameraController",
     "ControllerConfig",
     "parse_key_script",
@@ -50,11 +63,17 @@ __all__ = [
     "KeyframeTrajectory",
     "TrajectoryError",
     "WarpResult",
+    "check_interpolation_mode",
+    "check_intrinsics",
+    "check_keys",
+    "check_positive_finite",
+    "check_w2c",
     "foreground_depth",
     "interpolate_keyframes",
     "intrinsics_matrix",
     "invert_rigid",
     "keyframes_to_rel_c2w",
+    "load_intrinsics_file",
     "load_w2c_file",
     "orbit_rel_c2w",
     "parse_keyframe_file",
