@@ -1,0 +1,52 @@
+"""What a training task gives the trainer, and the registry of tasks a config can name.
+
+    task = make_task(config)          # config.task = "teacher" -> star_jax.train.teacher.make_teacher_task
+    params = task.init(rng)           # boxed with logical axis names (nn.with_logical_partitioning)
+    loss, aux = task.loss_fn(params, batch, rng)    # batch: {name: (B, *example_spec[name].shape)}
+
+The trainer owns everything else: state, optimizer, sharding, jit, checkpoints, metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable, Mapping
+
+import jax
+
+from star_jax.errors import InputError
+
+# name -> "module:factory"; a factory maps the whole config to a Task. The VAE and the
+# student (Self-Forcing DMD / JDMD) add their entries here.
+TASKS: dict[str, str] = {
+    "teacher": "star_jax.train.teacher:make_teacher_task",
+    "toy": "star_jax.train.toy:make_toy_task",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """name; init(rng) -> params (boxed); loss_fn(params, batch, rng) -> (loss (), {name: ()});
+    example_spec: one example's fields (no batch axis) as ShapeDtypeStructs; source: a grain
+    random-access source (`len`, `[i]` -> dict) of such examples; flops_per_example: forward
+    matmul FLOPs of one example (the trainer counts 3x per training step); sections: the
+    top-level config sections the task reads (besides the trainer's own)."""
+
+    name: str
+    init: Callable[[jax.Array], Any]
+    loss_fn: Callable[[Any, Mapping[str, Any], jax.Array], tuple[Any, Mapping[str, Any]]]
+    example_spec: Mapping[str, jax.ShapeDtypeStruct]
+    source: Any
+    flops_per_example: float = 0.0
+    sections: tuple[str, ...] = ()
+
+
+def make_task(config) -> Task:
+    name = config.get("task") if hasattr(config, "get") else None
+    if not name:
+        raise InputError(f"config.task: name the task to train, one of {sorted(TASKS)}")
+    if name not in TASKS:
+        raise InputError(f"config.task: unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    module, _, factory = TASKS[name].partition(":")
+    return getattr(importlib.import_module(module), factory)(config)

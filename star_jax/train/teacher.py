@@ -1,0 +1,171 @@
+"""The STAR teacher: a bidirectional DiT (in_dim 36) trained by flow matching on source -> target
+pairs, conditioned as inference conditions the generator (`star_jax.inference.conditions`).
+
+One sequence of 2n latent frames per example, full attention:
+    frames 0 .. n-1    reference latents at t = 0, channels [ref (16) | zeros (20)]   (the context)
+    frames n .. 2n-1   the target at noise level s, [x_s (16) | mask (4) | render (16)], t = 1000 s
+Reference frame i and target frame i show the same time; the loss is on the target frames only.
+This is the context / block layout of `inference.rollout.star_block` (context at t = 0 with zero
+conditioning channels, then the noisy block with its mask and render), made bidirectional over
+a whole clip. Condition dropout: the text (for classifier-free guidance) and, optionally, the
+render and mask are zeroed per example.
+
+    task = make_teacher_task(config)                      # config.task = "teacher"
+    latents = sample_teacher(dit, params, cond, text, rng, num_steps=50, guidance=3.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from star_jax.diffusion.flow_matching import (
+    FlowMatchingConfig,
+    drop_condition,
+    drop_mask,
+    euler_sample,
+    flow_matching_loss,
+)
+from star_jax.errors import InputError
+from star_jax.inference.conditions import StarConditions
+from star_jax.models.dit import WanDiT
+from star_jax.models.flops import dit_flops
+from star_jax.models.variants import DiTConfig
+from star_jax.train.config import section
+from star_jax.train.synthetic import LATENT_CHANNELS, MASK_CHANNELS, SyntheticStarSource
+from star_jax.train.task import Task
+
+SOURCES = ("synthetic",)
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherDataConfig:
+    """source: "synthetic" for now (the procedural worlds' ArrayRecords come with data_pipelines).
+    Example shapes: `latent_frames` n, `latent_hw` (h, w) latent cells, `text_len` text rows."""
+
+    source: str = "synthetic"
+    num_examples: int = 256
+    latent_frames: int = 3
+    latent_hw: tuple[int, int] = (4, 4)
+    text_len: int = 4
+    seed: int = 0
+    max_shift: int = 1
+    # mask latent values of holes / rendered cells: the "inspatio-release" conditioning convention
+    # of star_jax.inference.conditions (render dropout fills the mask with `mask_hole`)
+    mask_hole: float = -1.0
+    mask_valid: float = 1.0
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise InputError(f"config.data.source: expected one of {SOURCES}, got {self.source!r}")
+
+
+def conditions_from_batch(batch) -> StarConditions:
+    return StarConditions(ref=batch["ref"], render=batch["render"], mask=batch["mask"])
+
+
+def teacher_inputs(x_s, t, cond: StarConditions, in_dim: int):
+    """x_s (B, n, h, w, 16), t (B,), cond (B, n, h, w, .) -> DiT input (B, 2n, h, w, in_dim) and
+    per-frame times (B, 2n): the clean reference first (t = 0), then the noisy target."""
+    b, n = x_s.shape[:2]
+    ref = cond.ref.astype(jnp.float32)
+    context = jnp.pad(ref, ((0, 0),) * 4 + ((0, in_dim - ref.shape[-1]),))
+    noisy = jnp.concatenate([x_s.astype(jnp.float32), cond.mask.astype(jnp.float32),
+                             cond.render.astype(jnp.float32)], axis=-1)
+    times = jnp.concatenate([jnp.zeros((b, n), jnp.float32), jnp.broadcast_to(t[:, None], (b, n))], axis=1)
+    return jnp.concatenate([context, noisy], axis=1), times
+
+
+def teacher_velocity(dit: WanDiT, params, x_s, t, cond: StarConditions, text):
+    """The teacher's flow prediction for the target frames, (B, n, h, w, 16) float32."""
+    n = x_s.shape[1]
+    x, times = teacher_inputs(x_s, t, cond, dit.cfg.in_dim)
+    y, _ = dit.apply({"params": params}, x, times, text)
+    return y[:, n:].astype(jnp.float32)
+
+
+def teacher_loss(dit: WanDiT, fm: FlowMatchingConfig, params, batch, rng, mask_hole: float = -1.0):
+    """Flow-matching loss of the teacher on a batch (see the module docstring); a dropped render
+    is zeros with an all-hole mask (`mask_hole`). aux: the fraction of dropped texts."""
+    k_fm, k_text, k_render = jax.random.split(rng, 3)
+    b = batch["target"].shape[0]
+    cond = conditions_from_batch(batch)
+    text_dropped = drop_mask(k_text, b, fm.text_dropout)
+    text = drop_condition(batch["text"], text_dropped)
+    if fm.render_dropout > 0:
+        dropped = drop_mask(k_render, b, fm.render_dropout)
+        mask = jnp.where(dropped[:, None, None, None, None], jnp.float32(mask_hole), cond.mask)
+        cond = StarConditions(cond.ref, drop_condition(cond.render, dropped), mask)
+    predict = lambda x_s, t: teacher_velocity(dit, params, x_s, t, cond, text)
+    loss, _ = flow_matching_loss(predict, batch["target"], k_fm, fm)
+    return loss, {"text_dropped": jnp.mean(text_dropped.astype(jnp.float32))}
+
+
+def sample_teacher(dit: WanDiT, params, cond: StarConditions, text, rng, num_steps: int = 50, shift: float = 5.0,
+                   guidance: float = 1.0):
+    """Euler sampling of target latents (B, n, h, w, 16) given the conditions; guidance g != 1
+    mixes in the unconditional (zero-text) prediction: v = v_u + g (v_c - v_u)."""
+    b, n, h, w, _ = cond.ref.shape
+    noise = jax.random.normal(rng, (b, n, h, w, dit.cfg.out_dim), jnp.float32)
+    predict = lambda x, t: teacher_velocity(dit, params, x, t, cond, text)
+    uncond = None
+    if guidance != 1.0:
+        uncond = lambda x, t: teacher_velocity(dit, params, x, t, cond, jnp.zeros_like(text))
+    return euler_sample(predict, noise, num_steps, shift, guidance, uncond)
+
+
+def example_spec(dit_cfg: DiTConfig, data: TeacherDataConfig) -> dict[str, jax.ShapeDtypeStruct]:
+    n, (h, w) = data.latent_frames, data.latent_hw
+    f32 = jnp.float32
+    return {"target": jax.ShapeDtypeStruct((n, h, w, LATENT_CHANNELS), f32),
+            "ref": jax.ShapeDtypeStruct((n, h, w, LATENT_CHANNELS), f32),
+            "render": jax.ShapeDtypeStruct((n, h, w, LATENT_CHANNELS), f32),
+            "mask": jax.ShapeDtypeStruct((n, h, w, MASK_CHANNELS), f32),
+            "text": jax.ShapeDtypeStruct((data.text_len, dit_cfg.text_dim), f32)}
+
+
+def check_shapes(cfg: DiTConfig, data: TeacherDataConfig) -> None:
+    """The model and the data agree (else an InputError naming the fields)."""
+    need_in = 2 * LATENT_CHANNELS + MASK_CHANNELS
+    if cfg.in_dim != need_in or cfg.out_dim != LATENT_CHANNELS:
+        raise InputError(f"config.model.dit: the teacher needs in_dim {need_in} ([noisy | mask | render]) and out_dim "
+                         f"{LATENT_CHANNELS}, got in_dim {cfg.in_dim}, out_dim {cfg.out_dim}")
+    pt, ph, pw = cfg.patch_size
+    h, w = data.latent_hw
+    if data.latent_frames % pt or h % ph or w % pw:
+        raise InputError(f"config.data: latent_frames {data.latent_frames} and latent_hw {(h, w)} must be multiples "
+                         f"of the DiT patch size {cfg.patch_size}")
+    if data.text_len > cfg.text_len:
+        raise InputError(f"config.data.text_len {data.text_len} exceeds the model's text_len {cfg.text_len}")
+
+
+def make_teacher_task(config) -> Task:
+    """config.model.dit (DiTConfig fields), config.flow (FlowMatchingConfig), config.data
+    (TeacherDataConfig) -> the teacher Task."""
+    dit_cfg = section(DiTConfig, config.get("model", {}), "dit", "config.model")
+    fm = section(FlowMatchingConfig, config, "flow")
+    data = section(TeacherDataConfig, config, "data")
+    check_shapes(dit_cfg, data)
+    dit = WanDiT(dit_cfg, block_causal=False)
+    n, (h, w) = data.latent_frames, data.latent_hw
+
+    def init(rng):
+        x = jnp.zeros((1, 2 * n, h, w, dit_cfg.in_dim), jnp.float32)
+        return dit.init(rng, x, jnp.zeros((1, 2 * n), jnp.float32),
+                        jnp.zeros((1, data.text_len, dit_cfg.text_dim), jnp.float32))["params"]
+
+    source = SyntheticStarSource(data.num_examples, n, (h, w), data.text_len, dit_cfg.text_dim, data.seed,
+                                 data.max_shift, data.mask_hole, data.mask_valid)
+    _, ph, pw = dit_cfg.patch_size
+    flops = dit_flops(dit_cfg, 2 * n, (h // ph) * (w // pw), dit_cfg.text_len)
+    return Task(name="teacher", init=init, loss_fn=lambda p, b, r: teacher_loss(dit, fm, p, b, r, data.mask_hole),
+                example_spec=example_spec(dit_cfg, data), source=source, flops_per_example=flops,
+                sections=("model", "flow", "data"))
+
+
+def teacher_model(config) -> WanDiT:
+    """The teacher network a config trains (for sampling from its checkpoints)."""
+    return WanDiT(section(DiTConfig, config.get("model", {}), "dit", "config.model"), block_causal=False)
+
