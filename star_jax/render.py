@@ -1,7 +1,13 @@
-"""Main job (for now): ingest a reference video, build the target camera path, depth-warp the
-reference into it, and write the conditioning renders.
+"""The conditioning renders alone: ingest a reference video, build the target camera path,
+depth-warp the reference into it, and write the renders (no model).
 
     python -m star_jax.render --config experiments/render.py
+    python -m star_jax.render --config experiments/render.py --dry_run   # check the inputs only
+
+Before anything heavy (decoding, compiling) `validate` opens every input: the config's sizes, the
+video (header and first frame) or manifest (with its depth folder and camera files), the camera
+path (keyframe trajectory or per-frame w2c, interpolation mode) and the output folder. The run is
+written into a fresh hidden folder beside `config.output_dir` and swapped in at the end.
 
 Writes to `config.output_dir`:
   renders.mp4        the reference warped into the target cameras (black = no point)
@@ -9,33 +15,54 @@ Writes to `config.output_dir`:
   reference.mp4      the ingested reference clip (resized, cropped, resampled)
   contact_sheet.png  rows of reference | render | mask at a few frames
   conditions.npz     renders (T,H,W,3) uint8, masks (T,H,W) bool, target_w2c (T,4,4), K (T,3,3)
-  metadata.json      inputs, depth source (measured / planar prior), timings
+  metadata.json      inputs, the source video's size / frames / fps, depth source, timings
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from star_jax.errors import InputError
 from star_jax.io import files as io
-from star_jax.io.manifest import ManifestEntry, load_manifest, load_scene_geometry, planar_prior_geometry
-from star_jax.io.video import VideoSpec, load_video
+from star_jax.io.manifest import (
+    ManifestEntry,
+    check_manifest_entry,
+    load_manifest,
+    load_scene_geometry,
+    planar_prior_geometry,
+)
+from star_jax.io.video import VideoProbe, VideoSpec, load_video
 from star_jax.geometry import (
     foreground_depth,
     invert_rigid,
     keyframes_to_rel_c2w,
     load_w2c_file,
+    parse_key_script_file,
     parse_keyframe_file,
     source_frame_indices,
     target_w2c,
     warp_frames,
 )
-from star_jax.geometry.trajectory import TrajectoryError
+from star_jax.geometry.trajectory import TrajectoryError, check_interpolation_mode, check_positive_finite
+
+OUTPUTS = ("renders.mp4", "masks.mp4", "reference.mp4", "contact_sheet.png", "conditions.npz", "metadata.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraSource:
+    """A camera path as read from the user's file."""
+
+    kind: str  # "trajectory" (KeyframeTrajectory), "w2c" ((N, 4, 4) float64) or "keys" (key sets per frame)
+    path: str
+    value: Any
 
 
 def contact_sheet(columns: list[np.ndarray], num_rows: int = 4, stride: int = 2) -> np.ndarray:
@@ -51,23 +78,85 @@ def contact_sheet(columns: list[np.ndarray], num_rows: int = 4, stride: int = 2)
     return np.concatenate(rows[:-1], axis=0)
 
 
-def build_target_cameras(config, geometry, num_frames: int, radius_ratio: float = 1.0) -> tuple[np.ndarray, dict]:
-    """Target w2c (T, 4, 4) from a per-frame w2c file or a keyframe trajectory.
+def video_spec(config) -> VideoSpec:
+    """The ingest settings of `config.video_spec` (VideoError for sizes / fps it cannot use)."""
+    vs = dict(config.video_spec)
+    return VideoSpec(height=vs["height"], width=vs["width"], fps=vs["fps"] or None, max_frames=vs["max_frames"] or None)
+
+
+def reference_entry(config) -> ManifestEntry:
+    """`config.video` (a bare video, with `config.caption`) when set, else `config.manifest`'s first entry."""
+    if config.video:
+        return ManifestEntry(video=config.video, caption=config.caption)
+    if not config.manifest:
+        raise InputError("config: expected a reference video: set --video / config.video or config.manifest, found neither")
+    return load_manifest(config.manifest)[0]
+
+
+def check_camera_config(config) -> None:
+    """Raises InputError for a `config.camera` / `config.warp` field no run could use."""
+    cam = config.camera
+    try:
+        check_interpolation_mode(cam.interpolation)
+    except TrajectoryError as e:
+        raise InputError(f"config.camera.interpolation: {str(e).removeprefix('interpolation mode: ')}") from e
+    for name in ("radius_ratio", "planar_depth"):
+        check_positive_finite(cam[name], f"config.camera.{name}")
+    if not 0 < cam.planar_fov_x_deg < 180:
+        raise InputError(f"config.camera.planar_fov_x_deg: expected degrees in (0, 180), found {cam.planar_fov_x_deg}")
+    if int(cam.freeze_frame) != cam.freeze_frame or cam.freeze_frame < -1:
+        raise InputError(f"config.camera.freeze_frame: expected -1 (off) or a frame index >= 0, found {cam.freeze_frame}")
+    if config.warp.point_size < 1:
+        raise InputError(f"config.warp.point_size: expected an integer >= 1, found {config.warp.point_size}")
+
+
+def validate_reference(config) -> tuple[ManifestEntry, VideoProbe]:
+    """Opens the reference without decoding it: the manifest (and its depth folder and camera
+    files) or the bare video, header and first frame. Returns (entry, probe)."""
+    spec = video_spec(config)
+    entry = reference_entry(config)
+    return entry, check_manifest_entry(entry, spec)
+
+
+def read_cameras(config, num_frames: int | None = None) -> CameraSource:
+    """Reads the camera path the config names, first found of `keys_file` (a key script),
+    `w2c_file` (per-frame w2c, at least `num_frames` when given) and `trajectory` (keyframes)."""
+    if config.get("keys_file", ""):
+        return CameraSource("keys", config.keys_file, parse_key_script_file(config.keys_file))
+    if config.w2c_file:
+        w2c = load_w2c_file(config.w2c_file)
+        check_w2c_count(config.w2c_file, w2c, num_frames)
+        return CameraSource("w2c", config.w2c_file, w2c)
+    if not config.trajectory:
+        raise InputError("config: expected a camera path: set a trajectory, a w2c file or a key script, found none")
+    return CameraSource("trajectory", config.trajectory, parse_keyframe_file(config.trajectory))
+
+
+def check_w2c_count(path: str, w2c: np.ndarray, num_frames: int | None) -> None:
+    if num_frames is not None and len(w2c) < num_frames:
+        raise TrajectoryError(f"{path}: expected a camera matrix per output frame ({num_frames}), found {len(w2c)}")
+
+
+def build_target_cameras(config, geometry, num_frames: int, radius_ratio: float = 1.0,
+                         cameras: CameraSource | None = None) -> tuple[np.ndarray, dict]:
+    """Target w2c (T, 4, 4) from a per-frame w2c file or a keyframe trajectory (`cameras`, as
+    `read_cameras` returns; read from `config` when None).
 
     The orbit radius / dolly scale is foreground depth x config radius_ratio x `radius_ratio`
     (the manifest's own ratio)."""
     cam = config.camera
-    if config.w2c_file:
-        w2c = load_w2c_file(config.w2c_file)
-        if len(w2c) < num_frames:
-            raise TrajectoryError(f"{config.w2c_file}: {len(w2c)} matrices for {num_frames} frames")
-        return w2c[:num_frames].astype(np.float32), {"source": config.w2c_file, "kind": "per-frame w2c"}
-    traj = parse_keyframe_file(config.trajectory)
+    cameras = cameras or read_cameras(config)
+    if cameras.kind == "w2c":
+        check_w2c_count(cameras.path, cameras.value, num_frames)
+        return cameras.value[:num_frames].astype(np.float32), {"source": cameras.path, "kind": "per-frame w2c"}
+    if cameras.kind != "trajectory":
+        raise InputError(f"{cameras.path}: a {cameras.kind} camera source cannot be rendered ahead; use navigate")
+    traj = cameras.value
     fg = foreground_depth(geometry.depth[0]) * cam.radius_ratio * radius_ratio
     rel = keyframes_to_rel_c2w(traj, num_frames, fg, cam.rotation_only, cam.interpolation)
     src_c2w = invert_rigid(jnp.asarray(geometry.w2c))
     w2c = target_w2c(rel, src_c2w, cam.relative_to_source)
-    info = {"source": config.trajectory, "kind": "dolly" if traj.is_dolly else "orbit", "foreground_depth": fg}
+    info = {"source": cameras.path, "kind": "dolly" if traj.is_dolly else "orbit", "foreground_depth": fg}
     return np.asarray(w2c), info
 
 
@@ -98,9 +187,7 @@ def render_conditions(config, geometry, frames: np.ndarray, tgt_w2c: np.ndarray,
 def load_reference(entry: ManifestEntry, config, log=print):
     """Ingests `entry.video` per `config.video_spec` and returns (clip, geometry): the entry's
     depth and cameras when it has them, else the planar prior of `config.camera` (logged)."""
-    vs = dict(config.video_spec)
-    spec = VideoSpec(height=vs["height"], width=vs["width"], fps=vs["fps"] or None, max_frames=vs["max_frames"] or None)
-    clip = load_video(entry.video, spec)
+    clip = load_video(entry.video, video_spec(config))
     T, H, W, _ = clip.frames.shape
     log(f"ingested {entry.video}: {T} frames {H}x{W} at {clip.fps:g} fps (source {clip.source_size}, {clip.source_fps:g} fps)")
     if entry.depth_dir:
@@ -110,63 +197,94 @@ def load_reference(entry: ManifestEntry, config, log=print):
     return clip, planar_prior_geometry(T, H, W, cam.planar_depth, cam.planar_fov_x_deg)
 
 
-def run(config, log=print) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What `validate` opened."""
+
+    entry: ManifestEntry
+    probe: VideoProbe
+    cameras: CameraSource
+
+
+def validate(config) -> Inputs:
+    """Opens every input and the output folder; raises InputError in seconds, before decoding."""
+    check_camera_config(config)
+    if config.warp.batch_frames < 1:
+        raise InputError(f"config.warp.batch_frames: expected an integer >= 1, found {config.warp.batch_frames}")
+    entry, probe = validate_reference(config)
+    cameras = read_cameras(config)  # a w2c file's length is checked against the clip after decoding
+    if cameras.kind == "keys":
+        raise InputError(f"{cameras.path}: key scripts drive navigate, not render; give a trajectory or a w2c file")
+    io.check_output_folder(config.output_dir, OUTPUTS)
+    return Inputs(entry, probe, cameras)
+
+
+def run(config, log=print, dry_run: bool = False) -> dict:
+    """validate, then ingest, warp and write (see the module docstring); `dry_run` stops after validate."""
     timings = {}
     t0 = time.perf_counter()
-    if not (config.manifest or config.video):
-        raise ValueError("config: set either `manifest` or `video`")
-    entry = load_manifest(config.manifest)[0] if config.manifest else ManifestEntry(video=config.video, caption=config.caption)
+    inputs = validate(config)
+    entry = inputs.entry
+    if dry_run:
+        log(f"dry run: inputs usable ({entry.video}: {inputs.probe.size_hw[0]}x{inputs.probe.size_hw[1]}, "
+            f"{inputs.cameras.kind} {inputs.cameras.path}); output folder {config.output_dir} writable")
+        return {"dry_run": True, "video": entry.video, "camera": inputs.cameras.kind}
     clip, geometry = load_reference(entry, config, log)
     T, H, W, _ = clip.frames.shape
     timings["ingest_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    tgt_w2c, cam_info = build_target_cameras(config, geometry, T, entry.radius_ratio)
+    tgt_w2c, cam_info = build_target_cameras(config, geometry, T, entry.radius_ratio, inputs.cameras)
     frames_f = clip.frames.astype(np.float32) / 255.0
     renders, masks = render_conditions(config, geometry, frames_f, tgt_w2c, log)
     renders = io.to_uint8(renders)
     timings["warp_s"] = time.perf_counter() - t1
     timings["warp_fps"] = T / timings["warp_s"]
 
-    out = config.output_dir
     t2 = time.perf_counter()
-    codec = io.write_mp4(os.path.join(out, "renders.mp4"), renders, clip.fps)
-    io.write_mp4(os.path.join(out, "masks.mp4"), masks, clip.fps)
-    io.write_mp4(os.path.join(out, "reference.mp4"), clip.frames, clip.fps)
-    mask_rgb = np.repeat(io.to_uint8(masks)[..., None], 3, axis=-1)
-    io.write_png(os.path.join(out, "contact_sheet.png"), contact_sheet([clip.frames, renders, mask_rgb]))
-    io.write_npz(os.path.join(out, "conditions.npz"), renders=renders, masks=masks, target_w2c=tgt_w2c, K=geometry.K,
-                 source_indices=clip.source_indices)
-    timings["write_s"] = time.perf_counter() - t2
-    timings["total_s"] = time.perf_counter() - t0
-    meta = {
-        "video": entry.video,
-        "caption": entry.caption,
-        "frames": T,
-        "size_hw": [H, W],
-        "fps": clip.fps,
-        "depth": geometry.kind,
-        "camera": cam_info,
-        "valid_fraction_mean": float(masks.mean()),
-        "codec": codec,
-        "jax_backend": jax.default_backend(),
-        "timings": timings,
-    }
-    io.write_json(os.path.join(out, "metadata.json"), meta)
-    log(f"wrote {out}/: renders.mp4 masks.mp4 reference.mp4 contact_sheet.png conditions.npz metadata.json "
-        f"(valid {meta['valid_fraction_mean']:.1%}, warp {timings['warp_fps']:.1f} frames/s, total {timings['total_s']:.1f}s)")
+    with io.staged_folder(config.output_dir, OUTPUTS) as out:
+        codec = io.write_mp4(os.path.join(out, "renders.mp4"), renders, clip.fps)
+        io.write_mp4(os.path.join(out, "masks.mp4"), masks, clip.fps)
+        io.write_mp4(os.path.join(out, "reference.mp4"), clip.frames, clip.fps)
+        mask_rgb = np.repeat(io.to_uint8(masks)[..., None], 3, axis=-1)
+        io.write_png(os.path.join(out, "contact_sheet.png"), contact_sheet([clip.frames, renders, mask_rgb]))
+        io.write_npz(os.path.join(out, "conditions.npz"), renders=renders, masks=masks, target_w2c=tgt_w2c,
+                     K=geometry.K, source_indices=clip.source_indices)
+        timings["write_s"] = time.perf_counter() - t2
+        timings["total_s"] = time.perf_counter() - t0
+        meta = {
+            "video": entry.video,
+            "caption": entry.caption,
+            "frames": T,
+            "size_hw": [H, W],
+            "fps": clip.fps,
+            "reference": clip.provenance(),
+            "depth": geometry.kind,
+            "camera": cam_info,
+            "valid_fraction_mean": float(masks.mean()),
+            "codec": codec,
+            "jax_backend": jax.default_backend(),
+            "timings": timings,
+        }
+        io.write_json(os.path.join(out, "metadata.json"), meta)
+    log(f"wrote {config.output_dir}/: {' '.join(OUTPUTS)} (valid {meta['valid_fraction_mean']:.1%}, "
+        f"warp {timings['warp_fps']:.1f} frames/s, total {timings['total_s']:.1f}s)")
     return meta
 
 
 def main(argv):
     del argv
-    run(_CONFIG.value)
+    from absl import flags
+
+    run(_CONFIG.value, dry_run=flags.FLAGS.dry_run)
 
 
 if __name__ == "__main__":
-    from absl import app
     from ml_collections import config_flags
 
+    from star_jax import cli
+
     _CONFIG = config_flags.DEFINE_config_file("config", "experiments/render.py", "experiment config", lock_config=True)
+    cli.define_flags()
     sys.path.insert(0, os.getcwd())
-    app.run(main)
+    cli.main(main, parse=cli.absl_parser())

@@ -10,16 +10,18 @@ for the quant convs) and diffusers' (`encoder.conv_in`, `encoder.down_blocks.3.c
 built from the config (`wan_to_diffusers_keys`), and tested against diffusers' own
 `convert_wan_vae_to_diffusers`. Diffusers names become Flax paths mechanically
 (`up_blocks.1.resnets.0` -> `up_blocks_1/resnets_0`), with torch layouts transposed to
-channel-last. Every missing, unexpected or mis-shaped tensor is listed in the error.
+channel-last. Every missing, unexpected or mis-shaped tensor is listed in the error, in the naming
+of the user's file (mis-shaped ones with our Flax path in brackets).
 """
 
 from __future__ import annotations
 
-import os
+import re
 
 import numpy as np
 
-from star_jax.checkpoint.convert import CheckpointError, _listing, check_tree_shapes, read_safetensors
+from star_jax.checkpoint.convert import _listing, check_tree_shapes
+from star_jax.checkpoint.storage import CheckpointError, orbax_shapes, read_weight_shapes, read_weights, shape_placeholders
 from star_jax.models.variants import VAEConfig
 
 _RESIDUAL = (("residual.0.gamma", "norm1.gamma"), ("residual.2.weight", "conv1.weight"),
@@ -117,16 +119,26 @@ def _to_flax_leaf(leaf: str, value: np.ndarray) -> tuple[str, np.ndarray]:
     return leaf, value
 
 
+def flax_to_diffusers_name(path: str) -> str:
+    """`decoder/up_blocks_1/resnets_0/conv1/kernel` -> `decoder.up_blocks.1.resnets.0.conv1.weight`."""
+    *parts, leaf = path.split("/")
+    parts = [re.sub(r"_(\d+)$", r".\1", p) for p in parts]
+    return ".".join(parts + [{"kernel": "weight"}.get(leaf, leaf)])
+
+
 def convert_vae_state(state: dict, cfg: VAEConfig, dtype=None) -> dict:
-    """A loaded VAE state dict (either naming) -> checked Flax params (numpy, optionally cast)."""
+    """A loaded VAE state dict (either naming) -> checked Flax params (numpy, optionally cast).
+    Errors list keys in the naming of `state`."""
     state = {k.removeprefix("vae."): v for k, v in state.items()}
     table = wan_to_diffusers_keys(cfg)
-    if detect_vae_naming(state) == "wan":
-        expected = set(table)
-        rename = table
-    else:
-        expected = set(table.values())
-        rename = {v: v for v in expected}
+    wan = detect_vae_naming(state) == "wan"
+    expected = set(table) if wan else set(table.values())
+    rename = table if wan else {v: v for v in expected}
+    to_user = {d: w for w, d in table.items()} if wan else {}
+
+    def display(path: str) -> str:
+        name = flax_to_diffusers_name(path)
+        return to_user.get(name, name)
     missing = sorted(expected - set(state))
     extra = sorted(set(state) - expected)
     if missing or extra:
@@ -139,36 +151,38 @@ def convert_vae_state(state: dict, cfg: VAEConfig, dtype=None) -> dict:
         for p in path:
             node = node.setdefault(p, {})
         node[leaf] = value if dtype is None else value.astype(dtype)
-    check_vae_against_model(params, cfg)
+    check_vae_against_model(params, cfg, display)
     return params
 
 
-def check_vae_against_model(params: dict, cfg: VAEConfig) -> None:
-    """Raises CheckpointError unless `params` has exactly `WanVAE(cfg)`'s keys and shapes."""
+def vae_abstract(cfg: VAEConfig) -> dict:
+    """The `WanVAE` params tree of `cfg` as ShapeDtypeStructs (nothing allocated)."""
     import jax
 
     from star_jax.models.vae import WanVAE, init_vae_params
 
-    abstract = jax.eval_shape(lambda: init_vae_params(WanVAE(cfg), jax.random.PRNGKey(0), 16, 16))
-    check_tree_shapes(params, abstract, "converted VAE params do not match the model")
+    return jax.eval_shape(lambda: init_vae_params(WanVAE(cfg), jax.random.PRNGKey(0), 16, 16))
+
+
+def check_vae_against_model(params: dict, cfg: VAEConfig, display=None) -> None:
+    """Raises CheckpointError unless `params` has exactly `WanVAE(cfg)`'s keys and shapes
+    (`display` maps a Flax path to the user's tensor name, for the listing)."""
+    check_tree_shapes(params, vae_abstract(cfg), "converted VAE params do not match the model", display)
+
+
+def check_vae_file(path: str, cfg: VAEConfig) -> None:
+    """Checks a VAE weights file's names and shapes against `cfg` from its headers (nothing loaded)."""
+    convert_vae_state(shape_placeholders(read_weight_shapes(path)), cfg)
+
+
+def check_vae_folder(path: str, cfg: VAEConfig) -> None:
+    """Checks a converted VAE orbax folder against `cfg` from its metadata (nothing loaded)."""
+    check_tree_shapes(orbax_shapes(path, "vae"), vae_abstract(cfg), f"{path}: the stored VAE params do not match the model")
 
 
 def read_vae_weights(path: str) -> dict:
     """numpy tensors from a .safetensors file / folder, or from a torch .pth (needs torch)."""
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: no such VAE checkpoint")
-    if path.endswith((".pth", ".pt", ".ckpt")):
-        try:
-            import torch
-        except ImportError as e:
-            raise CheckpointError(f"{path}: reading a .pth checkpoint needs torch (pip install torch)") from e
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"{path}: cannot read torch checkpoint ({type(e).__name__}: {e})") from e
-        state = state.get("state_dict", state)
-        return {k: v.detach().float().numpy() for k, v in state.items()}
-    return read_safetensors(path)
+    return read_weights(path)
 
 
 def load_vae_checkpoint(path: str, cfg: VAEConfig, dtype=np.float32) -> dict:

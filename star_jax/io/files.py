@@ -1,14 +1,27 @@
 """Atomic writers: every output is written to a temporary file beside its target, then renamed,
-so an interrupted run never leaves a half-written file under the final name."""
+so an interrupted run never leaves a half-written file under the final name; and a whole run's
+folder is written the same way (`staged_folder`): a fresh hidden sibling folder, swapped in at the
+end, so a failed or interrupted rerun leaves the previous complete run (or nothing), never a mix.
+
+    check_output_folder("outputs/navigate", NAMES)       # before the heavy work: InputError in seconds
+    with staged_folder("outputs/navigate", NAMES) as d:  # d: a fresh empty folder beside the target
+        write_json(os.path.join(d, "metadata.json"), meta)
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
+import signal
 import tempfile
+import threading
+from typing import Collection, Iterator
 
 import numpy as np
+
+from star_jax.errors import InputError
 
 
 @contextlib.contextmanager
@@ -26,9 +39,113 @@ def atomic_path(path: str | os.PathLike):
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with deferred_signals(), contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def deferred_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Holds SIGINT / SIGTERM until the block ends, then delivers them to the handlers in place
+    before, so a rename or a clean-up is never cut in half. Outside the main thread (where Python
+    cannot set handlers) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    old = {s: signal.signal(s, lambda n, _frame: pending.append(n)) for s in signums}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if pending:
+            signal.raise_signal(pending[0])
+
+
+def _nearest_existing(path: str) -> str:
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def _foreign_entries(path: str, names: Collection[str]) -> list[str]:
+    try:
+        return sorted(e for e in os.listdir(path) if e not in names)
+    except OSError as e:
+        raise InputError(f"{path}: output folder: cannot list it ({e.strerror})") from e
+
+
+def check_output_folder(path: str | os.PathLike, names: Collection[str] = ()) -> None:
+    """Raises InputError (in milliseconds) unless a job writing the files `names` can put a run
+    at `path`: the nearest existing folder on the way must be writable (probed by creating and
+    removing a temporary folder in it), and an existing `path` must be a folder holding nothing
+    but `names` (a previous run, which a new run replaces whole), so a user's own files are never
+    deleted."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.lexists(path):
+        if not os.path.isdir(path):
+            raise InputError(f"{path}: output folder: expected a folder (or nothing), found a file")
+        foreign = _foreign_entries(path, names)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f", ... (+{len(foreign) - 3})" if len(foreign) > 3 else "")
+            raise InputError(f"{path}: output folder holds files this job does not write ({shown}); a run "
+                             f"replaces the whole folder, so give a new or empty folder")
+    anchor = _nearest_existing(os.path.dirname(path))
+    if not os.path.isdir(anchor):
+        raise InputError(f"{path}: output folder cannot be created: {anchor} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".star_jax_write_probe.", dir=anchor))
+    except OSError as e:
+        raise InputError(f"{path}: output folder is not writable: cannot create files in {anchor} "
+                         f"({e.strerror})") from e
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike, names: Collection[str] = ()) -> Iterator[str]:
+    """Yields a fresh empty hidden folder beside `path` to write a run into. When the block ends
+    it takes `path`'s place (an old run there is deleted only then); on any error or interrupt
+    inside the block it is deleted, with any parent folders made for it, and `path` is left as
+    it was. `names`: see `check_output_folder`, which runs first."""
+    path = os.path.abspath(os.fspath(path))
+    check_output_folder(path, names)
+    parent, base = os.path.split(path)
+    made, folder = [], parent
+    while not os.path.isdir(folder):
+        made.append(folder)  # deepest first
+        folder = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        yield tmp
+    except BaseException:
+        with deferred_signals():
+            shutil.rmtree(tmp, ignore_errors=True)
+            for folder in made:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+        raise
+    with deferred_signals():  # the run is complete: from here on it is never deleted
+        old = None
+        if os.path.lexists(path):
+            if not os.path.isdir(path) or _foreign_entries(path, names):
+                raise InputError(f"{path}: other files appeared there during the run; the finished run is "
+                                 f"kept in {tmp}")
+            old = tmp + ".old"
+            os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except OSError as e:
+            if old is not None:
+                os.rename(old, path)
+            raise InputError(f"{path}: cannot move the finished run into place ({e.strerror}); it is kept "
+                             f"in {tmp}") from e
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:

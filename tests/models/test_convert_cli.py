@@ -1,12 +1,13 @@
-"""The conversion command line end to end, and the analytic FLOP count's closed forms."""
+"""The conversion command line end to end (dry run, the user's naming in reports, the staged
+--out), and the analytic FLOP count's closed forms."""
 
 import jax
 import numpy as np
 import pytest
 
 from benchmarks.dit_bench import dit_flops
-from star_jax.checkpoint import convert_dit_state, restore_params
-from star_jax.checkpoint.convert import main as convert_main
+from star_jax.checkpoint import CheckpointError, check_dit_file, convert_dit_state, restore_params
+from star_jax.checkpoint.convert import diffusers_to_wan_names, main as convert_main, wan_to_diffusers_name
 from star_jax.models import dit_variant
 from tests.models.torch_refs import diffusers_dit, state_numpy
 
@@ -33,8 +34,47 @@ def test_convert_cli_writes_a_restorable_checkpoint(tmp_path, capsys):
     expected = convert_dit_state(sd2, cfg2)
     for a, b in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(restored)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    with pytest.raises(SystemExit, match="exists"):
+    with pytest.raises(CheckpointError, match="already exists"):
         convert_main(["--src", str(tmp_path / "w2.safetensors"), "--variant", "tiny", "--out", str(out)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "w.safetensors", "w2.safetensors"]  # no leftovers
+
+    # --dry_run: names and shapes from the header, nothing written
+    convert_main(["--src", str(tmp_path / "w2.safetensors"), "--variant", "tiny", "--out", str(tmp_path / "d"),
+                  "--dry_run"])
+    assert "dry run" in capsys.readouterr().out and not (tmp_path / "d").exists()
+
+
+def test_reports_use_the_files_naming(tmp_path):
+    """Missing / unexpected / mis-shaped keys are listed in the naming of the user's file."""
+    from safetensors.numpy import save_file
+
+    cfg = dit_variant("tiny", in_dim=36)
+    sd = state_numpy(diffusers_dit(cfg, seed=1))
+    # wan -> diffusers is the exact inverse of diffusers -> wan on every key of a real diffusers model
+    assert sorted(map(wan_to_diffusers_name, diffusers_to_wan_names(sd))) == sorted(sd)
+    bad = dict(sd)
+    bad.pop("blocks.1.attn2.to_k.weight")
+    bad["blocks.0.mystery.weight"] = np.zeros(3, np.float32)
+    with pytest.raises(CheckpointError) as e:
+        convert_dit_state(bad, cfg)
+    msg = str(e.value)
+    assert "missing (1): blocks.1.attn2.to_k.weight" in msg and "unexpected (1): blocks.0.mystery.weight" in msg
+    assert "cross_attn" not in msg and "\n" not in msg
+    # a checkpoint for 16 input channels: its patch embedding and its head are named as in the file
+    sd16 = state_numpy(diffusers_dit(dit_variant("tiny", in_dim=16), seed=1))
+    with pytest.raises(CheckpointError, match=r"mis_shaped \(1\): patch_embedding.weight \[patch_embedding/kernel\]"):
+        convert_dit_state(sd16, cfg)
+    wan16 = {"model.diffusion_model." + k: v for k, v in diffusers_to_wan_names(sd16).items()}
+    wan16["model.diffusion_model.blocks.0.self_attn.q.weight"] = np.zeros((2, 2), np.float32)
+    with pytest.raises(CheckpointError, match=r"model.diffusion_model.blocks.0.self_attn.q.weight "
+                                              r"\[blocks/self_attn/q/kernel\]: checkpoint \(2, 2\)"):
+        convert_dit_state(wan16, dit_variant("tiny", in_dim=16))
+    # the header-only check finds the same problems without loading a tensor
+    save_file(bad, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(CheckpointError, match="missing \\(1\\): blocks.1.attn2.to_k.weight"):
+        check_dit_file(str(tmp_path / "bad.safetensors"), cfg)
+    save_file(sd, str(tmp_path / "good.safetensors"))
+    check_dit_file(str(tmp_path / "good.safetensors"), cfg)
 
 
 def test_flop_count_closed_forms():
