@@ -1,27 +1,30 @@
 """Navigate a reference video: the STAR rollout driven by a camera path, block by block.
 
-Launch (repository root; the default uses the shared real video and a real trajectory):
+Launch (repository root):
     python -m star_jax.navigate --config experiments/navigate.py:variant=tiny
+    python -m star_jax.navigate --config experiments/navigate.py:variant=tiny,blocks=2   # CI's quick run
     python -m star_jax.navigate --config experiments/navigate.py:variant=tiny,blocks=8 \
-        --video my_clip.mp4 --trajectory ../shared/data/trajectories/zoom_out_in.txt
+        --video ../shared/data/reference_videos/coffee_martini.mp4 \
+        --trajectory ../shared/data/trajectories/x_y_circle_cycle.txt   # a real clip (planar depth)
     python -m star_jax.navigate --config experiments/navigate.py:variant=tiny --keys keys.txt
     python -m star_jax.navigate --config experiments/navigate.py:variant=1.3B,height=480,width=832 \
         --checkpoint ckpt/   # ckpt/dit and ckpt/vae from `python -m star_jax.checkpoint.convert`
 
-Needs: ../shared/data (or --video). Without --checkpoint the variant's random weights are used
-and the outputs say so (the video is then not meaningful; the pipeline, shapes and timings are).
-Runtime: ~2 min on 2 CPU cores for the tiny default (4 blocks = 45 frames at 240x416).
+Needs: nothing beside the package. The default input is the embedded default world
+(`star_jax/assets/default_world/`: a 45-frame 240x416 procedural scene with true depth and
+cameras, its default trajectory, and the ground-truth target video along it for 4 blocks).
+Without --checkpoint the variant's random weights are used and the outputs say so (the video is
+then not meaningful; the pipeline, shapes and timings are).
+Runtime: ~2 min on 2 CPU cores for the tiny default (4 blocks = 45 frames at 240x416), ~1 min
+with blocks=2.
 """
 
 from __future__ import annotations
 
-import os
-
 import ml_collections
 
 from experiments.common import parse_arg
-
-_SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+from star_jax.assets import default_world_path
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -30,10 +33,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.variant = a.variant
     c.dtype = a.dtype or ("float32" if a.variant == "tiny" else "bfloat16")
     c.num_blocks = 2 if a.runlocal else a.blocks  # output frames: 9 + 12 (blocks - 1)
-    c.manifest = os.path.normpath(os.path.join(_SHARED, "reference_videos", "coffee_martini.json"))
+    c.manifest = default_world_path("manifest.json")  # InSpatio manifest: video + depth + cameras
     c.video = ""  # a bare video path; replaces `manifest` when set
     c.caption = ""
-    c.trajectory = os.path.normpath(os.path.join(_SHARED, "trajectories", "x_y_circle_cycle.txt"))
+    c.trajectory = default_world_path("trajectory.txt")  # InSpatio keyframes (pitch, yaw, displacement)
     c.w2c_file = ""  # per-frame OpenCV w2c matrices; replaces `trajectory`
     c.keys_file = ""  # a key script ("<frames> forward+yaw_left" lines); replaces both
     c.checkpoint = ""  # folder with dit/ and vae/ orbax checkpoints; empty: random weights

@@ -1,34 +1,38 @@
 """Render the explicit spatial constraint: reference video + camera path -> warped views + masks.
 
-Launch (repository root; the default uses the shared real video and a real trajectory):
+Launch (repository root):
     python -m star_jax.render --config experiments/render.py
     python -m star_jax.render --config experiments/render.py:variant=tiny,max_frames=17 \
         --config.trajectory=../shared/data/trajectories/zoom_out_in.txt
+    python -m star_jax.render --config experiments/render.py:height=480,width=832 \
+        --config.manifest=../shared/data/reference_videos/coffee_martini.json \
+        --config.trajectory=../shared/data/trajectories/x_y_circle_cycle.txt   # a real clip (planar depth)
 
-Needs: ../shared/data (or pass --config.manifest, or --config.manifest= --config.video=clip.mp4). With a manifest that gives
-depth + cameras the renders use them; without, a planar depth prior (said in metadata.json).
-Runtime: ~30 s on 2 CPU cores for the 149-frame default at 480x832.
+Needs: nothing beside the package. The default input is the embedded default world
+(`star_jax/assets/default_world/`: 45 frames at 240x416 with true depth and cameras) and its
+default trajectory; pass --config.manifest, or --config.manifest= --config.video=clip.mp4, for
+your own. With a manifest that gives depth + cameras the renders use them; without, a planar
+depth prior (said in metadata.json).
+Runtime: ~10 s on 2 CPU cores for the 45-frame default at 240x416.
 """
 
 from __future__ import annotations
 
-import os
-
 import ml_collections
 
 from experiments.common import model_config, parse_arg
-
-_SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+from star_jax.assets import default_world_path
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    a = parse_arg(arg, variant="1.3B", max_frames=0, fps=15.0, height=480, width=832, runlocal=False)
+    a = parse_arg(arg, variant="1.3B", max_frames=0, fps=15.0, height=240, width=416, runlocal=False)
     c = ml_collections.ConfigDict()
-    # The release's example: its JSON is an InSpatio manifest (video, caption, radius_ratio).
-    c.manifest = os.path.normpath(os.path.join(_SHARED, "reference_videos", "coffee_martini.json"))
+    # An InSpatio manifest (video, caption, depth_dir, extrinsics, intrinsics, depth_scale, radius_ratio);
+    # the default is the embedded world, rendered at 240x416 (the default size).
+    c.manifest = default_world_path("manifest.json")
     c.video = ""  # a bare video path, used when `manifest` is empty
     c.caption = ""
-    c.trajectory = os.path.normpath(os.path.join(_SHARED, "trajectories", "x_y_circle_cycle.txt"))
+    c.trajectory = default_world_path("trajectory.txt")
     c.w2c_file = ""  # per-frame OpenCV w2c matrices; replaces `trajectory` when set
     c.output_dir = "outputs/render"
 
