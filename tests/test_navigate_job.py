@@ -1,5 +1,6 @@
 """The navigation main job end to end on a generated clip: random weights, then the same weights
-through converted orbax checkpoints (same video), and key-script control."""
+through converted orbax checkpoints (same video), key-script control, the render-coverage floor
+and the metadata's provenance. Inputs are explicit (not the config's default world)."""
 
 import json
 import os
@@ -27,23 +28,37 @@ def clip(tmp_path_factory):
     return path
 
 
-def _config(clip, out, **kw):
+@pytest.fixture(scope="module")
+def orbit(tmp_path_factory):
+    path = tmp_path_factory.mktemp("traj") / "orbit.txt"
+    path.write_text("0 10 0\n0 15 0\n1 1 1\n")  # pitch, yaw (degrees), radius x foreground depth
+    return str(path)
+
+
+def _config(clip, out, trajectory="", **kw):
     c = get_config("variant=tiny,blocks=2,height=32,width=64")
     with c.unlocked():
         c.video = clip
+        c.trajectory = trajectory
         c.output_dir = str(out)
         for k, v in kw.items():
             c[k] = v
     return c
 
 
-def test_navigate_random_then_checkpoint(clip, tmp_path):
-    meta = run(_config(clip, tmp_path / "a"), log=lambda *_: None)
+def test_navigate_random_then_checkpoint(clip, orbit, tmp_path):
+    meta = run(_config(clip, tmp_path / "a", orbit), log=lambda *_: None)
     assert meta["frames"] == total_frames(2) == 21
     assert meta["weights"] == "random-init (tiny)" and meta["text"] == "zeros"
     assert meta["depth"] == "planar-prior" and meta["camera"]["kind"] == "orbit"
     assert len(meta["latency_per_block_s"]) == 2
     assert set(meta["steady_state"]["share"]) == {"warp", "encode", "dit", "decode"}
+    cov = meta["render_coverage_per_block"]
+    assert len(cov) == 2 and all(0.5 < c <= 1 for c in cov)  # a gentle orbit over the planar prior
+    assert np.mean(cov) == pytest.approx(meta["valid_fraction_mean"], rel=0.1)
+    ref = meta["reference"]  # provenance: 12 source frames 48x80 at 15 fps, all shown
+    assert ref["source_size_hw"] == [48, 80] and ref["source_fps"] == 15 and ref["source_num_frames"] == 12
+    assert ref["distinct_reference_frames"] == 9 and ref["distinct_source_frames_used"] == 9
     for name in ("navigate.mp4", "renders.mp4", "contact_sheet.png", "metadata.json"):
         assert os.path.getsize(tmp_path / "a" / name) > 0
     assert json.load(open(tmp_path / "a" / "metadata.json"))["frames"] == 21
@@ -53,7 +68,7 @@ def test_navigate_random_then_checkpoint(clip, tmp_path):
     model = random_star_model("tiny", jax.random.PRNGKey(0))
     save_params(model.dit_params, str(tmp_path / "ckpt" / "dit"))
     save_params(model.vae_params, str(tmp_path / "ckpt" / "vae"))
-    meta_b = run(_config(clip, tmp_path / "b", checkpoint=str(tmp_path / "ckpt")), log=lambda *_: None)
+    meta_b = run(_config(clip, tmp_path / "b", orbit, checkpoint=str(tmp_path / "ckpt")), log=lambda *_: None)
     assert str(tmp_path / "ckpt" / "dit") in meta_b["weights"]
     spec = VideoSpec(height=32, width=64)
     a = load_video(str(tmp_path / "a" / "navigate.mp4"), spec).frames
@@ -61,7 +76,7 @@ def test_navigate_random_then_checkpoint(clip, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-def test_navigate_with_keys_and_bad_checkpoint(clip, tmp_path):
+def test_navigate_with_keys_and_bad_checkpoint(clip, orbit, tmp_path):
     (tmp_path / "keys.txt").write_text("5 forward\n10 forward+yaw_left\n")
     meta = run(_config(clip, tmp_path / "k", keys_file=str(tmp_path / "keys.txt"), num_blocks=1),
                log=lambda *_: None)
@@ -69,5 +84,26 @@ def test_navigate_with_keys_and_bad_checkpoint(clip, tmp_path):
     from star_jax.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="dit checkpoint .*no such folder"):
-        run(_config(clip, tmp_path / "x", checkpoint=str(tmp_path / "nowhere")), log=lambda *_: None)
+        run(_config(clip, tmp_path / "x", orbit, checkpoint=str(tmp_path / "nowhere")), log=lambda *_: None)
     assert not (tmp_path / "x").exists()
+
+
+def test_render_coverage_floor(clip, tmp_path):
+    """A dolly of 1e9 scene depths flies far past the scene: every render is black. The default
+    floor stops the job after the first block with nothing written; a floor of 0 lets it finish
+    with a warning and the coverage in the metadata."""
+    from star_jax.navigate import RenderCoverageError
+
+    far = tmp_path / "far.txt"
+    far.write_text("0\n0\n1e9\n")
+    with pytest.raises(RenderCoverageError, match=r"far.txt: block 0 \(frames 0-8\): expected a render coverage of "
+                                                  r"at least 2.0% \(config.min_render_coverage\), found 0.00%"):
+        run(_config(clip, tmp_path / "out", str(far), num_blocks=1), log=lambda *_: None)
+    assert os.listdir(tmp_path) == ["far.txt"]
+    logs = []
+    c = _config(clip, tmp_path / "out", str(far), num_blocks=1)
+    with c.unlocked():
+        c.min_render_coverage = 0.0
+    meta = run(c, log=logs.append)
+    assert meta["render_coverage_per_block"] == [0.0] and meta["min_render_coverage"] == 0.0
+    assert any(m.startswith("warning: block 0 (frames 0-8): render coverage 0.0% is low") for m in logs)

@@ -23,11 +23,13 @@ def test_config_variants_and_arguments():
         big.new_field = 1  # locked
 
 
-def run_job(tmp_path, trajectory, **camera):
+def run_job(tmp_path, trajectory, shared_data, **camera):
     from star_jax import render
 
     cfg = render_exp.get_config("variant=tiny,max_frames=9,height=96,width=160")
     cfg.unlock()
+    cfg.manifest = os.path.join(shared_data, "reference_videos", "coffee_martini.json")  # explicit, not the default
+    cfg.video = ""
     cfg.output_dir = str(tmp_path)
     cfg.trajectory = trajectory
     for k, v in camera.items():
@@ -37,10 +39,13 @@ def run_job(tmp_path, trajectory, **camera):
 
 
 def test_render_job_on_real_video(shared_data, tmp_path):
-    meta = run_job(tmp_path, os.path.join(shared_data, "trajectories", "zoom_out_in.txt"))
+    meta = run_job(tmp_path, os.path.join(shared_data, "trajectories", "zoom_out_in.txt"), shared_data)
     assert sorted(os.listdir(tmp_path)) == sorted(
         ["renders.mp4", "masks.mp4", "reference.mp4", "contact_sheet.png", "conditions.npz", "metadata.json"])
     assert meta["frames"] == 9 and meta["depth"] == "planar-prior" and meta["camera"]["kind"] == "dolly"
+    ref = meta["reference"]  # provenance of the source clip: 1352x760 at 30 fps, every other frame kept
+    assert ref["source_size_hw"] == [760, 1352] and ref["source_fps"] == 30 and ref["distinct_reference_frames"] == 9
+    assert not [f for f in os.listdir(tmp_path.parent) if f.startswith(f".{tmp_path.name}.")]  # staging gone
     assert meta["caption"].startswith("The image shows a bartender")
     with np.load(tmp_path / "conditions.npz") as z:
         masks, renders, w2c = z["masks"], z["renders"], z["target_w2c"]
@@ -61,5 +66,5 @@ def test_render_job_rejects_bad_trajectory(shared_data, tmp_path):
     bad.write_text("0 1\n0 1\n")
     out = tmp_path / "out"
     with pytest.raises(TrajectoryError, match="bad.txt"):
-        run_job(out, str(bad))
-    assert not out.exists() or os.listdir(out) == []
+        run_job(out, str(bad), shared_data)
+    assert sorted(os.listdir(tmp_path)) == ["bad.txt"]  # validated before decoding: nothing made
