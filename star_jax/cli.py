@@ -90,9 +90,11 @@ def execute(job: Callable[[Any], Any], argv: Sequence[str] | None = None,
         code = _report(e, debug, EXIT_USER)
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", signal.SIGINT)
-        code = _report(f"interrupted by {signal.Signals(signum).name}: the run stopped and its temporary files "
-                       f"were removed", debug, 128 + signum, e)
+        code = _report(f"interrupted by {signal.Signals(signum).name}; no partial output was left (an output "
+                       f"folder only ever holds a complete run)", debug, 128 + signum, e)
     finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
         if exiting:
             _set_handlers(_exit_after_job(code))
         else:

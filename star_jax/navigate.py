@@ -236,8 +236,9 @@ def run(config, log=print, dry_run: bool = False) -> dict:
         io.write_png(os.path.join(out, "contact_sheet.png"), contact_sheet([reference, renders, mask_rgb, frames]))
         meta = {
             "video": entry.video, "caption": entry.caption, "frames": int(len(frames)), "size_hw": [H, W],
-            "fps": clip.fps, "reference": dict(clip.provenance(), distinct_source_frames_used=distinct_used), "blocks": config.num_blocks, "variant": config.variant,
-            "dtype": config.dtype, "weights": model.weights, "text": model.text_source, "depth": geometry.kind,
+            "fps": clip.fps, "reference": dict(clip.provenance(), distinct_source_frames_used=distinct_used),
+            "blocks": config.num_blocks, "variant": config.variant, "dtype": config.dtype,
+            "weights": model.weights, "text": model.text_source, "depth": geometry.kind,
             "camera": cam_info, "sampler": {"steps": list(config.sampler.steps), "shift": config.sampler.shift},
             "valid_fraction_mean": float(masks.mean()), "render_coverage_per_block": coverage,
             "min_render_coverage": plan.min_coverage, "codec": codec, "jax_backend": jax.default_backend(),

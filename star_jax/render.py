@@ -89,7 +89,8 @@ def reference_entry(config) -> ManifestEntry:
     if config.video:
         return ManifestEntry(video=config.video, caption=config.caption)
     if not config.manifest:
-        raise InputError("config: expected a reference video: set --video / config.video or config.manifest, found neither")
+        raise InputError("config: expected a reference video: set --video / config.video or config.manifest, "
+                         "found neither")
     return load_manifest(config.manifest)[0]
 
 
@@ -105,7 +106,8 @@ def check_camera_config(config) -> None:
     if not 0 < cam.planar_fov_x_deg < 180:
         raise InputError(f"config.camera.planar_fov_x_deg: expected degrees in (0, 180), found {cam.planar_fov_x_deg}")
     if int(cam.freeze_frame) != cam.freeze_frame or cam.freeze_frame < -1:
-        raise InputError(f"config.camera.freeze_frame: expected -1 (off) or a frame index >= 0, found {cam.freeze_frame}")
+        raise InputError(f"config.camera.freeze_frame: expected -1 (off) or a frame index >= 0, "
+                         f"found {cam.freeze_frame}")
     if config.warp.point_size < 1:
         raise InputError(f"config.warp.point_size: expected an integer >= 1, found {config.warp.point_size}")
 
@@ -189,7 +191,8 @@ def load_reference(entry: ManifestEntry, config, log=print):
     depth and cameras when it has them, else the planar prior of `config.camera` (logged)."""
     clip = load_video(entry.video, video_spec(config))
     T, H, W, _ = clip.frames.shape
-    log(f"ingested {entry.video}: {T} frames {H}x{W} at {clip.fps:g} fps (source {clip.source_size}, {clip.source_fps:g} fps)")
+    log(f"ingested {entry.video}: {T} frames {H}x{W} at {clip.fps:g} fps "
+        f"(source {clip.source_size}, {clip.source_fps:g} fps)")
     if entry.depth_dir:
         return clip, load_scene_geometry(entry, clip)
     cam = config.camera

@@ -66,7 +66,8 @@ def w(tmp_path_factory):
     np.save(d / "text_wrong_dim.npy", np.zeros((5, 7), np.float32))
     from safetensors.numpy import save_file
 
-    save_file({"condition_embedder.time_proj.weight": np.zeros((6, 6), np.float32)}, str(d / "partial.safetensors"))
+    save_file({"condition_embedder.time_proj.weight": np.zeros((6, 6), np.float32)},
+              str(d / "partial.safetensors"))
     save_file({"foo.weight": np.zeros(1, np.float32)}, str(d / "unknown_naming.safetensors"))
     import datetime
 
@@ -97,7 +98,8 @@ CASES = [
     ("unknown-config-field", NAVIGATE, ["--config.bogus=1"], "has no field 'bogus'"),
     ("config-field-typo", NAVIGATE, ["--config.camera.interpolaton=linear"], "did you mean camera.interpolation"),
     ("missing-config-file", NAVIGATE, ["--config", "experiments/nope.py"], "cannot load the config file"),
-    ("bad-config-argument", NAVIGATE, ["--config", "experiments/navigate.py:bogus=1"], "unknown config argument 'bogus'"),
+    ("bad-config-argument", NAVIGATE, ["--config", "experiments/navigate.py:bogus=1"],
+     "unknown config argument 'bogus'"),
     ("unknown-flag", NAVIGATE, ["--bogus"], "Unknown command line flag 'bogus'"),
     ("bad-flag-value", NAVIGATE, ["--config.num_blocks=abc"], "--config.num_blocks=abc"),
     ("unknown-variant", NAVIGATE, ["--config.variant=huge"], "unknown DiT variant 'huge'"),
@@ -118,32 +120,42 @@ CASES = [
     ("trajectory-word", RENDER, ["--config.trajectory=<traj_word.txt>"], "traj_word.txt:1"),
     ("w2c-mirror", NAVIGATE, ["--w2c", "<w2c_mirror.txt>"], "det R = -1"),
     ("w2c-not-rigid", NAVIGATE, ["--w2c", "<w2c_shear.txt>"], "not a rigid transform"),
-    ("w2c-too-few", NAVIGATE, ["--w2c", "<w2c_short.npy>"], "expected a camera matrix per output frame (9), found 5"),
+    ("w2c-too-few", NAVIGATE, ["--w2c", "<w2c_short.npy>"],
+     "expected a camera matrix per output frame (9), found 5"),
     ("keys-unknown", NAVIGATE, ["--keys", "<keys_unknown.txt>"], "unknown keys ['forwrd']"),
     ("keys-malformed", NAVIGATE, ["--keys", "<keys_malformed.txt>"], "keys_malformed.txt:1"),
     # checkpoints and text
     ("checkpoint-missing", NAVIGATE, ["--checkpoint", "<nowhere>"], "no such folder"),
-    ("checkpoint-empty", NAVIGATE, ["--checkpoint", "<ckpt_empty>"], "ckpt_empty/dit: expected an orbax checkpoint folder, found an empty folder"),
-    ("checkpoint-garbage", NAVIGATE, ["--checkpoint", "<ckpt_garbage>"], "ckpt_garbage/dit: expected an orbax checkpoint"),
-    ("checkpoint-wrong-model", NAVIGATE, ["--checkpoint", "<ckpt_wrong>"], "the stored DiT params do not match the model"),
+    ("checkpoint-empty", NAVIGATE, ["--checkpoint", "<ckpt_empty>"],
+     "ckpt_empty/dit: expected an orbax checkpoint folder, found an empty folder"),
+    ("checkpoint-garbage", NAVIGATE, ["--checkpoint", "<ckpt_garbage>"],
+     "ckpt_garbage/dit: expected an orbax checkpoint"),
+    ("checkpoint-wrong-model", NAVIGATE, ["--checkpoint", "<ckpt_wrong>"],
+     "the stored DiT params do not match the model"),
     ("text-wrong-dim", NAVIGATE, ["--text", "<text_wrong_dim.npy>"], "text embedding must be"),
     ("text-garbage", NAVIGATE, ["--text", "<text_garbage.npy>"], "cannot read a text embedding"),
     # the output folder
     ("output-is-file", NAVIGATE, ["--output_dir", "<out_file>"], "expected a folder (or nothing), found a file"),
     ("output-under-file", RENDER, ["--config.output_dir=<out_file>/run"], "is a file, not a folder"),
     ("output-unwritable", NAVIGATE, ["--output_dir", "/sys/star_jax_run"], "not writable"),
-    ("output-foreign-files", RENDER, ["--config.output_dir=<foreign>"], "holds files this job does not write (notes.txt)"),
+    ("output-foreign-files", RENDER, ["--config.output_dir=<foreign>"],
+     "holds files this job does not write (notes.txt)"),
     # the converter
     ("convert-random-pth", CONVERT, ["--model", "vae", "--src", "<random.pth>"], "expected a torch.save file"),
-    ("convert-object-pth", CONVERT, ["--model", "vae", "--src", "<object.pth>"], "found a Python object of type datetime.date"),
+    ("convert-object-pth", CONVERT, ["--model", "vae", "--src", "<object.pth>"],
+     "found a Python object of type datetime.date"),
     ("convert-list-pth", CONVERT, ["--model", "vae", "--src", "<list.pth>"], "cannot read as a torch checkpoint"),
     ("convert-garbage-safetensors", CONVERT, ["--src", "<garbage.safetensors>"], "cannot read as safetensors"),
     ("convert-missing-src", CONVERT, ["--src", "<missing.safetensors>"], "no safetensors weights found"),
-    ("convert-missing-keys", CONVERT, ["--src", "<partial.safetensors>"], "condition_embedder.time_embedder.linear_1.weight"),
-    ("convert-unknown-naming", CONVERT, ["--src", "<unknown_naming.safetensors>"], "cannot tell the checkpoint's naming"),
+    ("convert-missing-keys", CONVERT, ["--src", "<partial.safetensors>"],
+     "condition_embedder.time_embedder.linear_1.weight"),
+    ("convert-unknown-naming", CONVERT, ["--src", "<unknown_naming.safetensors>"],
+     "cannot tell the checkpoint's naming"),
     ("convert-out-exists", CONVERT, ["--src", "<partial.safetensors>", "--out", "<exists>"], "already exists"),
-    ("convert-out-unwritable", CONVERT, ["--src", "<partial.safetensors>", "--out", "/sys/star_jax_ckpt"], "not writable"),
-    ("convert-bad-variant", CONVERT, ["--src", "<partial.safetensors>", "--variant", "huge"], "invalid choice: 'huge'"),
+    ("convert-out-unwritable", CONVERT, ["--src", "<partial.safetensors>", "--out", "/sys/star_jax_ckpt"],
+     "not writable"),
+    ("convert-bad-variant", CONVERT, ["--src", "<partial.safetensors>", "--variant", "huge"],
+     "invalid choice: 'huge'"),
 ]
 
 
@@ -252,8 +264,8 @@ def test_interrupt_mid_run_leaves_the_old_run_and_no_temporary_file(tmp_path, si
     p.send_signal(signum)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 128 + signum and "Traceback" not in err
-    assert err.strip() == f"error: interrupted by {signal.Signals(signum).name}: the run stopped and its temporary " \
-                          f"files were removed"
+    assert err.strip() == f"error: interrupted by {signal.Signals(signum).name}; no partial output was left (an " \
+                          f"output folder only ever holds a complete run)"
     assert os.listdir(runs) == ["out"] and os.listdir(out) == ["a.json"]  # no hidden mp4, no staging folder
     assert (out / "a.json").read_text() == '{"run": "old"}'  # the old run is untouched, not half replaced
     p = _start_stub(tmp_path, out, "quick")

@@ -21,7 +21,13 @@ import re
 import numpy as np
 
 from star_jax.checkpoint.convert import _listing, check_tree_shapes
-from star_jax.checkpoint.storage import CheckpointError, orbax_shapes, read_weight_shapes, read_weights, shape_placeholders
+from star_jax.checkpoint.storage import (
+    CheckpointError,
+    orbax_shapes,
+    read_weight_shapes,
+    read_weights,
+    shape_placeholders,
+)
 from star_jax.models.variants import VAEConfig
 
 _RESIDUAL = (("residual.0.gamma", "norm1.gamma"), ("residual.2.weight", "conv1.weight"),
@@ -177,7 +183,8 @@ def check_vae_file(path: str, cfg: VAEConfig) -> None:
 
 def check_vae_folder(path: str, cfg: VAEConfig) -> None:
     """Checks a converted VAE orbax folder against `cfg` from its metadata (nothing loaded)."""
-    check_tree_shapes(orbax_shapes(path, "vae"), vae_abstract(cfg), f"{path}: the stored VAE params do not match the model")
+    check_tree_shapes(orbax_shapes(path, "vae"), vae_abstract(cfg),
+                      f"{path}: the stored VAE params do not match the model")
 
 
 def read_vae_weights(path: str) -> dict:
