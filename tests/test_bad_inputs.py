@@ -297,3 +297,37 @@ def test_sigterm_during_a_real_render_leaves_nothing(w, tmp_path):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 143 and "Traceback" not in err, err[-2000:]
     assert os.listdir(tmp_path) == []
+
+
+def test_staged_folder_swaps_whole_runs_and_cleans_up(tmp_path):
+    """In-process: parents made for a failed run are removed, a finished run replaces an old one
+    whole, a folder holding other files is refused, and files that appear there during a run keep
+    the finished run aside instead of deleting either."""
+    from star_jax.errors import InputError
+
+    names = ("a.json", "b.json")
+    out = tmp_path / "x" / "y" / "out"
+    with pytest.raises(ZeroDivisionError):
+        with io.staged_folder(out, names) as d:
+            io.write_json(os.path.join(d, "a.json"), {})
+            1 / 0
+    assert os.listdir(tmp_path) == []  # x/ and x/y/ were made for the run, and are gone again
+    for run in ({"a.json": 1, "b.json": 2}, {"a.json": 3}):
+        with io.staged_folder(out, names) as d:
+            for name, value in run.items():
+                io.write_json(os.path.join(d, name), value)
+        assert sorted(os.listdir(out)) == sorted(run) and os.listdir(out.parent) == ["out"]
+    (out / "mine.txt").write_text("keep me")
+    with pytest.raises(InputError, match=r"holds files this job does not write \(mine.txt\)"):
+        with io.staged_folder(out, names):
+            pass
+    (out / "mine.txt").unlink()
+    with pytest.raises(InputError, match="other files appeared there during the run; the finished run is kept in"):
+        with io.staged_folder(out, names) as d:
+            io.write_json(os.path.join(d, "a.json"), 4)
+            (out / "mine.txt").write_text("written meanwhile")
+    kept = [f for f in os.listdir(out.parent) if f != "out"]
+    assert len(kept) == 1 and os.listdir(out.parent / kept[0]) == ["a.json"]
+    assert sorted(os.listdir(out)) == ["a.json", "mine.txt"]
+    with pytest.raises(InputError, match="expected a path, found an empty string"):
+        io.check_output_folder("", names)

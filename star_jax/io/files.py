@@ -85,6 +85,8 @@ def check_output_folder(path: str | os.PathLike, names: Collection[str] = ()) ->
     removing a temporary folder in it), and an existing `path` must be a folder holding nothing
     but `names` (a previous run, which a new run replaces whole), so a user's own files are never
     deleted."""
+    if not os.fspath(path):
+        raise InputError("output folder: expected a path, found an empty string")
     path = os.path.abspath(os.fspath(path))
     if os.path.lexists(path):
         if not os.path.isdir(path):
