@@ -36,6 +36,12 @@ class WorldSpec:
     supersample: int = 2
     depth_quantum: float = 0.0  # > 0: source depth rounded to this step (as 16-bit PNGs store it)
 
+    def __post_init__(self):
+        if min(self.height, self.width, self.num_frames, self.supersample) < 1 or not self.fps > 0:
+            raise ValueError(f"WorldSpec needs positive sizes, frames, supersample and fps, got {self}")
+        if not 0 < self.fov_x_deg < 180 or self.depth_quantum < 0:
+            raise ValueError(f"WorldSpec: fov_x_deg in (0, 180) and depth_quantum >= 0, got {self}")
+
     def intrinsics(self) -> np.ndarray:
         """K (3, 3) float32: centred principal point, square pixels."""
         f = 0.5 * self.width / np.tan(np.radians(self.fov_x_deg) / 2)
@@ -65,8 +71,12 @@ class WorldSample:
 
 def quantize_depth(depth: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
     """z-depth -> (uint16 codes, the float32 depth a reader gets back: code x step, as
-    `star_jax.io.manifest.read_depth` computes it). 0 stays 0 (no depth); 65535 is never used."""
-    code = np.clip(np.round(np.asarray(depth, np.float64) / step), 0, 65534).astype(np.uint16)
+    `star_jax.io.manifest.read_depth` computes it). 0 stays 0 (no depth); 65535 (the Kinect
+    "no reading" code) is never used: a depth past 65534 steps is an error, not clipped."""
+    code = np.round(np.asarray(depth, np.float64) / step)
+    if code.max(initial=0) > 65534 or code.min(initial=0) < 0:
+        raise ValueError(f"depth range [{np.min(depth)}, {np.max(depth)}] does not fit 16 bits at step {step}")
+    code = code.astype(np.uint16)
     return code, code.astype(np.float32) * np.float32(step)
 
 

@@ -219,8 +219,8 @@ def _join(items: list[str]) -> str:
 
 def random_scene(seed: int, num_boxes: tuple[int, int] = (2, 4), num_spheres: tuple[int, int] = (1, 3)) -> Scene:
     """A random courtyard with boxes and spheres, at least one of them moving; the same seed
-    gives the same scene. Objects (with their paths) never overlap and keep clear of a ring
-    around the centre where cameras stand (radius > 3.5 from the centre is free)."""
+    gives the same scene. Objects stand within 3 units of the centre and never overlap, paths
+    included; `sample_world` puts cameras nearer the walls and checks them with `contains`."""
     rng = np.random.default_rng(seed)
     colours = sorted(PALETTE)
     L = float(rng.uniform(6.0, 8.0))

@@ -21,6 +21,7 @@ from data_pipelines.worlds import (
     keyframes,
     look_at,
     path_w2c,
+    quantize_depth,
     random_scene,
     render_view,
     sample_world,
@@ -187,6 +188,20 @@ def test_moving_object_moves_and_static_scene_stays():
     cols = [np.nonzero(v.ids == 1)[1].mean() for v in (v0, v1)]
     # at t = period / 4 the mover is 0.5 to the right: 0.5 f / z = 3.33 pixels (x right)
     assert cols[1] - cols[0] == pytest.approx(0.5 * 40.0 / 6.0, abs=0.3)
+
+
+def test_quantized_depth_is_what_the_reader_gets_and_refuses_overflow(tmp_path):
+    from PIL import Image
+
+    from star_jax.io.manifest import read_depth
+
+    depth = np.array([[0.0, 0.0004, 0.0006, 1.23456], [9.9995, 30.0, 65.534, 2.0]], np.float32)
+    code, back = quantize_depth(depth, 0.001)
+    np.testing.assert_array_equal(code, [[0, 0, 1, 1235], [10000, 30000, 65534, 2000]])
+    Image.fromarray(code).save(tmp_path / "depth_0000.png")
+    np.testing.assert_array_equal(read_depth(str(tmp_path / "depth_0000.png"), 0.001), back)
+    with pytest.raises(ValueError, match="16 bits"):
+        quantize_depth(np.array([70.0]), 0.001)
 
 
 def test_camera_paths_orbit_dolly_pan():
