@@ -22,6 +22,8 @@ def _as_dict(node) -> dict:
 
 
 def _freeze(v):
+    if isinstance(v, dict):
+        return dict(v)
     if isinstance(v, list):
         return tuple(_freeze(x) for x in v)
     if isinstance(v, tuple):

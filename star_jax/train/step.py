@@ -153,7 +153,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule:
 
 
 def compile_train_step(step_fn, abstract_state, state_sharding, batch_spec: Mapping[str, jax.ShapeDtypeStruct],
-                       mesh: Mesh, activation_rules, batch_shard: NamedSharding):
+                       mesh: Mesh, activation_rules, batch_shard: NamedSharding, compiler_options=None):
     """AOT-compiles `step_fn` for the (unboxed) abstract state and a global batch spec, with the
     state donated; activations follow `activation_rules` inside the mesh. Returns the compiled
     callable step(state, batch) -> (state, metrics)."""
@@ -161,7 +161,8 @@ def compile_train_step(step_fn, abstract_state, state_sharding, batch_spec: Mapp
     jitted = jax.jit(step_fn, in_shardings=(state_sharding, batch_sh), out_shardings=(state_sharding, replicated(mesh)),
                      donate_argnums=0)
     with jax.set_mesh(mesh), nn.logical_axis_rules(activation_rules):
-        return jitted.lower(abstract_state, dict(batch_spec)).compile()
+        lowered = jitted.lower(abstract_state, dict(batch_spec))
+    return lowered.compile(compiler_options=dict(compiler_options or {}) or None)
 
 
 def init_on_mesh(init_fn, state_sharding, mesh: Mesh, rng) -> TrainState:

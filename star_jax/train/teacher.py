@@ -106,7 +106,7 @@ def teacher_loss(dit: WanDiT, fm: FlowMatchingConfig, params, batch, rng, mask_h
 def sample_teacher(dit: WanDiT, params, cond: StarConditions, text, rng, num_steps: int = 50, shift: float = 5.0,
                    guidance: float = 1.0):
     """Euler sampling of target latents (B, n, h, w, 16) given the conditions; guidance g != 1
-    mixes in the unconditional (zero-text) prediction: v = v_u + g (v_c - v_u)."""
+    (a Python float) mixes in the unconditional (zero-text) prediction: v = v_u + g (v_c - v_u)."""
     b, n, h, w, _ = cond.ref.shape
     noise = jax.random.normal(rng, (b, n, h, w, dit.cfg.out_dim), jnp.float32)
     predict = lambda x, t: teacher_velocity(dit, params, x, t, cond, text)

@@ -1,0 +1,113 @@
+"""The STAR teacher task: its inputs are laid out as inference lays out the generator's, the smoke
+run's loss falls and the trained teacher relies on its conditions, an 8-device mesh gives the
+one-device losses, the sampler's guidance, and shape mistakes are input errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.train_smoke import get_config
+from star_jax.diffusion.flow_matching import FlowMatchingConfig
+from star_jax.errors import InputError
+from star_jax.inference.conditions import StarConditions
+from star_jax.models.dit import WanDiT
+from star_jax.models.variants import dit_variant
+from star_jax.train import Checkpointer, CheckpointConfig, dry_run, read_metrics, train
+from star_jax.train.loop import setup
+from star_jax.train.teacher import sample_teacher, teacher_inputs, teacher_loss, teacher_model, teacher_velocity
+
+ONE = jax.devices()[:1]
+
+
+def test_inputs_follow_the_inference_layout():
+    """Context frames [ref | 20 zeros] at t = 0 first, then [x_s | mask | render] at t (the
+    channel order of `inference.rollout.star_block`)."""
+    rng = np.random.default_rng(0)
+    b, n, h, w = 2, 3, 4, 6
+    ref, render, x_s = (jnp.asarray(rng.normal(size=(b, n, h, w, 16)), jnp.float32) for _ in range(3))
+    mask = jnp.asarray(rng.choice([-1.0, 1.0], size=(b, n, h, w, 4)), jnp.float32)
+    x, t = teacher_inputs(x_s, jnp.array([250.0, 900.0]), StarConditions(ref, render, mask), 36)
+    assert x.shape == (b, 2 * n, h, w, 36) and t.shape == (b, 2 * n)
+    np.testing.assert_array_equal(x[:, :n, ..., :16], ref)
+    np.testing.assert_array_equal(x[:, :n, ..., 16:], 0.0)
+    np.testing.assert_array_equal(x[:, n:, ..., :16], x_s)
+    np.testing.assert_array_equal(x[:, n:, ..., 16:20], mask)
+    np.testing.assert_array_equal(x[:, n:, ..., 20:], render)
+    np.testing.assert_array_equal(t, [[0, 0, 0, 250, 250, 250], [0, 0, 0, 900, 900, 900]])
+
+
+def conditioned_losses(config, workdir, step, examples=32, repeats=4):
+    """Mean teacher loss on the training examples with their own conditions, and with the
+    conditions of another example (fixed noise, no text dropout)."""
+    s = setup(config, devices=ONE)
+    params = Checkpointer(str(workdir / "checkpoints"), CheckpointConfig()).restore_state(step, s.abstract).params
+    src = s.task.source
+    batch = {k: np.stack([src[i][k] for i in range(examples)]) for k in src[0]}
+    other = np.roll(np.arange(examples), 1)
+    swapped = {**batch, **{k: batch[k][other] for k in ("ref", "render", "mask")}}
+    dit, fm = teacher_model(config), FlowMatchingConfig(shift=config.flow.shift, text_dropout=0.0)
+    loss = jax.jit(lambda p, bt, r: teacher_loss(dit, fm, p, bt, r)[0])
+    keys = [jax.random.PRNGKey(i) for i in range(repeats)]
+    return (np.mean([float(loss(params, batch, k)) for k in keys]),
+            np.mean([float(loss(params, swapped, k)) for k in keys]))
+
+
+def test_smoke_teacher_learns_and_uses_its_conditions(tmp_path):
+    config = get_config(f"steps=100,every=0,workdir={tmp_path / 'run'}")
+    result = train(config, devices=ONE)
+    assert result.status == "done"
+    loss = [r["loss"] for r in read_metrics(str(tmp_path / "run"))]
+    assert len(loss) == 100 and all(np.isfinite(loss))
+    assert np.mean(loss[-10:]) < 0.8 * np.mean(loss[:10])
+    own, swapped = conditioned_losses(config, tmp_path / "run", 100)
+    assert own < 0.92 * swapped  # the render / reference of the example itself explain its target
+
+
+@pytest.mark.slow
+def test_teacher_on_8_devices_equals_one_device(tmp_path):
+    """The DiT's logical axes over (data 2, fsdp 2, tensor 2): same losses as one device."""
+    args = "steps=4,every=0,batch=8,ema=0"
+    train(get_config(f"{args},workdir={tmp_path / 'one'}"), devices=ONE)
+    config = get_config(f"{args},mesh=2x2x2,workdir={tmp_path / 'eight'}")
+    s = setup(config)
+    assert s.shardings.params["blocks"]["ffn_0"]["kernel"].spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
+    train(config)
+    a = [r["loss"] for r in read_metrics(str(tmp_path / "one"))]
+    b = [r["loss"] for r in read_metrics(str(tmp_path / "eight"))]
+    assert len(a) == len(b) == 4
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_sampler_is_guided_euler_on_the_teacher():
+    """One Euler step from s = 1 to 0: x = noise - (v_u + g (v_c - v_u)), v_u with zero text."""
+    cfg = dit_variant("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, freq_dim=16, text_dim=16, text_len=4)
+    dit = WanDiT(cfg)
+    rng = np.random.default_rng(0)
+    cond = StarConditions(*(jnp.asarray(rng.normal(size=(1, 3, 4, 4, c)), jnp.float32) for c in (16, 16, 4)))
+    text = jnp.asarray(rng.normal(size=(1, 4, 16)), jnp.float32)
+    params = jax.jit(lambda k: dit.init(k, jnp.zeros((1, 6, 4, 4, 36)), jnp.zeros((1, 6)), text)["params"])(
+        jax.random.PRNGKey(0))
+    key = jax.random.PRNGKey(1)
+    x = jax.jit(lambda: sample_teacher(dit, params, cond, text, key, num_steps=1, shift=3.0, guidance=3.0))()
+    noise = jax.random.normal(key, (1, 3, 4, 4, 16))
+    velocity = jax.jit(lambda tx: teacher_velocity(dit, params, noise, jnp.full((1,), 1000.0), cond, tx))
+    v_c, v_u = velocity(text), velocity(jnp.zeros_like(text))
+    assert not np.allclose(np.asarray(v_c), np.asarray(v_u), atol=1e-3)  # the text matters
+    np.testing.assert_allclose(np.asarray(x), np.asarray(noise - (v_u + 3.0 * (v_c - v_u))), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c.model.dit.update(in_dim=20), r"in_dim 36 \(\[noisy \| mask \| render\]\)"),
+    (lambda c: c.data.update(latent_hw=(5, 4)), r"latent_hw \(5, 4\) must be multiples of the DiT patch"),
+    (lambda c: c.data.update(text_len=9), r"text_len 9 exceeds the model's text_len 4"),
+    (lambda c: c.model.dit.update(num_heads=3), r"config\.model\.dit: dim 32 not divisible by num_heads 3"),
+    (lambda c: c.data.update(sources="synthetic"), r"config\.data\.sources: unknown config field; did you mean "
+                                                    r"'source'\?"),
+])
+def test_model_and_data_mismatch_are_input_errors(tmp_path, edit, match):
+    config = get_config(f"workdir={tmp_path}")
+    with config.unlocked():
+        edit(config)
+    with pytest.raises(InputError, match=match):
+        dry_run(config, devices=ONE)
