@@ -226,6 +226,8 @@ STUB = textwrap.dedent('''
         out, mode = argv[1], argv[2]
         with io.staged_folder(out, ("a.json", "video.mp4")) as d:
             io.write_json(os.path.join(d, "a.json"), {"run": "new"})
+            if mode == "bug":
+                raise RuntimeError("a bug, not a user error")
             if mode == "hang":
                 with io.atomic_path(os.path.join(d, "video.mp4")) as tmp:
                     open(tmp, "wb").write(b"partial")
@@ -271,6 +273,14 @@ def test_interrupt_mid_run_leaves_the_old_run_and_no_temporary_file(tmp_path, si
     p = _start_stub(tmp_path, out, "quick")
     assert p.wait(timeout=60) == 0
     assert os.listdir(runs) == ["out"] and '"new"' in (out / "a.json").read_text()  # replaced whole on success
+
+
+def test_a_bug_keeps_its_traceback_and_its_run_leaves_nothing(tmp_path):
+    out = tmp_path / "runs" / "out"
+    p = _start_stub(tmp_path, out, "bug")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and "Traceback" in err and "RuntimeError: a bug, not a user error" in err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_sigint_after_a_finished_run_exits_plainly(tmp_path):
