@@ -4,6 +4,12 @@
     model = load_star_model("1.3B", dit="ckpt/dit", vae="ckpt/vae", text="caption_umt5.npy")
 
 Checkpoints are orbax folders written by `python -m star_jax.checkpoint.convert` (DiT and VAE).
+Beside the DiT folder, `star_model.json` names the conditioning convention the DiT was trained
+with (`{"conditioning": "inspatio-release", "format": 1}`, see `star_jax.inference.conditions`);
+`write_star_model_json` writes it. `load_star_model(..., conditioning=name)` refuses a checkpoint
+that stores another convention; without `conditioning` the stored one is used. A folder without
+the file (weights converted before conventions were stored, all of them InSpatio / Wan weights)
+is taken as "inspatio-release", and `conditioning_source` says it was assumed.
 Text conditioning is a precomputed umT5 embedding (.npy / .npz, (Lc, text_dim) or (1, Lc, text_dim));
 without one the DiT sees zeros, and `text_source` says so.
 """
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Any
 
@@ -20,6 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from star_jax.checkpoint.convert import CheckpointError, restore_params
+from star_jax.errors import InputError
+from star_jax.inference.conditions import DEFAULT_CONDITIONING, Conditioning, get_conditioning
+from star_jax.io import files
 from star_jax.models.dit import WanDiT
 from star_jax.models.variants import dit_variant, vae_variant
 from star_jax.models.vae import WanVAE, init_vae_params
@@ -27,8 +37,10 @@ from star_jax.models.vae import WanVAE, init_vae_params
 
 @dataclasses.dataclass
 class StarModel:
-    """dit (block-causal WanDiT) and vae with their params; text (1, Lc, text_dim);
-    `text_source` ("zeros" or a path) and `weights` (what the params are) go into output metadata."""
+    """dit (block-causal WanDiT) and vae with their params; text (1, Lc, text_dim); `conditioning`
+    the convention the DiT expects its render and mask in. `text_source` ("zeros" or a path),
+    `weights` (what the params are) and `conditioning_source` (where the convention came from) go
+    into output metadata."""
 
     dit: WanDiT
     dit_params: Any
@@ -37,6 +49,48 @@ class StarModel:
     text: jnp.ndarray
     text_source: str = "zeros"
     weights: str = "random-init"
+    conditioning: Conditioning = get_conditioning(DEFAULT_CONDITIONING)
+    conditioning_source: str = "default"
+
+
+STAR_MODEL_JSON = "star_model.json"
+
+
+def star_model_json_path(dit_path: str) -> str:
+    """Where the conditioning convention of the DiT checkpoint at `dit_path` is stored: beside it."""
+    return os.path.join(os.path.dirname(os.path.abspath(dit_path)), STAR_MODEL_JSON)
+
+
+def write_star_model_json(folder: str, convention: str | Conditioning = DEFAULT_CONDITIONING) -> str:
+    """Records the conditioning convention of the DiT checkpoint(s) in `folder` (the folder that
+    holds dit/ and vae/), atomically. Refuses to change a convention already recorded there.
+    Returns the file's path."""
+    name = get_conditioning(convention).name
+    path = os.path.join(folder, STAR_MODEL_JSON)
+    if os.path.exists(path):
+        stored = read_star_model_json(path)
+        if stored.name != name:
+            raise CheckpointError(f"{path}: records conditioning {stored.name!r}; refusing to overwrite it "
+                                  f"with {name!r}")
+        return path
+    files.write_json(path, {"conditioning": name, "format": 1})
+    return path
+
+
+def read_star_model_json(path: str) -> Conditioning:
+    """The convention a star_model.json records (CheckpointError naming the file and field)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read it as JSON ({type(e).__name__}: {e})") from e
+    name = meta.get("conditioning") if isinstance(meta, dict) else None
+    if not isinstance(name, str):
+        raise CheckpointError(f"{path}: field 'conditioning' must be a convention name, found {name!r}")
+    try:
+        return get_conditioning(name)
+    except InputError as e:
+        raise CheckpointError(f"{path}: {e}") from e
 
 
 def load_text_embedding(path: str | None, text_dim: int, text_len: int) -> tuple[jnp.ndarray, str]:
@@ -79,7 +133,8 @@ def _init_vae(vae: WanVAE, rng):
     return init_vae_params(vae, rng, 16, 16)
 
 
-def random_star_model(variant: str, rng, dtype: str = "float32", text: str | None = None) -> StarModel:
+def random_star_model(variant: str, rng, dtype: str = "float32", text: str | None = None,
+                      conditioning: str = DEFAULT_CONDITIONING) -> StarModel:
     """Randomly initialised networks of a variant (the DiT's zero-initialised output head and
     modulation are perturbed, so the output depends on the input)."""
     dit, vae = _models(variant, dtype)
@@ -92,12 +147,32 @@ def random_star_model(variant: str, rng, dtype: str = "float32", text: str | Non
                                                  for p, k in zip(leaves, keys)])
     vae_params = _init_vae(vae, k_vae)
     emb, src = load_text_embedding(text, cfg.text_dim, cfg.text_len)
-    return StarModel(dit, params, vae, vae_params, emb, src, f"random-init ({variant})")
+    return StarModel(dit, params, vae, vae_params, emb, src, f"random-init ({variant})",
+                     get_conditioning(conditioning), "default")
 
 
-def load_star_model(variant: str, dit: str, vae: str, text: str | None = None, dtype: str = "bfloat16") -> StarModel:
-    """Converted orbax checkpoints (see `star_jax.checkpoint.convert`) -> StarModel. Shapes are
-    checked against the variant before any compute."""
+def checkpoint_conditioning(dit: str, requested: str | Conditioning | None = None) -> tuple[Conditioning, str]:
+    """(the convention of the DiT checkpoint at `dit`, where it came from). Raises CheckpointError
+    when the checkpoint records a convention other than `requested`."""
+    path = star_model_json_path(dit)
+    want = None if requested is None else get_conditioning(requested)
+    if not os.path.exists(path):
+        if want is not None:
+            return want, f"given by the caller ({path} does not exist)"
+        return (get_conditioning(DEFAULT_CONDITIONING),
+                f"assumed: {path} does not exist (converted InSpatio/Wan weights)")
+    stored = read_star_model_json(path)
+    if want is not None and want.name != stored.name:
+        raise CheckpointError(f"{path}: the DiT was trained with conditioning {stored.name!r}, but the pipeline "
+                              f"asks for {want.name!r}; its renders and masks would not be what it learned from")
+    return stored, path
+
+
+def load_star_model(variant: str, dit: str, vae: str, text: str | None = None, dtype: str = "bfloat16",
+                    conditioning: str | None = None) -> StarModel:
+    """Converted orbax checkpoints (see `star_jax.checkpoint.convert`) -> StarModel. The
+    conditioning convention recorded beside `dit` must equal `conditioning` when one is given
+    (checked first); shapes are checked against the variant before any compute."""
     import flax.linen as nn
 
     from star_jax.checkpoint.convert import check_against_model
@@ -107,10 +182,12 @@ def load_star_model(variant: str, dit: str, vae: str, text: str | None = None, d
         if not path or not os.path.isdir(path):
             raise CheckpointError(f"{name} checkpoint {path!r}: no such folder (convert weights with "
                                   f"`python -m star_jax.checkpoint.convert --model {name} ...`)")
+    cond, cond_src = checkpoint_conditioning(dit, conditioning)
     dit_m, vae_m = _models(variant, dtype)
     dit_params = restore_params(dit)
     check_against_model(nn.meta.unbox(dit_params), dit_m.cfg)
     vae_params = restore_params(vae)
     check_vae_against_model(vae_params, vae_m.cfg)
     emb, src = load_text_embedding(text, dit_m.cfg.text_dim, dit_m.cfg.text_len)
-    return StarModel(dit_m, dit_params, vae_m, vae_params, emb, src, f"{os.path.abspath(dit)} + {os.path.abspath(vae)}")
+    return StarModel(dit_m, dit_params, vae_m, vae_params, emb, src, f"{os.path.abspath(dit)} + {os.path.abspath(vae)}",
+                     cond, cond_src)

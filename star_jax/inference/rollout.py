@@ -5,13 +5,16 @@ an implicit spatiotemporal cache, as a jitted `lax.scan` over blocks.
     state = init_rollout_state(dit.cfg, batch, latent_hw, rng)        # or one block at a time:
     state, block = star_block(dit, params, state, text, conditions.frames(0, 3))
 
-Per block (REFERENCE.md): the context [reference latents of the block's 3 frames | the previous
-generated block] (the first block: reference only; the missing half is masked out) runs once at
-t = 0 with RoPE time offset 0 and fills the KV cache; then the noisy block, concatenated with its
-mask and render latents, is denoised at RoPE offset 6 attending to the cache. Each step predicts
-x0 and re-noises it to the next step's sigma with fresh noise. The carry is the cache state
-(KV cache buffer, previous block, rng, block index), of fixed shape: memory does not grow with
-the number of blocks, so a session can run forever.
+Per block (REFERENCE.md, the release's pipeline/causal_inference.py): the context [reference
+latents of the block's 3 frames | the previous generated block], each padded with zeros in the 20
+conditioning channels (the first block: reference only; the missing half is masked out), runs
+once at t = 0 with RoPE time offset 0 and full attention (the reference tokens see the previous
+block, as in the release's unmasked context attention) and fills the KV cache; then the noisy
+block, as [noisy 16 | mask 4 | render 16], is denoised at RoPE offset 6 (every block, the first
+included) attending to the cache and to itself. Each step predicts x0 and re-noises it to the next
+step's sigma with fresh noise; the last step's x0 is the block and the next block's context. The
+carry is the cache state (KV cache buffer, previous block, rng, block index), of fixed shape:
+memory does not grow with the number of blocks, so a session can run forever.
 """
 
 from __future__ import annotations
@@ -71,11 +74,13 @@ def star_block(dit: WanDiT, params, state: RolloutState, text, cond: StarConditi
     tpf = tokens_per_frame(cfg, (h, w))
     variables = {"params": params}
 
-    # context pass at t = 0: [reference | previous block], the missing previous block masked out
+    # context pass at t = 0 with full attention: [reference | previous block], the missing
+    # previous block masked out (block_causal only shapes masks; the parameters are the same)
     ctx = _pad_channels(jnp.concatenate([cond.ref.astype(jnp.float32), state.prev], axis=1), cfg.in_dim)
     valid = jnp.where(state.block == 0, f * tpf, 2 * f * tpf)
-    _, kv = dit.apply(variables, ctx, jnp.zeros((b,), jnp.float32), text, cache=state.kv, cache_mode="write",
-                      frame_offset=0, context_valid_tokens=valid)
+    _, kv = dit.clone(block_causal=False).apply(
+        variables, ctx, jnp.zeros((b,), jnp.float32), text, cache=state.kv, cache_mode="write", frame_offset=0,
+        context_valid_tokens=valid)
 
     rng, k_init, k_steps = jax.random.split(state.rng, 3)
     x = jax.random.normal(k_init, (b, f, h, w, cfg.out_dim), jnp.float32)

@@ -6,7 +6,9 @@
     out.frames, out.latency                                          # (n, H, W, 3) uint8, seconds
 
 Per block: the reference frames time-aligned with the block are warped into its target cameras
-(depth-image warping, z-buffer), the reference and the renders are VAE-encoded as one causal
+(depth-image warping with the warp recipe of the model's conditioning convention, e.g. the
+release's supersampled point renderer for InSpatio weights; `session.conditioning_metadata()`
+says which), the reference and the renders are VAE-encoded as one causal
 stream each (the encoder state carries over between blocks, so streaming equals encoding the
 whole video at once), the block is denoised (`star_block`, the body of the jitted rollout scan),
 and its latents are decoded by the causal VAE decoder, whose state also carries over. The first
@@ -70,7 +72,7 @@ def _decode_stream(vae: WanVAE, params, latents, cache):
     return decode_start(vae, params, latents) if cache is None else decode_continue(vae, params, latents, cache)
 
 
-_warp = jax.jit(warp_frames, static_argnames=("out_hw", "point_size"))
+_warp = jax.jit(warp_frames, static_argnames=("out_hw", "point_size", "recipe"))
 
 
 def bounce_index(t: np.ndarray, num_source: int) -> np.ndarray:
@@ -85,7 +87,9 @@ def bounce_index(t: np.ndarray, num_source: int) -> np.ndarray:
 
 class NavigationSession:
     """reference: (T, H, W, 3) uint8; geometry: a `SceneGeometry` (depth (T, H, W), K (T, 3, 3),
-    w2c (T, 4, 4)). Target cameras are world-to-camera in the geometry's world."""
+    w2c (T, 4, 4)). Target cameras are world-to-camera in the geometry's world. `point_size`: the
+    splat footprint at output resolution (the release's 2); the rest of the warp recipe and the
+    mask encoding come from `model.conditioning`."""
 
     def __init__(self, model: StarModel, reference: np.ndarray, geometry, *, rng=None,
                  steps: Sequence[int] = DEFAULT_STEPS, shift: float = DEFAULT_SHIFT, point_size: int = 2,
@@ -103,6 +107,7 @@ class NavigationSession:
         self.reference = reference
         self.geometry = geometry
         self.steps, self.shift, self.point_size = tuple(steps), float(shift), point_size
+        self.warp_recipe = model.conditioning.warp_recipe(point_size)
         self.freeze_frame = freeze_frame
         self.latent_hw = (H // f, W // f)
         self.scene_scale = foreground_depth(geometry.depth[0])
@@ -120,6 +125,11 @@ class NavigationSession:
         self._enc_cache = None
         self._dec_cache = None
         self.controller.reset()
+
+    def conditioning_metadata(self) -> dict:
+        """The conditioning this session feeds the DiT (convention, mask encoding, warp recipe, and
+        where the convention came from), for output metadata."""
+        return {**self.model.conditioning.metadata(self.point_size), "source": self.model.conditioning_source}
 
     def frames_needed(self) -> int:
         """Output frames of the next block: 1 + 4 (F - 1) for the first, 4 F after."""
@@ -160,7 +170,7 @@ class NavigationSession:
         ref = self.reference[src]
         H, W = ref.shape[1:3]
         warped = _warp(ref.astype(np.float32) / 255.0, g.depth[src], g.K[src], g.w2c[src], g.K[src], target_w2c,
-                       out_hw=(H, W), point_size=self.point_size)
+                       out_hw=(H, W), recipe=self.warp_recipe)
         jax.block_until_ready(warped)
         t1 = time.perf_counter()
         lat["warp"] = t1 - t0
@@ -169,7 +179,8 @@ class NavigationSession:
         pair = jnp.stack([jnp.asarray(ref, jnp.float32) / 127.5 - 1.0, warped.rgb * 2.0 - 1.0])  # (2, n, H, W, 3)
         dist, self._enc_cache = _encode_stream(m.vae, m.vae_params, pair, self._enc_cache)
         z = normalize_latents(dist.mean, m.vae.cfg)
-        mask = mask_to_latent(warped.mask[None], m.vae.cfg.spatial_factor, m.vae.cfg.temporal_factor, first=first)
+        mask = mask_to_latent(warped.mask[None], m.vae.cfg.spatial_factor, m.vae.cfg.temporal_factor, first=first,
+                              convention=m.conditioning)
         cond = StarConditions(z[:1], z[1:], mask)
         jax.block_until_ready(cond)
         t2 = time.perf_counter()

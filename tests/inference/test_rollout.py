@@ -1,5 +1,7 @@
-"""The STAR rollout: schedule closed forms, mask packing, the scan against a plain Python loop,
-block-0 masking, causality over blocks, and constant memory in the number of blocks."""
+"""The STAR rollout: schedule closed forms, mask packing, the scan against a plain Python loop
+written as the release's pipeline (channel order, zero padding, RoPE offsets 0 / 6, full-attention
+context pass, fresh noise between steps, x0 as the next context), block-0 masking, causality over
+blocks, and constant memory in the number of blocks."""
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +12,7 @@ from star_jax.diffusion.schedule import few_step_schedule, flow_match_timestep_t
 from star_jax.inference.conditions import StarConditions, mask_to_latent
 from star_jax.inference.rollout import init_rollout_state, rollout, star_block_jit, tokens_per_frame
 from star_jax.inference.model import random_star_model
-from star_jax.models.dit import init_cache
+from star_jax.models.dit import WanDiT, init_cache
 from star_jax.models.variants import dit_variant
 
 CFG = dit_variant("tiny")
@@ -29,12 +31,12 @@ def test_warped_schedule_closed_form():
 
 
 def test_mask_latent_packing():
-    """Frame 0 fills all 4 channels of latent 0; frames 1..4 are the channels of latent 1; each
-    cell is the valid fraction of its 8x8 pixels."""
+    """Frame 0 fills all 4 channels of latent 0; frames 1..4 are the channels of latent 1; under
+    the old "star-jax-v0" convention each cell is the valid fraction of its 8x8 pixels."""
     m = np.zeros((1, 5, 16, 8), bool)
     m[0, 0, :8] = True  # top cell of frame 0 fully valid
     m[0, 3, 8:, :4] = True  # half of the bottom cell of frame 3
-    lat = np.asarray(mask_to_latent(jnp.asarray(m)))
+    lat = np.asarray(mask_to_latent(jnp.asarray(m), convention="star-jax-v0"))
     assert lat.shape == (1, 2, 2, 1, 4)
     np.testing.assert_array_equal(lat[0, 0, :, 0], [[1, 1, 1, 1], [0, 0, 0, 0]])
     np.testing.assert_array_equal(lat[0, 1, :, 0], [[0, 0, 0, 0], [0, 0, 0.5, 0]])
@@ -61,14 +63,18 @@ def _conditions(num_blocks, seed=0, batch=1):
 
 def _python_loop(dit, params, text, cond, rng):
     """The release's loop, written out plainly: per block a fresh cache filled by the context
-    pass, then 4 steps that look sigma up in the scheduler table (argmin, as its add_noise does)
-    and skip the re-noise after the last step."""
+    pass ([ref | previous x0] + 20 zero channels, t = 0, RoPE offset 0, plain unmasked attention:
+    a non-causal DiT on the same weights), then 4 steps on [x | mask | render] at RoPE offset 6
+    that look sigma up in the scheduler table (argmin, as its add_noise does), re-noise with fresh
+    noise, and skip the re-noise after the last step."""
     table = flow_match_timestep_table(5.0)
     steps = table[1000 - np.array([1000, 750, 500, 250])]
     sigma_of = lambda t: table[np.argmin(np.abs(table - t))] / 1000.0  # noqa: E731
     b, n, h, w, _ = cond.ref.shape
     tpf = (h // 2) * (w // 2)
     apply = jax.jit(dit.apply, static_argnames=("cache_mode", "frame_offset"))
+    apply_full = jax.jit(WanDiT(dit.cfg).apply, static_argnames=("cache_mode", "frame_offset"))
+    assert not WanDiT(dit.cfg).block_causal
     prev, out = None, []
     for blk in range(n // 3):
         sl = slice(3 * blk, 3 * blk + 3)
@@ -76,7 +82,8 @@ def _python_loop(dit, params, text, cond, rng):
         ctx = ref if prev is None else jnp.concatenate([ref, prev], axis=1)
         ctx = jnp.concatenate([ctx, jnp.zeros((*ctx.shape[:-1], 20))], axis=-1)
         cache = init_cache(CFG, b, 6 * tpf)
-        _, cache = apply({"params": params}, ctx, jnp.zeros((b,)), text, cache=cache, cache_mode="write")
+        _, cache = apply_full({"params": params}, ctx, jnp.zeros((b,)), text, cache=cache, cache_mode="write",
+                              frame_offset=0)
         rng, k_init, k_steps = jax.random.split(rng, 3)
         keys = jax.random.split(k_steps, 4)
         x = jax.random.normal(k_init, (b, 3, h, w, 16))
@@ -120,6 +127,22 @@ def test_first_block_ignores_the_missing_previous_block(model):
     _, c = star_block_jit(dit, params, s0.replace(block=jnp.int32(1)), text, cond)
     _, d = star_block_jit(dit, params, garbage.replace(block=jnp.int32(1)), text, cond)
     assert float(jnp.abs(c - d).max()) > 1e-3
+
+
+def test_context_pass_is_full_attention(model):
+    """As in the release, the context pass attends without a mask: the reference block's cached
+    keys (last layer) depend on the previous block. A block-causal context pass would leave them
+    unchanged."""
+    dit, params = model
+    cond = _conditions(1).frames(0, 3)
+    text = jnp.zeros((1, 4, CFG.text_dim))
+    s1 = init_rollout_state(CFG, 1, HW, jax.random.PRNGKey(3)).replace(block=jnp.int32(1))
+    other = s1.replace(prev=s1.prev + jax.random.normal(jax.random.PRNGKey(9), s1.prev.shape))
+    (a, _), (b, _) = star_block_jit(dit, params, s1, text, cond), star_block_jit(dit, params, other, text, cond)
+    ref_tokens = 3 * tokens_per_frame(CFG, HW)
+    assert int(a.kv.length) == 2 * ref_tokens
+    assert float(jnp.abs(a.kv.k[-1, :, :ref_tokens] - b.kv.k[-1, :, :ref_tokens]).max()) > 1e-3
+    np.testing.assert_array_equal(a.kv.k[0, :, :ref_tokens], b.kv.k[0, :, :ref_tokens])  # layer 0: own input only
 
 
 def test_blocks_are_causal(model):
