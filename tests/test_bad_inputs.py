@@ -337,7 +337,7 @@ def test_staged_folder_swaps_whole_runs_and_cleans_up(tmp_path):
             io.write_json(os.path.join(d, "a.json"), 4)
             (out / "mine.txt").write_text("written meanwhile")
     kept = [f for f in os.listdir(out.parent) if f != "out"]
-    assert len(kept) == 1 and os.listdir(out.parent / kept[0]) == ["a.json"]
+    assert len(kept) == 1 and os.listdir(out.parent / kept[0] / "out") == ["a.json"]
     assert sorted(os.listdir(out)) == ["a.json", "mine.txt"]
     with pytest.raises(InputError, match="expected a path, found an empty string"):
         io.check_output_folder("", names)

@@ -310,8 +310,8 @@ def main(argv=None) -> None:
         print(f"dry run: {a.src} matches the {what} model; {a.out} can be written")
         return
     params = load(a.src, cfg)
-    with files.staged_folder(a.out) as tmp:
-        save_params(params, tmp, force=True)
+    with files.staged_folder(a.out, create=False) as tmp:  # orbax's own temporary folder stays inside too
+        save_params(params, tmp)
     from star_jax.models.dit import count_params
 
     print(f"converted {a.src} -> {a.out}: {count_params(params):,} parameters ({what})")

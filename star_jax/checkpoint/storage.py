@@ -119,14 +119,13 @@ def shape_placeholders(shapes: dict) -> dict:
     return {k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}
 
 
-def save_params(params, path: str, force: bool = False) -> None:
-    """Saves a params pytree as an orbax checkpoint at `path` (written atomically by orbax);
-    `force` replaces what is there (an empty folder made for it)."""
+def save_params(params, path: str) -> None:
+    """Saves a params pytree as an orbax checkpoint at `path` (written atomically by orbax)."""
     import orbax.checkpoint as ocp
 
     path = os.path.abspath(path)
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path, params, force=force)
+        ckptr.save(path, params)
 
 
 def _convert_hint(what: str) -> str:

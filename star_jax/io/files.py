@@ -107,11 +107,12 @@ def check_output_folder(path: str | os.PathLike, names: Collection[str] = ()) ->
 
 
 @contextlib.contextmanager
-def staged_folder(path: str | os.PathLike, names: Collection[str] = ()) -> Iterator[str]:
-    """Yields a fresh empty hidden folder beside `path` to write a run into. When the block ends
-    it takes `path`'s place (an old run there is deleted only then); on any error or interrupt
-    inside the block it is deleted, with any parent folders made for it, and `path` is left as
-    it was. `names`: see `check_output_folder`, which runs first."""
+def staged_folder(path: str | os.PathLike, names: Collection[str] = (), create: bool = True) -> Iterator[str]:
+    """Yields a fresh empty folder (or, with `create=False`, a path for a writer that makes the
+    folder itself, as orbax does) inside a hidden staging folder beside `path`, to write a run into.
+    When the block ends the run takes `path`'s place (an old run there is deleted only then); on
+    any error or interrupt inside the block the staging folder is deleted, with any parent folders
+    made for it, and `path` is left as it was. `names`: see `check_output_folder`, which runs first."""
     path = os.path.abspath(os.fspath(path))
     check_output_folder(path, names)
     parent, base = os.path.split(path)
@@ -120,13 +121,15 @@ def staged_folder(path: str | os.PathLike, names: Collection[str] = ()) -> Itera
         made.append(folder)  # deepest first
         folder = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
+    stage = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
+    run = os.path.join(stage, base)
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-        yield tmp
+        if create:
+            os.mkdir(run)
+        yield run
     except BaseException:
         with deferred_signals():
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(stage, ignore_errors=True)
             for folder in made:
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)
@@ -136,18 +139,17 @@ def staged_folder(path: str | os.PathLike, names: Collection[str] = ()) -> Itera
         if os.path.lexists(path):
             if not os.path.isdir(path) or _foreign_entries(path, names):
                 raise InputError(f"{path}: other files appeared there during the run; the finished run is "
-                                 f"kept in {tmp}")
-            old = tmp + ".old"
+                                 f"kept in {run}")
+            old = os.path.join(stage, ".old")
             os.rename(path, old)
         try:
-            os.rename(tmp, path)
+            os.rename(run, path)
         except OSError as e:
             if old is not None:
                 os.rename(old, path)
             raise InputError(f"{path}: cannot move the finished run into place ({e.strerror}); it is kept "
-                             f"in {tmp}") from e
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+                             f"in {run}") from e
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _umask() -> int:
