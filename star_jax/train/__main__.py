@@ -46,6 +46,7 @@ def job(argv) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
+    logger.propagate = False
     if F.dry_run:
         dry_run(config)
         print("dry run: the config, the model, the first batch and any checkpoint are usable")

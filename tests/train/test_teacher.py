@@ -2,6 +2,8 @@
 run's loss falls and the trained teacher relies on its conditions, an 8-device mesh gives the
 one-device losses, the sampler's guidance, and shape mistakes are input errors."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,3 +113,21 @@ def test_model_and_data_mismatch_are_input_errors(tmp_path, edit, match):
         edit(config)
     with pytest.raises(InputError, match=match):
         dry_run(config, devices=ONE)
+
+
+def test_full_size_teacher_shards_over_8_devices():
+    """The 1.3B teacher config (jax.eval_shape only): Wan2.1-1.3B with a 36-channel patch
+    embedding, and params, Adam moments and EMA split 8 ways by fsdp (2.65 GiB per device)."""
+    from experiments.train_teacher import get_config as teacher_config
+
+    s = setup(teacher_config("variant=1.3B"))
+    assert dict(s.mesh.shape) == {"data": 1, "fsdp": 8, "tensor": 1}
+    # 1,418,996,800 parameters at in_dim 16 (diffusers' count, see tests/models/test_dit_parity.py); in_dim 36
+    # adds 20 x (1 x 2 x 2) x 1536 to the patch embedding
+    assert s.num_params == 1_418_996_800 + 20 * 4 * 1536
+    leaves = jax.tree_util.tree_leaves(s.abstract)
+    total = sum(a.size * a.dtype.itemsize for a in leaves)
+    per_device = sum(math.prod(a.sharding.shard_shape(a.shape)) * a.dtype.itemsize for a in leaves)
+    assert total == pytest.approx(4 * 4 * s.num_params, rel=1e-4)  # params + 2 moments + EMA, float32
+    assert per_device < total / 8 * 1.01  # everything large is split
+    assert s.task.flops_per_example > 3e14  # 24 latent frames x 1560 tokens: ~356 TFLOP per forward

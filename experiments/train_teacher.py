@@ -1,0 +1,58 @@
+"""Teacher training: the bidirectional STAR DiT (in_dim 36) by flow matching on source -> target
+pairs, conditioned as inference conditions the generator (reference latents as context,
+[noisy | mask | render] for the target; star_jax/train/teacher.py).
+
+Launch (repository root):
+    python -m star_jax.train --config experiments/train_teacher.py:variant=tiny
+    python -m star_jax.train --config experiments/train_teacher.py:variant=tiny,steps=20000 --workdir runs/teacher
+    python -m star_jax.train --config experiments/train_teacher.py:variant=1.3B     # accelerators, fsdp mesh
+
+Needs: for now the synthetic latent source (random latents shaped like StarConditions); the
+procedural worlds' precomputed latents replace it once data_pipelines writes them (config.data).
+The tiny variant trains at 96x160 pixels (12x20 latent cells), 3 latent frames (9 video frames)
+per example; the 1.3B one at 480x832 (60x104), 12 latent frames (45 video frames, the release's clip), bf16
+compute with float32 master weights, parameters and optimizer state sharded over all devices
+(fsdp). Runtime: tiny ~0.9 s per step on 2 shared CPU cores after a ~1 min compile; 1.3B: see
+benchmarks/RESULTS.md. Rerunning the same command resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from experiments.common import model_config, parse_arg
+from star_jax import sharding as sh
+
+# per variant: pixels, latent frames, batch, learning rate, timestep shift, EMA decay
+_SIZES = {
+    "tiny": dict(height=96, width=160, frames=3, batch=8, lr=1e-3, shift=3.0, ema=0.99, text_len=16),
+    "1.3B": dict(height=480, width=832, frames=12, batch=8, lr=2e-5, shift=5.0, ema=0.999, text_len=512),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    a = parse_arg(arg, variant="tiny", steps=0, batch=0, lr=0.0, frames=0, height=0, width=0, mesh="1x-1x1",
+                  examples=1024, seed=0, workdir="", dtype="", runlocal=False)
+    if a.variant not in _SIZES:
+        raise ValueError(f"experiments/train_teacher.py: variant must be one of {sorted(_SIZES)}, got {a.variant!r}")
+    size = _SIZES[a.variant]
+    height, width, frames = a.height or size["height"], a.width or size["width"], a.frames or size["frames"]
+    c = ml_collections.ConfigDict()
+    c.task = "teacher"
+    c.model = model_config(a.variant)
+    c.model.dit.update(in_dim=36, dtype=a.dtype or ("float32" if a.variant == "tiny" else "bfloat16"),
+                       param_dtype="float32")
+    c.flow = dict(shift=size["shift"], min_sigma=0.0, max_sigma=1.0, text_dropout=0.1, render_dropout=0.05)
+    c.data = dict(source="synthetic", num_examples=a.examples, latent_frames=frames,
+                  latent_hw=(height // 8, width // 8), text_len=size["text_len"], seed=a.seed, max_shift=2)
+    steps = 20 if a.runlocal else (a.steps or 20_000)
+    c.run = dict(num_steps=steps, batch_size=a.batch or size["batch"], seed=a.seed,
+                 workdir=a.workdir or f"outputs/train/teacher_{a.variant}", shuffle=True, tensorboard=True)
+    c.optim = dict(lr=a.lr or size["lr"], warmup_steps=min(500, steps // 10), decay="cosine", end_lr_factor=0.1,
+                   b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, clip_norm=1.0, grad_accum=1)
+    c.ema = dict(decay=size["ema"], start_step=min(200, steps // 10))
+    c.mesh = dict(shape=tuple(int(v) for v in a.mesh.split("x")),  # (data, fsdp, tensor); -1: the rest
+                  param_rules=sh.DEFAULT_RULES, activation_rules=sh.ACTIVATION_RULES)
+    c.checkpoint = dict(every_steps=50 if a.runlocal else 500, max_to_keep=3, async_save=True)
+    c.lock()
+    return c
