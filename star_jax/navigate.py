@@ -145,7 +145,10 @@ def validate(config) -> Plan:
         from star_jax.checkpoint.vae import check_vae_folder
         from star_jax.models.variants import vae_variant
 
+        from star_jax.inference.model import checkpoint_conditioning
+
         check_dit_folder(os.path.join(config.checkpoint, "dit"), cfg)
+        checkpoint_conditioning(os.path.join(config.checkpoint, "dit"))  # a star_model.json beside it is readable
         check_vae_folder(os.path.join(config.checkpoint, "vae"), vae_variant(config.variant, dtype=config.dtype))
     if config.text_embedding:
         _check_text(config.text_embedding, cfg)
@@ -239,7 +242,8 @@ def run(config, log=print, dry_run: bool = False) -> dict:
             "fps": clip.fps, "reference": dict(clip.provenance(), distinct_source_frames_used=distinct_used),
             "blocks": config.num_blocks, "variant": config.variant, "dtype": config.dtype,
             "weights": model.weights, "text": model.text_source, "depth": geometry.kind,
-            "camera": cam_info, "sampler": {"steps": list(config.sampler.steps), "shift": config.sampler.shift},
+            "camera": cam_info, "conditioning": session.conditioning_metadata(),
+            "sampler": {"steps": list(config.sampler.steps), "shift": config.sampler.shift},
             "valid_fraction_mean": float(masks.mean()), "render_coverage_per_block": coverage,
             "min_render_coverage": plan.min_coverage, "codec": codec, "jax_backend": jax.default_backend(),
             "latency_per_block_s": lat,

@@ -53,6 +53,7 @@ def test_navigate_random_then_checkpoint(clip, orbit, tmp_path):
     assert meta["depth"] == "planar-prior" and meta["camera"]["kind"] == "orbit"
     assert len(meta["latency_per_block_s"]) == 2
     assert set(meta["steady_state"]["share"]) == {"warp", "encode", "dit", "decode"}
+    assert meta["conditioning"]["source"]  # which conditioning convention fed the DiT, and why
     cov = meta["render_coverage_per_block"]
     assert len(cov) == 2 and all(0.5 < c <= 1 for c in cov)  # a gentle orbit over the planar prior
     assert np.mean(cov) == pytest.approx(meta["valid_fraction_mean"], rel=0.1)
