@@ -199,13 +199,14 @@ def _flag_error(message: str) -> str:
 def _config_spec(argv: Sequence[str], name: str) -> str | None:
     from absl import flags
 
-    for i, a in enumerate(argv):
+    spec = None
+    for i, a in enumerate(argv):  # the last one wins, as in absl
         if a.startswith(f"--{name}="):
-            return a.split("=", 1)[1]
-        if a == f"--{name}" and i + 1 < len(argv):
-            return argv[i + 1]
+            spec = a.split("=", 1)[1]
+        elif a == f"--{name}" and i + 1 < len(argv):
+            spec = argv[i + 1]
     default = flags.FLAGS[name].default
-    return default if isinstance(default, str) else None
+    return spec if spec is not None else default if isinstance(default, str) else None
 
 
 def _load_config(spec: str):
