@@ -105,7 +105,8 @@ class Checkpointer:
     def restore_state(self, step: int, abstract_state):
         """Only the train state (e.g. to evaluate or export a checkpoint)."""
         self.check_shapes(step, abstract_state)
-        return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"]
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+        return self.manager.restore(step, args=args)["state"]
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -38,8 +38,11 @@ def process_rows(sharding: NamedSharding, global_batch: int) -> tuple[int, int]:
     return start, stop
 
 
-def batch_dataset(source, global_batch: int, seed: int, rows: tuple[int, int], shuffle: bool = True):
-    """A grain IterDataset of this process's part (rows) of every global batch."""
+def batch_dataset(source, global_batch: int, seed: int, rows: tuple[int, int], shuffle: bool = True,
+                  threads: int = 2, prefetch: int = 2):
+    """A grain IterDataset of this process's part (rows) of every global batch, read by `threads`
+    threads, `prefetch` batches ahead (grain's defaults, 16 threads and 500 batches, would hold
+    gigabytes of full-size latents)."""
     if len(source) == 0:
         raise InputError("training data: the source has no examples")
     start, stop = rows
@@ -49,7 +52,7 @@ def batch_dataset(source, global_batch: int, seed: int, rows: tuple[int, int], s
         ds = ds.seed(seed).shuffle()
     ds = ds.repeat(None).batch(local, drop_remainder=True)
     ds = ds[start // local::global_batch // local]
-    return ds.to_iter_dataset()
+    return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
 
 
 def check_batch(batch: Mapping[str, Any], spec: Mapping[str, jax.ShapeDtypeStruct], rows: int, step: int) -> None:

@@ -68,13 +68,16 @@ class TrainingDiverged(InputError):
 class RunConfig:
     """num_steps: optimizer updates in total. batch_size: global examples per update (split over
     the data shards and, with optim.grad_accum, into micro-batches). seed: the run's randomness
-    (init, noise, shuffle). workdir: checkpoints/, metrics.jsonl, run.json, tensorboard/."""
+    (init, noise, shuffle). workdir: checkpoints/, metrics.jsonl, run.json, tensorboard/.
+    data_threads / data_prefetch: grain reader threads and batches read ahead."""
 
     num_steps: int = 100
     batch_size: int = 8
     seed: int = 0
     workdir: str = "outputs/train"
     shuffle: bool = True
+    data_threads: int = 2
+    data_prefetch: int = 2  # batches read ahead
     tensorboard: bool = True
     # XLA options for compiling the step, e.g. {"xla_backend_optimization_level": 0}: on a CPU
     # that makes the tiny smoke step compile ~3x faster (compilation dominates such runs)
@@ -167,19 +170,20 @@ class _Preemption:
 
     def __init__(self):
         self.signum = None
-        self._previous = None
+        self._installed, self._previous = False, None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
         return self
 
     def _handle(self, signum, _frame):
         self.signum = signum
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        if self._installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
 
     def requested(self) -> bool:
         flag = self.signum is not None
@@ -188,6 +192,12 @@ class _Preemption:
         from jax.experimental import multihost_utils
 
         return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
+def _dataset(s: Setup):
+    r = s.run
+    return data_lib.batch_dataset(s.task.source, r.batch_size, r.seed, s.rows, r.shuffle, r.data_threads,
+                                  r.data_prefetch)
 
 
 def _first_batch_check(s: Setup, it) -> None:
@@ -201,8 +211,7 @@ def dry_run(config, task: Task | None = None, devices=None) -> TrainResult:
     s = setup(config, task, devices)
     with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.mesh_cfg.activation_rules):
         jax.eval_shape(s.step_fn, s.abstract, s.global_spec)
-    _first_batch_check(s, iter(data_lib.batch_dataset(s.task.source, s.run.batch_size, s.run.seed, s.rows,
-                                                      s.run.shuffle)))
+    _first_batch_check(s, iter(_dataset(s)))
     ckpt_dir = os.path.join(s.run.workdir, "checkpoints")
     if os.path.isdir(ckpt_dir):
         ckpt = Checkpointer(ckpt_dir, s.ckpt_cfg)
@@ -230,7 +239,7 @@ def train(config, *, task: Task | None = None, devices=None,
     run = s.run
     is_main = jax.process_index() == 0
     ckpt = Checkpointer(os.path.join(run.workdir, "checkpoints"), s.ckpt_cfg)
-    it = iter(data_lib.batch_dataset(s.task.source, run.batch_size, run.seed, s.rows, run.shuffle))
+    it = iter(_dataset(s))
     latest = ckpt.latest_step()
     if latest is not None:
         state = ckpt.restore(latest, s.abstract, it)
@@ -285,7 +294,7 @@ def train(config, *, task: Task | None = None, devices=None,
                                                f"{ckpt.directory}")
                     ckpt.save(step, state, it)
                     last_saved = step
-                if stop:
+                if stop and step < run.num_steps:
                     status = "preempted"
                     log.info("SIGTERM: saved step %d to %s; rerun the same command to resume", step, ckpt.directory)
                     break
