@@ -10,10 +10,13 @@ Launch (repository root):
 Needs: for now the synthetic latent source (random latents shaped like StarConditions); the
 procedural worlds' precomputed latents replace it once data_pipelines writes them (config.data).
 The tiny variant trains at 96x160 pixels (12x20 latent cells), 3 latent frames (9 video frames)
-per example; the 1.3B one at 480x832 (60x104), 12 latent frames (45 video frames, the release's clip), bf16
-compute with float32 master weights, parameters and optimizer state sharded over all devices
-(fsdp). Runtime: tiny ~0.9 s per step on 2 shared CPU cores after a ~1 min compile; 1.3B: see
-benchmarks/RESULTS.md. Rerunning the same command resumes from the newest checkpoint.
+per example; the 1.3B one at 480x832 (60x104), 12 latent frames (45 video frames, the release's
+clips), bf16 compute with float32 master weights, parameters and optimizer state sharded over
+all devices (fsdp: 2.65 GiB of state per device on 8).
+Runtime: tiny ~0.4 s per step (2.5 steps/s) on 2 CPU cores after a ~25 s compile. 1.3B: not yet
+runnable: a step needs per-layer rematerialisation and a flash attention in the DiT first (with
+XLA's attention and no remat, XLA plans ~5 TB of temporaries per device on 8 devices).
+Rerunning the same command resumes from the newest checkpoint.
 """
 
 from __future__ import annotations
