@@ -40,7 +40,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.w2c_file = ""  # per-frame OpenCV w2c matrices; replaces `trajectory`
     c.keys_file = ""  # a key script ("<frames> forward+yaw_left" lines); replaces both
     c.checkpoint = ""  # folder with dit/ and vae/ orbax checkpoints; empty: random weights
-    c.text_embedding = ""  # .npy (Lc, text_dim) umT5 embedding of the caption; empty: zeros
+    c.text_embedding = ""  # .npy (L <= text_len, text_dim) umT5 embedding of the caption; empty: zeros
+    c.prompt = ""  # caption -> text by star_jax.text.embed_prompt (tiny: hashed-word table; else umT5); or text_embedding
+    c.text_encoder = ""  # umT5: Wan2.1 model folder, models_t5_umt5-xxl-enc-bf16.pth, or a transformers/diffusers folder
+    c.tokenizer = ""  # tokenizer.json / spiece.model or its folder; empty: found beside the weights
+    c.prompt_cache = "~/.cache/star_jax/prompts"  # one .npz per (encoder, prompt); empty: no cache
+    c.min_render_coverage = 0.02  # a block whose renders cover less of the frame stops the job; 0 disables
     c.output_dir = "outputs/navigate"
     c.seed = 0
     c.video_spec = dict(height=a.height, width=a.width, fps=a.fps, max_frames=0)

@@ -30,7 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # An InSpatio manifest (video, caption, depth_dir, extrinsics, intrinsics, depth_scale, radius_ratio);
     # the default is the embedded world, rendered at 240x416 (the default size).
     c.manifest = default_world_path("manifest.json")
-    c.video = ""  # a bare video path, used when `manifest` is empty
+    c.video = ""  # a bare video path; replaces `manifest` when set
     c.caption = ""
     c.trajectory = default_world_path("trajectory.txt")
     c.w2c_file = ""  # per-frame OpenCV w2c matrices; replaces `trajectory` when set

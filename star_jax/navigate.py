@@ -34,6 +34,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from star_jax.errors import InputError
@@ -150,6 +151,13 @@ def validate(config) -> Plan:
         check_dit_folder(os.path.join(config.checkpoint, "dit"), cfg)
         checkpoint_conditioning(os.path.join(config.checkpoint, "dit"))  # a star_model.json beside it is readable
         check_vae_folder(os.path.join(config.checkpoint, "vae"), vae_variant(config.variant, dtype=config.dtype))
+    if config.prompt and config.text_embedding:
+        raise InputError("config.prompt / config.text_embedding (--prompt / --text): expected one text source, "
+                         "found both")
+    if config.prompt:
+        from star_jax.text import prompt_encoder
+
+        prompt_encoder(config.variant, config.text_encoder or None, config.tokenizer or None)  # reads no weights
     if config.text_embedding:
         _check_text(config.text_embedding, cfg)
     io.check_output_folder(config.output_dir, OUTPUTS)
@@ -194,6 +202,12 @@ def run(config, log=print, dry_run: bool = False) -> dict:
     else:
         model = random_star_model(config.variant, rng, config.dtype, config.text_embedding or None)
         log(f"no --checkpoint: {model.weights} weights, so the video shows the pipeline, not a trained model")
+    if config.prompt:
+        from star_jax.text import embed_prompt
+
+        emb, src = embed_prompt(config.prompt, config.variant, text_encoder=config.text_encoder or None,
+                                tokenizer=config.tokenizer or None, cache_dir=config.prompt_cache or None)
+        model = dataclasses.replace(model, text=jnp.asarray(emb), text_source=src)
     n_total = plan.num_frames
 
     ctl = config.controller
@@ -265,7 +279,8 @@ def main(argv):
     F = flags.FLAGS
     config = _CONFIG.value
     overrides = {"video": F.video, "trajectory": F.trajectory, "w2c_file": F.w2c, "keys_file": F.keys,
-                 "checkpoint": F.checkpoint, "text_embedding": F.text, "output_dir": F.output_dir}
+                 "checkpoint": F.checkpoint, "text_embedding": F.text, "prompt": F.prompt,
+                 "text_encoder": F.text_encoder, "tokenizer": F.tokenizer, "output_dir": F.output_dir}
     with config.unlocked():
         for k, v in overrides.items():
             if v:
@@ -287,6 +302,10 @@ if __name__ == "__main__":
     flags.DEFINE_string("keys", "", "key script: lines '<frames> forward+yaw_left'")
     flags.DEFINE_string("checkpoint", "", "folder with dit/ and vae/ converted orbax checkpoints")
     flags.DEFINE_string("text", "", "precomputed umT5 text embedding (.npy)")
+    flags.DEFINE_string("prompt", "", "caption, embedded by umT5 (--text_encoder) or, for tiny, a hashed-word table")
+    flags.DEFINE_string("text_encoder", "", "umT5 weights: Wan2.1 folder, models_t5_umt5-xxl-enc-bf16.pth, or a "
+                        "transformers / diffusers folder")
+    flags.DEFINE_string("tokenizer", "", "tokenizer.json or spiece.model (default: found beside the weights)")
     flags.DEFINE_string("output_dir", "", "where outputs go")
     cli.define_flags()
     sys.path.insert(0, os.getcwd())

@@ -13,6 +13,7 @@ from star_jax.io import files as io
 from star_jax.io.video import VideoSpec, load_video
 from experiments.navigate import get_config
 from star_jax.checkpoint import save_params
+from star_jax.errors import InputError
 from star_jax.inference.model import random_star_model
 from star_jax.navigate import run, total_frames
 
@@ -79,9 +80,14 @@ def test_navigate_random_then_checkpoint(clip, orbit, tmp_path):
 
 def test_navigate_with_keys_and_bad_checkpoint(clip, orbit, tmp_path):
     (tmp_path / "keys.txt").write_text("5 forward\n10 forward+yaw_left\n")
-    meta = run(_config(clip, tmp_path / "k", keys_file=str(tmp_path / "keys.txt"), num_blocks=1),
-               log=lambda *_: None)
+    meta = run(_config(clip, tmp_path / "k", keys_file=str(tmp_path / "keys.txt"), num_blocks=1,
+                       prompt="a coffee bar", prompt_cache=str(tmp_path / "prompts")), log=lambda *_: None)
     assert meta["camera"]["kind"] == "keys" and meta["frames"] == 9
+    assert meta["text"].startswith("prompt 'a coffee bar' via hashed words"), meta["text"]  # --prompt on tiny
+    assert len(os.listdir(tmp_path / "prompts")) == 1  # embedded once, cached
+    with pytest.raises(InputError, match="expected one text source, found both"):
+        run(_config(clip, tmp_path / "t", orbit, prompt="a", text_embedding=str(tmp_path / "keys.txt")),
+            log=lambda *_: None)
     from star_jax.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="dit checkpoint .*no such folder"):
