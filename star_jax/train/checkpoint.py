@@ -23,11 +23,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from star_jax.checkpoint import CheckpointError
 from star_jax.errors import InputError
-
-
-class CheckpointError(InputError):
-    """A train checkpoint that cannot be restored into this run (e.g. the model changed)."""
 
 
 @dataclasses.dataclass(frozen=True)
