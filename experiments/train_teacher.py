@@ -47,7 +47,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        param_dtype="float32")
     c.flow = dict(shift=size["shift"], min_sigma=0.0, max_sigma=1.0, text_dropout=0.1, render_dropout=0.05)
     c.data = dict(source="synthetic", num_examples=a.examples, latent_frames=frames,
-                  latent_hw=(height // 8, width // 8), text_len=size["text_len"], seed=a.seed, max_shift=2)
+                  latent_hw=(height // 8, width // 8), text_len=size["text_len"], seed=a.seed, max_shift=2,
+                  conditioning="inspatio-release")  # mask values: star_jax.inference.conditions
     steps = 20 if a.runlocal else (a.steps or 20_000)
     c.run = dict(num_steps=steps, batch_size=a.batch or size["batch"], seed=a.seed,
                  workdir=a.workdir or f"outputs/train/teacher_{a.variant}", shuffle=True, tensorboard=True)

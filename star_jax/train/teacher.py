@@ -29,7 +29,7 @@ from star_jax.diffusion.flow_matching import (
     flow_matching_loss,
 )
 from star_jax.errors import InputError
-from star_jax.inference.conditions import StarConditions
+from star_jax.inference.conditions import DEFAULT_CONDITIONING, StarConditions, get_conditioning
 from star_jax.models.dit import WanDiT
 from star_jax.models.flops import dit_flops
 from star_jax.models.variants import DiTConfig
@@ -52,14 +52,17 @@ class TeacherDataConfig:
     text_len: int = 4
     seed: int = 0
     max_shift: int = 1
-    # mask latent values of holes / rendered cells: the "inspatio-release" conditioning convention
-    # of star_jax.inference.conditions (render dropout fills the mask with `mask_hole`)
-    mask_hole: float = -1.0
-    mask_valid: float = 1.0
+    # the conditioning convention (star_jax.inference.conditions): the mask latent's values for
+    # holes / rendered cells (render dropout fills the mask with the hole value)
+    conditioning: str = DEFAULT_CONDITIONING
 
     def __post_init__(self):
         if self.source not in SOURCES:
             raise InputError(f"config.data.source: expected one of {SOURCES}, got {self.source!r}")
+        try:
+            get_conditioning(self.conditioning)
+        except InputError as e:
+            raise InputError(f"config.data.conditioning: {e}") from e
 
 
 def conditions_from_batch(batch) -> StarConditions:
@@ -156,11 +159,12 @@ def make_teacher_task(config) -> Task:
         return dit.init(rng, x, jnp.zeros((1, 2 * n), jnp.float32),
                         jnp.zeros((1, data.text_len, dit_cfg.text_dim), jnp.float32))["params"]
 
+    conv = get_conditioning(data.conditioning)
     source = SyntheticStarSource(data.num_examples, n, (h, w), data.text_len, dit_cfg.text_dim, data.seed,
-                                 data.max_shift, data.mask_hole, data.mask_valid)
+                                 data.max_shift, conv.mask_hole, conv.mask_valid)
     _, ph, pw = dit_cfg.patch_size
     flops = dit_flops(dit_cfg, 2 * n, (h // ph) * (w // pw), dit_cfg.text_len)
-    return Task(name="teacher", init=init, loss_fn=lambda p, b, r: teacher_loss(dit, fm, p, b, r, data.mask_hole),
+    return Task(name="teacher", init=init, loss_fn=lambda p, b, r: teacher_loss(dit, fm, p, b, r, conv.mask_hole),
                 example_spec=example_spec(dit_cfg, data), source=source, flops_per_example=flops,
                 sections=("model", "flow", "data"))
 

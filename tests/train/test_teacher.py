@@ -113,6 +113,7 @@ def test_sampler_is_guided_euler_on_the_teacher():
     (lambda c: c.data.update(latent_hw=(5, 4)), r"latent_hw \(5, 4\) must be multiples of the DiT patch"),
     (lambda c: c.data.update(text_len=9), r"text_len 9 exceeds the model's text_len 4"),
     (lambda c: c.model.dit.update(num_heads=3), r"config\.model\.dit: dim 32 not divisible by num_heads 3"),
+    (lambda c: c.data.update(conditioning="v9"), r"config\.data\.conditioning: conditioning convention 'v9'"),
     (lambda c: c.data.update(sources="synthetic"), r"config\.data\.sources: unknown config field; did you mean "
                                                     r"'source'\?"),
 ])
