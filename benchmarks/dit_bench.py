@@ -15,36 +15,8 @@ import argparse
 import numpy as np
 
 from benchmarks.common import best_time
+from star_jax.models.flops import PEAK_BF16_TFLOPS, dit_flops
 from star_jax.models.variants import DiTConfig, dit_variant
-
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, per device
-
-
-def dit_flops(cfg: DiTConfig, frames: int, tokens_per_frame: int, text_len: int,
-              cache_frames: int = 0, block_causal: bool = False) -> float:
-    """Matmul FLOPs (2 per multiply-add) of one DiT forward over `frames` latent frames.
-
-    Keys per query = the query's visible own tokens + `cache_frames` cached frames. With
-    `block_causal`, a query in block b of n sees (b + 1) blocks: the mean discount is (n + 1) / 2n."""
-    d, L = cfg.dim, frames * tokens_per_frame
-    pt, ph, pw = cfg.patch_size
-    own_keys = L
-    if block_causal:
-        n = max(1, frames // cfg.frames_per_block)
-        own_keys = L * (n + 1) / (2 * n)
-    keys = own_keys + cache_frames * tokens_per_frame
-    per_layer = (
-        2 * L * d * d * 4  # self-attn q, k, v, o
-        + 2 * 2 * L * keys * d  # scores + weighted values
-        + 2 * L * d * d * 2 + 2 * text_len * d * d * 2  # cross-attn q, o and k, v on text
-        + 2 * 2 * L * text_len * d  # cross-attn scores + values
-        + 2 * 2 * L * d * cfg.ffn_dim  # FFN
-    )
-    embed = (2 * L * (cfg.in_dim * pt * ph * pw) * d + 2 * L * d * cfg.out_dim * pt * ph * pw
-             + 2 * L * (cfg.freq_dim * d + d * d + d * 6 * d)  # per-token time embedding + projection
-             + 2 * text_len * (cfg.text_dim * d + d * d))
-    return cfg.num_layers * per_layer + embed
-
 
 def flop_table():
     cfg = dit_variant("1.3B")

@@ -48,7 +48,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             planar_fov_x_deg=60.0,
         )
     )
-    c.warp = ml_collections.ConfigDict(dict(point_size=2, batch_frames=8))
+    # mode: "inspatio-release" (the release's 2x supersampled point renderer) or "star-jax-v0" (one-pass splat)
+    c.warp = ml_collections.ConfigDict(dict(mode="inspatio-release", point_size=2, batch_frames=8))
     c.model = model_config(a.variant)
     c.seed = 0
     c.lock()

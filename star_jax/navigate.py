@@ -131,6 +131,10 @@ def validate(config) -> Plan:
         raise InputError(f"config.num_blocks: expected >= 1, found {config.num_blocks}")
     cfg = _model_config(config)
     _check_sampler(config)
+    if config.conditioning:
+        from star_jax.inference.conditions import get_conditioning
+
+        get_conditioning(config.conditioning)  # a known convention name
     check_camera_config(config)
     floor = float(config.get("min_render_coverage", MIN_RENDER_COVERAGE))
     if not 0 <= floor <= 1:
@@ -149,7 +153,8 @@ def validate(config) -> Plan:
         from star_jax.inference.model import checkpoint_conditioning
 
         check_dit_folder(os.path.join(config.checkpoint, "dit"), cfg)
-        checkpoint_conditioning(os.path.join(config.checkpoint, "dit"))  # a star_model.json beside it is readable
+        # a star_model.json beside it is readable and records the convention asked for (if any)
+        checkpoint_conditioning(os.path.join(config.checkpoint, "dit"), config.conditioning or None)
         check_vae_folder(os.path.join(config.checkpoint, "vae"), vae_variant(config.variant, dtype=config.dtype))
     if config.prompt and config.text_embedding:
         raise InputError("config.prompt / config.text_embedding (--prompt / --text): expected one text source, "
@@ -198,9 +203,11 @@ def run(config, log=print, dry_run: bool = False) -> dict:
     rng = jax.random.PRNGKey(config.seed)
     if config.checkpoint:
         model = load_star_model(config.variant, os.path.join(config.checkpoint, "dit"),
-                                os.path.join(config.checkpoint, "vae"), config.text_embedding or None, config.dtype)
+                                os.path.join(config.checkpoint, "vae"), config.text_embedding or None, config.dtype,
+                                conditioning=config.conditioning or None)
     else:
-        model = random_star_model(config.variant, rng, config.dtype, config.text_embedding or None)
+        model = random_star_model(config.variant, rng, config.dtype, config.text_embedding or None,
+                                  conditioning=config.conditioning or "inspatio-release")
         log(f"no --checkpoint: {model.weights} weights, so the video shows the pipeline, not a trained model")
     if config.prompt:
         from star_jax.text import embed_prompt

@@ -50,6 +50,7 @@ from star_jax.geometry import (
     source_frame_indices,
     target_w2c,
     warp_frames,
+    warp_recipe,
 )
 from star_jax.geometry.trajectory import TrajectoryError, check_interpolation_mode, check_positive_finite
 
@@ -108,8 +109,8 @@ def check_camera_config(config) -> None:
     if int(cam.freeze_frame) != cam.freeze_frame or cam.freeze_frame < -1:
         raise InputError(f"config.camera.freeze_frame: expected -1 (off) or a frame index >= 0, "
                          f"found {cam.freeze_frame}")
-    if config.warp.point_size < 1:
-        raise InputError(f"config.warp.point_size: expected an integer >= 1, found {config.warp.point_size}")
+    # render names its recipe; navigate's follows the model's conditioning convention (point size only)
+    warp_recipe(config.warp.get("mode", "inspatio-release"), config.warp.point_size)  # InputError names the field
 
 
 def validate_reference(config) -> tuple[ManifestEntry, VideoProbe]:
@@ -169,7 +170,8 @@ def render_conditions(config, geometry, frames: np.ndarray, tgt_w2c: np.ndarray,
     T, H, W, _ = frames.shape
     src = source_frame_indices(T, T, None if config.camera.freeze_frame < 0 else config.camera.freeze_frame)
     bs = max(1, min(config.warp.batch_frames, T))
-    fn = jax.jit(warp_frames, static_argnames=("out_hw", "point_size"))
+    recipe = warp_recipe(config.warp.mode, config.warp.point_size)
+    fn = jax.jit(warp_frames, static_argnames=("out_hw", "recipe"))
     renders, masks = [], []
     for start in range(0, T, bs):
         sel = np.arange(start, start + bs)
@@ -178,7 +180,7 @@ def render_conditions(config, geometry, frames: np.ndarray, tgt_w2c: np.ndarray,
         s = src[sel]
         out = fn(
             frames[s], geometry.depth[s], geometry.K[s], geometry.w2c[s], geometry.K[s], tgt_w2c[sel],
-            out_hw=(H, W), point_size=config.warp.point_size,
+            out_hw=(H, W), recipe=recipe,
         )
         renders.append(np.asarray(out.rgb)[real])
         masks.append(np.asarray(out.mask)[real])
@@ -265,6 +267,7 @@ def run(config, log=print, dry_run: bool = False) -> dict:
             "depth": geometry.kind,
             "camera": cam_info,
             "valid_fraction_mean": float(masks.mean()),
+            "warp": warp_recipe(config.warp.mode, config.warp.point_size).metadata(),
             "codec": codec,
             "jax_backend": jax.default_backend(),
             "timings": timings,

@@ -291,12 +291,19 @@ def main(argv=None) -> None:
     ap.add_argument("--variant", default="1.3B", choices=sorted(DIT_VARIANTS))
     ap.add_argument("--in-dim", type=int, default=36, help="DiT input channels (36 for STAR)")
     ap.add_argument("--out", required=True, help="orbax checkpoint folder to write (must not exist)")
+    ap.add_argument("--conditioning", default="inspatio-release", choices=("inspatio-release", "star-jax-v0"),
+                    help="DiT only: the conditioning convention its weights were trained with, recorded in "
+                         "star_model.json beside --out (InSpatio-World weights: inspatio-release)")
     ap.add_argument("--dry_run", action="store_true", help="check --src names and shapes and --out, write nothing")
     ap.add_argument("--debug", action="store_true", help="print the traceback of user errors too")
     a = ap.parse_args(argv)
     if os.path.lexists(a.out):
         raise CheckpointError(f"{a.out}: --out already exists; refusing to overwrite it (give a new folder)")
     files.check_output_folder(a.out)
+    if a.model == "dit":
+        from star_jax.inference.model import checkpoint_conditioning
+
+        checkpoint_conditioning(a.out, a.conditioning)  # refuses a star_model.json beside --out recording another
     if a.model == "vae":
         from star_jax.checkpoint.vae import check_vae_file, load_vae_checkpoint
 
@@ -312,6 +319,11 @@ def main(argv=None) -> None:
     params = load(a.src, cfg)
     with files.staged_folder(a.out, create=False) as tmp:  # orbax's own temporary folder stays inside too
         save_params(params, tmp)
+    if a.model == "dit":
+        from star_jax.inference.model import write_star_model_json
+
+        path = write_star_model_json(os.path.dirname(os.path.abspath(a.out)), a.conditioning)
+        print(f"recorded conditioning {a.conditioning!r} in {path}")
     from star_jax.models.dit import count_params
 
     print(f"converted {a.src} -> {a.out}: {count_params(params):,} parameters ({what})")

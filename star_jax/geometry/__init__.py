@@ -52,7 +52,7 @@ from star_jax.geometry.trajectory import (
     source_frame_indices,
     target_w2c,
 )
-from star_jax.geometry.warp import WarpResult, warp_frame, warp_frames
+from star_jax.geometry.warp import WARP_MODES, WarpRecipe, WarpResult, warp_frame, warp_frames, warp_recipe
 
 __all__ = [
     "INTERPOLATION_MODES",
@@ -62,6 +62,8 @@ __all__ = [
     "parse_key_script_file",
     "KeyframeTrajectory",
     "TrajectoryError",
+    "WARP_MODES",
+    "WarpRecipe",
     "WarpResult",
     "check_interpolation_mode",
     "check_intrinsics",
@@ -88,4 +90,5 @@ __all__ = [
     "unproject",
     "warp_frame",
     "warp_frames",
+    "warp_recipe",
 ]

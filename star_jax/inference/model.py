@@ -102,14 +102,16 @@ def load_text_embedding(path: str | None, text_dim: int, text_len: int) -> tuple
         if isinstance(arr, np.lib.npyio.NpzFile):
             arr = arr[arr.files[0]]
     except (OSError, ValueError, IndexError) as e:
-        raise ValueError(f"{path}: cannot read a text embedding ({e})") from e
+        raise InputError(f"{path}: cannot read a text embedding ({e})") from e
     arr = np.asarray(arr, np.float32)
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[0] != 1 or arr.shape[-1] != text_dim:
-        raise ValueError(f"{path}: text embedding must be (Lc, {text_dim}) or (1, Lc, {text_dim}), got {arr.shape}")
+        raise InputError(f"{path}: text embedding must be (Lc, {text_dim}) or (1, Lc, {text_dim}), got {arr.shape}")
+    if arr.shape[1] > text_len:
+        raise InputError(f"{path}: text embedding must have at most text_len={text_len} rows, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{path}: text embedding has NaN or inf values")
+        raise InputError(f"{path}: text embedding has NaN or inf values")
     return jnp.asarray(arr), os.path.abspath(path)
 
 

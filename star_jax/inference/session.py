@@ -32,7 +32,7 @@ import numpy as np
 from star_jax.io import files as io
 from star_jax.geometry.cameras import invert_rigid
 from star_jax.geometry.controller import CameraController, ControllerConfig
-from star_jax.geometry.trajectory import foreground_depth
+from star_jax.geometry.trajectory import TrajectoryError, check_w2c, foreground_depth
 from star_jax.geometry.warp import warp_frames
 from star_jax.inference.conditions import StarConditions, mask_to_latent
 from star_jax.inference.model import StarModel
@@ -158,9 +158,9 @@ class NavigationSession:
                 raise ValueError(f"block {self.block} needs keys for {n} frames, got {len(keys)}")
             target_w2c = self.cameras_from_keys(keys)
         target_w2c = np.asarray(target_w2c, np.float32)
-        if target_w2c.shape != (n, 4, 4) or not np.all(np.isfinite(target_w2c)):
-            raise ValueError(f"block {self.block} needs finite target_w2c of shape {(n, 4, 4)}, got "
-                             f"{target_w2c.shape}")
+        if target_w2c.shape != (n, 4, 4):
+            raise TrajectoryError(f"block {self.block} needs target_w2c of shape {(n, 4, 4)}, got {target_w2c.shape}")
+        target_w2c = check_w2c(target_w2c, f"block {self.block} target_w2c").astype(np.float32)
         m = self.model
         g = self.geometry
         lat = {}

@@ -126,12 +126,16 @@ def test_bounce_index_plays_back_and_forth():
 def test_bad_input_is_named(setup, tmp_path):
     model, ref, geom = setup
     session = NavigationSession(model, ref, geom)
-    with pytest.raises(ValueError, match=r"needs finite target_w2c of shape \(9, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"needs target_w2c of shape \(9, 4, 4\)"):
         session.step(target_w2c=_dolly_w2c(8))
     bad = _dolly_w2c(9)
     bad[3, 0, 0] = np.nan
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="block 0 target_w2c: matrix 3: expected finite"):
         session.step(target_w2c=bad)
+    mirror = _dolly_w2c(9)
+    mirror[5, 0, :3] *= -1  # det R = -1: would flip the render; refused through the Python API too
+    with pytest.raises(ValueError, match="matrix 5.*det R = \\+1"):
+        session.step(target_w2c=mirror)
     with pytest.raises(ValueError, match="exactly one"):
         session.step()
     with pytest.raises(ValueError, match="uint8"):

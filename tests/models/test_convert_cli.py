@@ -1,14 +1,16 @@
 """The conversion command line end to end (dry run, the user's naming in reports, the staged
 --out), and the analytic FLOP count's closed forms."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
 
-from benchmarks.dit_bench import dit_flops
 from star_jax.checkpoint import CheckpointError, check_dit_file, convert_dit_state, restore_params
 from star_jax.checkpoint.convert import diffusers_to_wan_names, main as convert_main, wan_to_diffusers_name
 from star_jax.models import dit_variant
+from star_jax.models.flops import dit_flops
 from tests.models.torch_refs import diffusers_dit, state_numpy
 
 torch = pytest.importorskip("torch")
@@ -36,7 +38,15 @@ def test_convert_cli_writes_a_restorable_checkpoint(tmp_path, capsys):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(CheckpointError, match="already exists"):
         convert_main(["--src", str(tmp_path / "w2.safetensors"), "--variant", "tiny", "--out", str(out)])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "w.safetensors", "w2.safetensors"]  # no leftovers
+    # the bundle records the DiT's conditioning convention beside it (converted weights: the release's)
+    assert json.load(open(tmp_path / "star_model.json")) == {"conditioning": "inspatio-release", "format": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "star_model.json", "w.safetensors",
+                                                          "w2.safetensors"]  # no leftovers
+    # a bundle that records another convention is refused before anything is converted
+    with pytest.raises(CheckpointError, match="trained with conditioning 'inspatio-release'"):
+        convert_main(["--src", str(tmp_path / "w2.safetensors"), "--variant", "tiny", "--out", str(tmp_path / "e"),
+                      "--conditioning", "star-jax-v0"])
+    assert not (tmp_path / "e").exists()
 
     # --dry_run: names and shapes from the header, nothing written
     convert_main(["--src", str(tmp_path / "w2.safetensors"), "--variant", "tiny", "--out", str(tmp_path / "d"),
