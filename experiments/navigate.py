@@ -15,7 +15,7 @@ Needs: nothing beside the package. The default input is the embedded default wor
 cameras, its default trajectory, and the ground-truth target video along it for 4 blocks).
 Without --checkpoint the variant's random weights are used and the outputs say so (the video is
 then not meaningful; the pipeline, shapes and timings are).
-Runtime: ~2 min on 2 CPU cores for the tiny default (4 blocks = 45 frames at 240x416), ~1 min
+Runtime: ~2.7 min on 2 CPU cores for the tiny default (4 blocks = 45 frames at 240x416, measured 162 s), ~1.5 min
 with blocks=2.
 """
 
