@@ -330,13 +330,8 @@ def load_w2c_file(path: str | os.PathLike) -> np.ndarray:
     path = os.fspath(path)
     linenos = None
     try:
-        if path.endswith(".npy"):
-            arr = np.load(path)
-        elif path.endswith(".json"):
-            with open(path, encoding="utf-8") as f:
-                obj = json.load(f)
-            arr = np.asarray(obj["w2c"] if isinstance(obj, dict) else obj, np.float64)
-        else:
+        arr = _read_array_file(path, "w2c")
+        if arr is None:
             arr, linenos = _read_text_matrix(path)
     except TrajectoryError:
         raise
@@ -367,13 +362,8 @@ def load_intrinsics_file(path: str | os.PathLike) -> np.ndarray:
     path = os.fspath(path)
     lines = None
     try:
-        if path.endswith(".npy"):
-            K = np.load(path)
-        elif path.endswith(".json"):
-            with open(path, encoding="utf-8") as f:
-                obj = json.load(f)
-            K = np.asarray(obj["K"] if isinstance(obj, dict) else obj, np.float64)
-        else:
+        K = _read_array_file(path, "K")
+        if K is None:
             rows, linenos = _read_text_matrix(path)
             if rows.shape[1] == 9:
                 K, lines = rows.reshape(-1, 3, 3), [(n, n) for n in linenos]
@@ -397,6 +387,17 @@ def _fmt(values) -> str:
 
 def _looks_4x4(arr: np.ndarray) -> bool:
     return bool(np.allclose(arr[3::4], [0, 0, 0, 1], atol=1e-6))
+
+
+def _read_array_file(path: str, json_key: str) -> np.ndarray | None:
+    """A `.npy` array, or a `.json` list (or {json_key: list}); None for any other file (text)."""
+    if path.endswith(".npy"):
+        return np.load(path)
+    if path.endswith(".json"):
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+        return np.asarray(obj[json_key] if isinstance(obj, dict) else obj, np.float64)
+    return None
 
 
 def _read_text_matrix(path: str) -> tuple[np.ndarray, list[int]]:
