@@ -60,8 +60,9 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def read_torch(path: str, shapes_only: bool = False) -> dict:
-    """A torch.save'd state dict of tensors -> {name: float32 numpy} (or {name: shape}).
+def read_torch(path: str, shapes_only: bool = False, keep_dtype: bool = False) -> dict:
+    """A torch.save'd state dict of tensors -> {name: float32 numpy} (or {name: shape}); with
+    `keep_dtype`, each tensor in its stored dtype (bf16 as ml_dtypes.bfloat16, no float32 copy).
 
     Loaded with `weights_only=True`: a file that holds other Python objects is refused, never
     unpickled. A {"state_dict": {...}} wrapper is opened."""
@@ -98,6 +99,11 @@ def read_torch(path: str, shapes_only: bool = False) -> dict:
                               f"tensors ({', '.join(map(str, bad[:5]))})")
     if shapes_only:
         return {k: tuple(v.shape) for k, v in state.items()}
+    if keep_dtype:
+        import ml_dtypes
+
+        return {k: v.detach().view(torch.int16).numpy().view(ml_dtypes.bfloat16) if v.dtype == torch.bfloat16
+                else v.detach().numpy() for k, v in state.items()}
     return {k: v.detach().float().numpy() for k, v in state.items()}
 
 

@@ -28,6 +28,7 @@ import re
 import numpy as np
 
 from star_jax.checkpoint.convert import CheckpointError, _listing, check_tree_shapes, read_safetensors
+from star_jax.checkpoint.storage import read_torch
 from star_jax.text.umt5 import UMT5Config, abstract_umt5_params
 
 WAN_T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
@@ -170,30 +171,8 @@ def read_umt5_weights(path: str) -> tuple[dict, dict]:
             overrides["max_distance"] = int(json.load(f).get("relative_attention_max_distance", 128))
     state: dict = {}
     for f in files:
-        state.update(read_safetensors(f) if f.endswith(".safetensors") else _read_torch(f))
+        state.update(read_safetensors(f) if f.endswith(".safetensors") else read_torch(f, keep_dtype=True))
     return state, overrides
-
-
-def _read_torch(path: str) -> dict:
-    """numpy tensors of a torch pickle (bf16 kept as ml_dtypes.bfloat16, without a float32 copy)."""
-    try:
-        import torch
-    except ImportError as e:
-        raise CheckpointError(f"{path}: reading a torch checkpoint needs torch (pip install torch)") from e
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot read torch checkpoint ({type(e).__name__}: {e})") from e
-    state = state.get("state_dict", state)
-    import ml_dtypes
-
-    def to_numpy(t):
-        t = t.detach()
-        if t.dtype == torch.bfloat16:
-            return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-        return t.numpy()
-
-    return {k: to_numpy(v) for k, v in state.items()}
 
 
 def load_umt5_checkpoint(path: str, cfg: UMT5Config | None = None, dtype=None) -> tuple[dict, UMT5Config]:
