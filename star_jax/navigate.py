@@ -113,17 +113,6 @@ def _check_sampler(config) -> None:
         raise InputError(f"config.sampler.shift: expected a positive number, found {config.sampler.shift}")
 
 
-def _check_text(path: str, cfg: DiTConfig) -> None:
-    from star_jax.inference.model import load_text_embedding
-
-    try:
-        load_text_embedding(path, cfg.text_dim, cfg.text_len)
-    except InputError:
-        raise
-    except ValueError as e:  # load_text_embedding's messages name the file
-        raise InputError(str(e)) from e
-
-
 def validate(config) -> Plan:
     """Opens every input and the output folder (see the module docstring); raises InputError
     within seconds, before anything is decoded, built or compiled."""
@@ -164,7 +153,9 @@ def validate(config) -> Plan:
 
         prompt_encoder(config.variant, config.text_encoder or None, config.tokenizer or None)  # reads no weights
     if config.text_embedding:
-        _check_text(config.text_embedding, cfg)
+        from star_jax.inference.model import load_text_embedding
+
+        load_text_embedding(config.text_embedding, cfg.text_dim, cfg.text_len)  # InputError names the file
     io.check_output_folder(config.output_dir, OUTPUTS)
     return Plan(entry, probe, cameras, cfg, n_total, floor)
 

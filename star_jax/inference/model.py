@@ -101,9 +101,9 @@ def load_text_embedding(path: str | None, text_dim: int, text_len: int) -> tuple
         arr = np.load(path)
         if isinstance(arr, np.lib.npyio.NpzFile):
             arr = arr[arr.files[0]]
-    except (OSError, ValueError, IndexError) as e:
+        arr = np.asarray(arr, np.float32)
+    except (OSError, ValueError, TypeError, IndexError) as e:
         raise InputError(f"{path}: cannot read a text embedding ({e})") from e
-    arr = np.asarray(arr, np.float32)
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[0] != 1 or arr.shape[-1] != text_dim:
