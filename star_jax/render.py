@@ -41,6 +41,7 @@ from star_jax.io.manifest import (
 )
 from star_jax.io.video import VideoProbe, VideoSpec, load_video
 from star_jax.geometry import (
+    WarpRecipe,
     foreground_depth,
     invert_rigid,
     keyframes_to_rel_c2w,
@@ -163,14 +164,13 @@ def build_target_cameras(config, geometry, num_frames: int, radius_ratio: float 
     return np.asarray(w2c), info
 
 
-def render_conditions(config, geometry, frames: np.ndarray, tgt_w2c: np.ndarray, log=print):
-    """Warps reference frames into the target cameras in fixed-size batches (one compile).
+def render_conditions(config, geometry, frames: np.ndarray, tgt_w2c: np.ndarray, recipe: WarpRecipe, log=print):
+    """Warps reference frames into the target cameras by `recipe`, in fixed-size batches (one compile).
 
     Returns renders (T, H, W, 3) uint8 and masks (T, H, W) bool."""
     T, H, W, _ = frames.shape
     src = source_frame_indices(T, T, None if config.camera.freeze_frame < 0 else config.camera.freeze_frame)
     bs = max(1, min(config.warp.batch_frames, T))
-    recipe = warp_recipe(config.warp.mode, config.warp.point_size)
     fn = jax.jit(warp_frames, static_argnames=("out_hw", "recipe"))
     renders, masks = [], []
     for start in range(0, T, bs):
@@ -241,7 +241,8 @@ def run(config, log=print, dry_run: bool = False) -> dict:
     t1 = time.perf_counter()
     tgt_w2c, cam_info = build_target_cameras(config, geometry, T, entry.radius_ratio, inputs.cameras)
     frames_f = clip.frames.astype(np.float32) / 255.0
-    renders, masks = render_conditions(config, geometry, frames_f, tgt_w2c, log)
+    recipe = warp_recipe(config.warp.mode, config.warp.point_size)
+    renders, masks = render_conditions(config, geometry, frames_f, tgt_w2c, recipe, log)
     renders = io.to_uint8(renders)
     timings["warp_s"] = time.perf_counter() - t1
     timings["warp_fps"] = T / timings["warp_s"]
@@ -267,7 +268,7 @@ def run(config, log=print, dry_run: bool = False) -> dict:
             "depth": geometry.kind,
             "camera": cam_info,
             "valid_fraction_mean": float(masks.mean()),
-            "warp": warp_recipe(config.warp.mode, config.warp.point_size).metadata(),
+            "warp": recipe.metadata(),
             "codec": codec,
             "jax_backend": jax.default_backend(),
             "timings": timings,
