@@ -27,7 +27,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from star_jax.errors import InputError
@@ -42,14 +41,11 @@ from star_jax.io.manifest import (
 from star_jax.io.video import VideoProbe, VideoSpec, load_video
 from star_jax.geometry import (
     WarpRecipe,
-    foreground_depth,
-    invert_rigid,
-    keyframes_to_rel_c2w,
     load_w2c_file,
     parse_key_script_file,
     parse_keyframe_file,
     source_frame_indices,
-    target_w2c,
+    trajectory_target_w2c,
     warp_frames,
     warp_recipe,
 )
@@ -156,12 +152,11 @@ def build_target_cameras(config, geometry, num_frames: int, radius_ratio: float 
     if cameras.kind != "trajectory":
         raise InputError(f"{cameras.path}: a {cameras.kind} camera source cannot be rendered ahead; use navigate")
     traj = cameras.value
-    fg = foreground_depth(geometry.depth[0]) * cam.radius_ratio * radius_ratio
-    rel = keyframes_to_rel_c2w(traj, num_frames, fg, cam.rotation_only, cam.interpolation)
-    src_c2w = invert_rigid(jnp.asarray(geometry.w2c))
-    w2c = target_w2c(rel, src_c2w, cam.relative_to_source)
+    w2c, fg = trajectory_target_w2c(traj, geometry.depth[0], geometry.w2c, num_frames,
+                                    cam.radius_ratio * radius_ratio, cam.rotation_only, cam.interpolation,
+                                    cam.relative_to_source)
     info = {"source": cameras.path, "kind": "dolly" if traj.is_dolly else "orbit", "foreground_depth": fg}
-    return np.asarray(w2c), info
+    return w2c, info
 
 
 def render_conditions(config, geometry, frames: np.ndarray, tgt_w2c: np.ndarray, recipe: WarpRecipe, log=print):

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
 
-from star_jax.geometry import KeyframeTrajectory, foreground_depth, invert_rigid, keyframes_to_rel_c2w, target_w2c
+from star_jax.geometry import KeyframeTrajectory, keyframes_to_rel_c2w, trajectory_target_w2c
 
 KINDS = ("orbit", "dolly", "pan")
 
@@ -70,7 +69,5 @@ def trajectory_w2c(traj: KeyframeTrajectory, source_depth0: np.ndarray, source_w
     the jobs compute them (`star_jax.render.build_target_cameras` with the default camera options):
     displacement x foreground depth of the first source depth map, relative to the first source
     camera."""
-    fg = foreground_depth(source_depth0) * radius_ratio
-    rel = keyframes_to_rel_c2w(traj, num_frames, fg, rotation_only)
-    src_c2w = invert_rigid(jnp.asarray(np.asarray(source_w2c, np.float32)))
-    return np.asarray(target_w2c(rel, src_c2w, False))
+    return trajectory_target_w2c(traj, source_depth0, np.asarray(source_w2c, np.float32), num_frames, radius_ratio,
+                                 rotation_only)[0]

@@ -51,6 +51,7 @@ from star_jax.geometry.trajectory import (
     parse_keyframe_text,
     source_frame_indices,
     target_w2c,
+    trajectory_target_w2c,
 )
 from star_jax.geometry.warp import WARP_MODES, WarpRecipe, WarpResult, warp_frame, warp_frames, warp_recipe
 
@@ -86,6 +87,7 @@ __all__ = [
     "resize_intrinsics",
     "source_frame_indices",
     "target_w2c",
+    "trajectory_target_w2c",
     "transform_points",
     "unproject",
     "warp_frame",

@@ -212,6 +212,18 @@ def target_w2c(rel_c2w: jnp.ndarray, source_c2w: jnp.ndarray, relative_to_source
     return invert_rigid(anchor @ rel_c2w)
 
 
+def trajectory_target_w2c(traj: KeyframeTrajectory, source_depth0: np.ndarray, source_w2c: np.ndarray,
+                          num_frames: int, radius_scale: float = 1.0, rotation_only: bool = False,
+                          mode: str = "linear", relative_to_source: bool = False) -> tuple[np.ndarray, float]:
+    """A keyframe trajectory read against a source clip -> (target w2c (num_frames, 4, 4), the
+    displacement unit): displacement x `radius_scale` x the foreground depth of the first source
+    depth map (H, W), placed relative to the source cameras `source_w2c` (N, 4, 4) (`target_w2c`)."""
+    fg = foreground_depth(source_depth0) * radius_scale
+    rel = keyframes_to_rel_c2w(traj, num_frames, fg, rotation_only, mode)
+    src_c2w = invert_rigid(jnp.asarray(source_w2c))
+    return np.asarray(target_w2c(rel, src_c2w, relative_to_source)), fg
+
+
 def foreground_depth(depth: np.ndarray, central_fraction: float = 1.0 / 3.0) -> float:
     """Scene foreground depth: median valid depth of the central window of a (H, W) depth map.
 
