@@ -30,9 +30,7 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import tempfile
 
 import numpy as np
 
@@ -135,12 +133,9 @@ def world_record() -> dict:
 
 
 def write(sample: WorldSample, folder: str = ASSET_DIR) -> None:
-    """Writes the asset into a fresh hidden folder beside `folder`, then swaps it in."""
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".default_world.", dir=parent)
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; package data is readable by all
+    """Writes the asset into a fresh hidden folder beside `folder`, then swaps it in
+    (`star_jax.io.files.staged_folder`: an interrupted run leaves the old asset as it was)."""
+    with io.staged_folder(folder, _FILES + ("depth",)) as tmp:
         manifest = [{"video": "source.mp4", "caption": sample.caption, "depth_dir": "depth",
                      "extrinsics": "source_w2c.txt", "intrinsics": "K.txt", "depth_scale": DEPTH_SCALE}]
         io.write_json(os.path.join(tmp, "manifest.json"), manifest)
@@ -156,14 +151,6 @@ def write(sample: WorldSample, folder: str = ASSET_DIR) -> None:
                     _matrix_lines(sample.target_w2c, "OpenCV world-to-camera of target.mp4, one 4x4 per line (row-major)"))
         _write_text(os.path.join(tmp, "K.txt"), "".join(" ".join(f"{v:.9g}" for v in row) + "\n" for row in sample.K))
         _write_text(os.path.join(tmp, "trajectory.txt"), trajectory_text(TRAJECTORY))
-        old = folder + ".old"
-        if os.path.exists(folder):
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
