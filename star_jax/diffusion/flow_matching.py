@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from star_jax.diffusion.schedule import add_noise, shift_sigma
 from star_jax.errors import InputError
 
 Predict = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
@@ -49,11 +50,6 @@ class FlowMatchingConfig:
                 raise InputError(f"flow matching: {name} must be in [0, 1], got {getattr(self, name)}")
 
 
-def shift_sigma(u, shift: float):
-    """The timestep shift u -> k u / (1 + (k - 1) u): more time at high noise for k > 1."""
-    return shift * u / (1.0 + (shift - 1.0) * u)
-
-
 def sample_sigmas(rng, batch: int, cfg: FlowMatchingConfig) -> jnp.ndarray:
     """(batch,) float32 noise levels: uniform u, shifted, clamped to [min_sigma, max_sigma]."""
     u = jax.random.uniform(rng, (batch,), jnp.float32)
@@ -68,8 +64,7 @@ def _per_example(s, x):
 def noise_and_target(x, noise, sigma):
     """x, noise (B, ...); sigma (B,) -> (x_s, v) in float32: x_s = (1 - s) x + s eps, v = eps - x."""
     x, noise = x.astype(jnp.float32), noise.astype(jnp.float32)
-    s = _per_example(jnp.asarray(sigma, jnp.float32), x)
-    return (1.0 - s) * x + s * noise, noise - x
+    return add_noise(x, noise, _per_example(jnp.asarray(sigma, jnp.float32), x)), noise - x
 
 
 def flow_matching_loss(predict: Predict, x, rng, cfg: FlowMatchingConfig, weight=None):

@@ -18,10 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def shift_sigma(u, shift: float):
+    """The timestep shift u -> k u / (1 + (k - 1) u): more time at high noise for k > 1."""
+    return shift * u / (1.0 + (shift - 1.0) * u)
+
+
 def flow_match_timestep_table(shift: float = 5.0, num_train_timesteps: int = 1000) -> np.ndarray:
     """(num_train_timesteps + 1,) float64: the shifted timesteps, descending, then a final 0."""
-    sigmas = np.linspace(1.0, 0.0, num_train_timesteps + 1)[:-1]
-    sigmas = shift * sigmas / (1.0 + (shift - 1.0) * sigmas)
+    sigmas = shift_sigma(np.linspace(1.0, 0.0, num_train_timesteps + 1)[:-1], shift)
     return np.concatenate([sigmas * num_train_timesteps, [0.0]])
 
 
