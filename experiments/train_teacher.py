@@ -4,11 +4,15 @@ pairs, conditioned as inference conditions the generator (reference latents as c
 
 Launch (repository root):
     python -m star_jax.train --config experiments/train_teacher.py:variant=tiny
+    python -m star_jax.train --config experiments/train_teacher.py:variant=tiny,data=/work/data/star_latents_worlds,steps=3000 --workdir /work/runs/teacher_tiny
     python -m star_jax.train --config experiments/train_teacher.py:variant=tiny,steps=20000 --workdir runs/teacher
     python -m star_jax.train --config experiments/train_teacher.py:variant=1.3B     # accelerators, fsdp mesh
 
-Needs: for now the synthetic latent source (random latents shaped like StarConditions); the
-procedural worlds' precomputed latents replace it once data_pipelines writes them (config.data).
+Needs: nothing by default (the synthetic latent source, random latents shaped like
+StarConditions); `data=DIR` trains on a latent dataset folder (`star_latents_<name>`, written by
+`data_pipelines/precompute.py` with a trained VAE; read through `star_jax.train.records`, split
+"train"), whose latent shapes must be the config's (height / width / frames arguments, e.g.
+`width=128` for the 7-Scenes clips at 96x128).
 The tiny variant trains at 96x160 pixels (12x20 latent cells), 3 latent frames (9 video frames)
 per example; the 1.3B one at 480x832 (60x104), 12 latent frames (45 video frames, the release's
 clips), bf16 compute with float32 master weights, parameters and optimizer state sharded over
@@ -35,7 +39,7 @@ _SIZES = {
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = parse_arg(arg, variant="tiny", steps=0, batch=0, lr=0.0, frames=0, height=0, width=0, mesh="1x-1x1",
-                  examples=1024, seed=0, workdir="", dtype="", runlocal=False)
+                  examples=1024, seed=0, workdir="", dtype="", data="", runlocal=False)
     if a.variant not in _SIZES:
         raise ValueError(f"experiments/train_teacher.py: variant must be one of {sorted(_SIZES)}, got {a.variant!r}")
     size = _SIZES[a.variant]
@@ -46,8 +50,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.dit.update(in_dim=36, dtype=a.dtype or ("float32" if a.variant == "tiny" else "bfloat16"),
                        param_dtype="float32")
     c.flow = dict(shift=size["shift"], min_sigma=0.0, max_sigma=1.0, text_dropout=0.1, render_dropout=0.05)
-    c.data = dict(source="synthetic", num_examples=a.examples, latent_frames=frames,
-                  latent_hw=(height // 8, width // 8), text_len=size["text_len"], seed=a.seed, max_shift=2,
+    c.data = dict(source="records" if a.data else "synthetic", path=a.data, split="train",
+                  num_examples=a.examples, latent_frames=frames, latent_hw=(height // 8, width // 8),
+                  text_len=size["text_len"], seed=a.seed, max_shift=2,
                   conditioning="inspatio-release")  # mask values: star_jax.inference.conditions
     steps = 20 if a.runlocal else (a.steps or 20_000)
     c.run = dict(num_steps=steps, batch_size=a.batch or size["batch"], seed=a.seed,

@@ -10,6 +10,12 @@ conditioning channels, then the noisy block with its mask and render), made bidi
 a whole clip. Condition dropout: the text (for classifier-free guidance) and, optionally, the
 render and mask are zeroed per example.
 
+Data (config.data.source): "synthetic" (`SyntheticStarSource`, needs nothing on disk) or
+"records": a latent dataset `star_latents_<name>` (the contract of `star_jax.train.records`:
+target / ref / render (n, h, w, 16) normalised latents, mask (n, h, w, 4), text (text_len,
+text_dim)) at config.data.path, split config.data.split; its first example is checked against
+the config's shapes and conditioning convention before training.
+
     task = make_teacher_task(config)                      # config.task = "teacher"
     latents = sample_teacher(dit, params, cond, text, rng, num_steps=50, guidance=3.0)
 """
@@ -20,6 +26,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from star_jax.diffusion.flow_matching import (
     FlowMatchingConfig,
@@ -37,15 +44,19 @@ from star_jax.train.config import section
 from star_jax.train.synthetic import LATENT_CHANNELS, MASK_CHANNELS, SyntheticStarSource
 from star_jax.train.task import Task
 
-SOURCES = ("synthetic",)
+SOURCES = ("synthetic", "records")
+FIELDS = ("target", "ref", "render", "mask", "text")
 
 
 @dataclasses.dataclass(frozen=True)
 class TeacherDataConfig:
-    """source: "synthetic" for now (the procedural worlds' ArrayRecords come with data_pipelines).
-    Example shapes: `latent_frames` n, `latent_hw` (h, w) latent cells, `text_len` text rows."""
+    """source: "synthetic" or "records" (a latent dataset folder `path`, its split `split`; see
+    the module docstring). Example shapes: `latent_frames` n, `latent_hw` (h, w) latent cells,
+    `text_len` text rows (the records must have them). num_examples, max_shift: synthetic only."""
 
     source: str = "synthetic"
+    path: str = ""
+    split: str = "train"
     num_examples: int = 256
     latent_frames: int = 3
     latent_hw: tuple[int, int] = (4, 4)
@@ -59,10 +70,54 @@ class TeacherDataConfig:
     def __post_init__(self):
         if self.source not in SOURCES:
             raise InputError(f"config.data.source: expected one of {SOURCES}, got {self.source!r}")
+        if self.source == "records" and not self.path:
+            raise InputError("config.data.path: the records source needs the latent dataset's folder, got ''")
         try:
             get_conditioning(self.conditioning)
         except InputError as e:
             raise InputError(f"config.data.conditioning: {e}") from e
+
+
+class TeacherRecords:
+    """A random-access source (`len`, `[i]`) of the teacher's fields (FIELDS) of the examples of
+    `source` (e.g. `records.open_split(path, split)`, whose examples carry more fields)."""
+
+    def __init__(self, source, where: str):
+        self.source, self.where = source, where
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict:
+        ex = self.source[index]
+        missing = [k for k in FIELDS if k not in ex]
+        if missing:
+            raise InputError(f"{self.where}, example {index}: missing field(s) {missing}; the teacher needs "
+                             f"{list(FIELDS)}, the example has {sorted(ex)}")
+        return {k: np.asarray(ex[k], np.float32) for k in FIELDS}
+
+    def check(self, spec, conv) -> None:
+        """Example 0 has the shapes of `spec` and mask values within the convention's range."""
+        if len(self) == 0:
+            raise InputError(f"{self.where}: the split has no examples")
+        ex = self[0]
+        for k, want in spec.items():
+            if ex[k].shape != tuple(want.shape):
+                raise InputError(f"{self.where}, example 0: field {k!r} is {ex[k].shape}, the config needs "
+                                 f"{tuple(want.shape)} (config.data latent_frames / latent_hw / text_len)")
+        lo, hi = sorted((conv.mask_hole, conv.mask_valid))
+        if ex["mask"].min() < lo - 1e-3 or ex["mask"].max() > hi + 1e-3:
+            raise InputError(f"{self.where}, example 0: mask values in [{ex['mask'].min():.3g}, "
+                             f"{ex['mask'].max():.3g}], the {conv.name!r} convention has [{lo:g}, {hi:g}] "
+                             f"(config.data.conditioning)")
+
+
+def open_records(data: TeacherDataConfig) -> TeacherRecords:
+    """The latent dataset of config.data (source "records") as a TeacherRecords source."""
+    from star_jax.train import records
+
+    where = f"{data.path} (split {data.split!r})"
+    return TeacherRecords(records.open_split(data.path, data.split), where)
 
 
 def conditions_from_batch(batch) -> StarConditions:
@@ -160,12 +215,17 @@ def make_teacher_task(config) -> Task:
                         jnp.zeros((1, data.text_len, dit_cfg.text_dim), jnp.float32))["params"]
 
     conv = get_conditioning(data.conditioning)
-    source = SyntheticStarSource(data.num_examples, n, (h, w), data.text_len, dit_cfg.text_dim, data.seed,
-                                 data.max_shift, conv.mask_hole, conv.mask_valid)
+    spec = example_spec(dit_cfg, data)
+    if data.source == "records":
+        source = open_records(data)
+        source.check(spec, conv)
+    else:
+        source = SyntheticStarSource(data.num_examples, n, (h, w), data.text_len, dit_cfg.text_dim, data.seed,
+                                     data.max_shift, conv.mask_hole, conv.mask_valid)
     _, ph, pw = dit_cfg.patch_size
     flops = dit_flops(dit_cfg, 2 * n, (h // ph) * (w // pw), dit_cfg.text_len)
     return Task(name="teacher", init=init, loss_fn=lambda p, b, r: teacher_loss(dit, fm, p, b, r, conv.mask_hole),
-                example_spec=example_spec(dit_cfg, data), source=source, flops_per_example=flops,
+                example_spec=spec, source=source, flops_per_example=flops,
                 sections=("model", "flow", "data"))
 
 
