@@ -16,6 +16,11 @@ y (B, T, H, W, out_dim). Parameter names follow the original Wan checkpoints (`s
 Numerics: parameters in `param_dtype`, matmuls in `dtype`; layer norms, adaLN modulation, RoPE
 and the residual stream are float32, as in the reference implementation; the timestep sinusoid
 matches Wan's float64 one to a float32 ulp.
+
+Memory: `cfg.attention` picks the attention implementation (`star_jax.models.attention`; all
+three compute the same function) and `cfg.remat` wraps each block in `nn.remat` with that
+`jax.checkpoint_policies` policy (outputs and gradients unchanged; the backward pass recomputes
+the block instead of keeping its activations).
 """
 
 from __future__ import annotations
@@ -34,14 +39,18 @@ from star_jax.errors import InputError
 from star_jax.models.attention import (
     AttentionFn,
     apply_rope,
+    attention_by_name,
     block_causal_mask,
     rope_tables,
     token_positions,
-    xla_attention,
 )
 from star_jax.models.variants import DiTConfig
 
 CACHE_MODES = ("none", "write", "read")
+REMAT_POLICIES = {
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 class KVCache(struct.PyTreeNode):
@@ -133,14 +142,15 @@ class Attention(nn.Module):
 
 
 class WanBlock(nn.Module):
-    """One DiT block. Scanned over layers; `cache_mode` is static."""
+    """One DiT block. Scanned over layers; `cache_mode` is static. `mask`: the self-attention
+    mask over [cached keys (read mode) | own keys], None for full attention."""
 
     cfg: DiTConfig
-    attention_fn: AttentionFn = xla_attention
+    attention_fn: AttentionFn
     cache_mode: str = "none"
 
     @nn.compact
-    def __call__(self, x, cache_kv, e6, context, cos, sin, own_mask, cache_mask):
+    def __call__(self, x, cache_kv, e6, context, cos, sin, mask):
         cfg = self.cfg
         cdt = jnp.dtype(cfg.dtype)
         mod = _modulation_table(self, "modulation", 6, cfg)
@@ -162,10 +172,8 @@ class WanBlock(nn.Module):
             ck, cv = cache_kv
             keys = jnp.concatenate([ck.astype(k.dtype), k], axis=1)
             vals = jnp.concatenate([cv.astype(v.dtype), v], axis=1)
-            mask = jnp.concatenate([jnp.broadcast_to(cache_mask, own_mask.shape[:-1] + cache_mask.shape[-1:]),
-                                    own_mask], axis=-1)
         else:
-            keys, vals, mask = k, v, own_mask
+            keys, vals = k, v
         y = self.attention_fn(q, keys, vals, mask)
         x = x + gated(sa.output(y), gate)
 
@@ -258,7 +266,7 @@ class WanDiT(nn.Module):
     """Wan2.1 DiT for STAR. See the module docstring for the call forms."""
 
     cfg: DiTConfig
-    attention_fn: AttentionFn = xla_attention
+    attention_fn: AttentionFn | None = None  # None: the one cfg.attention names
     block_causal: bool = False
 
     @nn.compact
@@ -310,29 +318,34 @@ class WanDiT(nn.Module):
         pos = token_positions(Tp, Hp, Wp, frame_offset)
         cos, sin = rope_tables(pos, cfg.head_dim, cfg.rope_theta)
         frames = pos[:, 0]
-        own_mask = (block_causal_mask(frames, frames, cfg.frames_per_block) if self.block_causal
-                    else jnp.ones((1, 1, L, L), bool))
+        # self-attention mask (None: every key visible; (1, 1, 1, Lk) masks keys only)
+        mask = block_causal_mask(frames, frames, cfg.frames_per_block) if self.block_causal else None
         if cache_mode == "write" and L > cache.k.shape[2]:
             raise ValueError(f"context has {L} tokens but the cache holds {cache.k.shape[2]}")
         if cache_mode == "write" and context_valid_tokens is not None:
-            own_mask = own_mask & (jnp.arange(L) < context_valid_tokens)[None, None, None, :]
+            valid = (jnp.arange(L) < context_valid_tokens)[None, None, None, :]
+            mask = valid if mask is None else mask & valid
+        xs = None
         if cache_mode == "read":
             S = cache.k.shape[2]
             cache_mask = (jnp.arange(S) < cache.length)[None, None, None, :]
+            own = jnp.ones((1, 1, 1, L), bool) if mask is None else mask
+            mask = jnp.concatenate([jnp.broadcast_to(cache_mask, own.shape[:-1] + (S,)), own], axis=-1)
             xs = (cache.k, cache.v)
-        else:
-            cache_mask, xs = None, None
 
+        block = WanBlock
+        if cfg.remat != "none":
+            block = nn.remat(WanBlock, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
         Blocks = nn.scan(
-            WanBlock,
+            block,
             variable_axes={"params": 0},
             split_rngs={"params": True},
-            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
             length=cfg.num_layers,
             metadata_params={nn.PARTITION_NAME: sh.LAYERS},
         )
-        h, new_kv = Blocks(cfg, self.attention_fn, cache_mode, name="blocks")(
-            h, xs, e6, ctx, cos, sin, own_mask, cache_mask)
+        attention_fn = self.attention_fn or attention_by_name(cfg.attention, cfg.attention_chunk)
+        h, new_kv = Blocks(cfg, attention_fn, cache_mode, name="blocks")(h, xs, e6, ctx, cos, sin, mask)
 
         # head with its own modulation on the (un-projected) time embedding
         hm = _modulation_table(self, "head_modulation", 2, cfg)

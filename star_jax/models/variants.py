@@ -33,12 +33,26 @@ class DiTConfig:
     # numerics: parameters are stored in param_dtype, matmuls run in dtype
     dtype: str = "float32"
     param_dtype: str = "float32"
+    # memory, not function (every choice computes the same outputs): the attention implementation
+    # (star_jax.models.attention: "xla" | "dot_product" | "blockwise", the latter's chunk in tokens)
+    # and per-block rematerialisation in the backward pass ("none" | "nothing_saveable" |
+    # "dots_with_no_batch_dims_saveable", jax.checkpoint_policies)
+    attention: str = "xla"
+    attention_chunk: int = 1024
+    remat: str = "none"
 
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
 
     def __post_init__(self):
+        if self.attention not in ("xla", "dot_product", "blockwise"):
+            raise ValueError(f"attention must be 'xla', 'dot_product' or 'blockwise', got {self.attention!r}")
+        if self.remat not in ("none", "nothing_saveable", "dots_with_no_batch_dims_saveable"):
+            raise ValueError(f"remat must be 'none', 'nothing_saveable' or 'dots_with_no_batch_dims_saveable', "
+                             f"got {self.remat!r}")
+        if self.attention_chunk < 1:
+            raise ValueError(f"attention_chunk must be >= 1, got {self.attention_chunk}")
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} not divisible by num_heads {self.num_heads}")
         if self.head_dim % 2:
