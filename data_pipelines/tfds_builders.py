@@ -126,7 +126,8 @@ def write_dataset(out: str, name: str, features, splits: Mapping[str, Examples],
         VERSION = tfds.core.Version(globals()["VERSION"])
 
         def _info(self):
-            return tfds.core.DatasetInfo(builder=self, description=description, features=features, metadata=meta)
+            return tfds.core.DatasetInfo(builder=self, description=description, features=features, metadata=meta,
+                                         disable_shuffling=True)
 
         def _split_generators(self, dl_manager):
             del dl_manager
@@ -139,7 +140,6 @@ def write_dataset(out: str, name: str, features, splits: Mapping[str, Examples],
     # a one-part module name sends tfds' `code_path` to inspect.getfile, not to the branch that
     # needs the `importlib_resources` backport (not installed)
     _Builder.__module__ = __name__.split(".")[0]
-    _Builder.disable_shuffling = True
     with staged_folder(out, names) as run:
         build = os.path.join(run, ".build")
         builder = _Builder(data_dir=build, file_format="array_record")
