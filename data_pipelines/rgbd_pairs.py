@@ -121,7 +121,8 @@ def resize_rgb_area(rgb: np.ndarray, dst_hw: tuple[int, int]) -> np.ndarray:
 
 
 def resized_intrinsics(K: np.ndarray, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> np.ndarray:
-    """K (3, 3) of a (h, w) image -> K of the (H, W) image `resize_rgb_area` / `crop_depth` make."""
+    """K (3, 3) of a (h, w) image -> K of the (H, W) image `resize_rgb_area` / `crop_depth` make
+    (float32 values, as `geometry.resize_intrinsics` computes them, returned as float64)."""
     info = crop_info(src_hw, dst_hw)
     return np.asarray(resize_intrinsics(np.asarray(K, np.float64), info.scale, info.offset), np.float64)
 
