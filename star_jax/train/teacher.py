@@ -199,6 +199,24 @@ def check_shapes(cfg: DiTConfig, data: TeacherDataConfig) -> None:
         raise InputError(f"config.data.text_len {data.text_len} exceeds the model's text_len {cfg.text_len}")
 
 
+def init_teacher(dit: WanDiT, data: TeacherDataConfig, rng):
+    """Fresh teacher params (boxed with logical axis names) for examples shaped by `data`."""
+    n, (h, w) = data.latent_frames, data.latent_hw
+    x = jnp.zeros((1, 2 * n, h, w, dit.cfg.in_dim), jnp.float32)
+    return dit.init(rng, x, jnp.zeros((1, 2 * n), jnp.float32),
+                    jnp.zeros((1, data.text_len, dit.cfg.text_dim), jnp.float32))["params"]
+
+
+def initial_params(config):
+    """The (unboxed) params a run of `config` starts from: its seed's init key, as
+    `train.state.init_state` splits it (for "untrained" baselines without the run's data)."""
+    import flax.linen as nn
+
+    data = section(TeacherDataConfig, config, "data")
+    k_init = jax.random.split(jax.random.PRNGKey(config.run.seed))[0]
+    return nn.meta.unbox(jax.jit(lambda k: init_teacher(teacher_model(config), data, k))(k_init))
+
+
 def make_teacher_task(config) -> Task:
     """config.model.dit (DiTConfig fields), config.flow (FlowMatchingConfig), config.data
     (TeacherDataConfig) -> the teacher Task."""
@@ -208,11 +226,7 @@ def make_teacher_task(config) -> Task:
     check_shapes(dit_cfg, data)
     dit = WanDiT(dit_cfg, block_causal=False)
     n, (h, w) = data.latent_frames, data.latent_hw
-
-    def init(rng):
-        x = jnp.zeros((1, 2 * n, h, w, dit_cfg.in_dim), jnp.float32)
-        return dit.init(rng, x, jnp.zeros((1, 2 * n), jnp.float32),
-                        jnp.zeros((1, data.text_len, dit_cfg.text_dim), jnp.float32))["params"]
+    init = lambda rng: init_teacher(dit, data, rng)
 
     conv = get_conditioning(data.conditioning)
     spec = example_spec(dit_cfg, data)

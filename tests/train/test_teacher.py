@@ -141,3 +141,60 @@ def test_full_size_teacher_shards_over_8_devices():
     assert total == pytest.approx(4 * 4 * s.num_params, rel=1e-4)  # params + 2 moments + EMA, float32
     assert per_device < total / 8 * 1.01  # everything large is split
     assert s.task.flops_per_example > 3e14  # 24 latent frames x 1560 tokens: ~356 TFLOP per forward
+
+
+def records_config(tmp_path, steps=4, path="/standin/latents"):
+    config = get_config(f"steps={steps},every=0,workdir={tmp_path / 'run'}")
+    with config.unlocked():
+        config.data.update(source="records", path=path, split="train")
+    return config
+
+
+def test_records_source_gives_batches_the_teacher_accepts(tmp_path, monkeypatch):
+    from star_jax.train.data import batch_dataset, check_batch
+    from star_jax.train.task import make_task
+    from star_jax.train.teacher import FIELDS, TeacherRecords
+    from tests.evaluation.standin import standin_latents, use_standin_records
+
+    clips = standin_latents(10)
+    use_standin_records(monkeypatch, {"/standin/latents": {"train": clips}})
+    task = make_task(records_config(tmp_path))
+    assert isinstance(task.source, TeacherRecords) and len(task.source) == 10
+    batch = next(iter(batch_dataset(task.source, 4, seed=0, rows=(0, 4))))
+    check_batch(batch, task.example_spec, 4, 1)
+    assert sorted(batch) == sorted(FIELDS)  # render_rgb, example_id, ... stay behind
+    # the rows are the dataset's examples, unchanged
+    first = {k: batch[k][0] for k in FIELDS}
+    match = [i for i, c in enumerate(clips) if np.array_equal(c["target"], first["target"])]
+    assert len(match) == 1 and all(np.array_equal(clips[match[0]][k], first[k]) for k in FIELDS)
+
+
+def test_teacher_learns_on_a_records_dataset(tmp_path, monkeypatch):
+    from tests.evaluation.standin import standin_latents, use_standin_records
+
+    use_standin_records(monkeypatch, {"/standin/latents": {"train": standin_latents(64)}})
+    result = train(records_config(tmp_path, steps=40), devices=ONE)
+    assert result.status == "done"
+    loss = [r["loss"] for r in read_metrics(str(tmp_path / "run"))]
+    assert len(loss) == 40 and np.mean(loss[-10:]) < 0.8 * np.mean(loss[:10])
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c, d: d.update(target=d["target"][:, :, :2]), r"example 0: field 'target' is \(3, 4, 2, 16\), the config "
+                                                          r"needs \(3, 4, 4, 16\)"),
+    (lambda c, d: d.pop("text"), r"example 0: missing field\(s\) \['text'\]"),
+    (lambda c, d: c.data.update(conditioning="star-jax-v0"), r"mask values in \[-1, 1\], the 'star-jax-v0' "
+                                                              r"convention has \[0, 1\]"),
+    (lambda c, d: c.data.update(path=""), r"config\.data\.path: the records source needs"),
+    (lambda c, d: c.data.update(path="/elsewhere"), r"/elsewhere: dataset folder not found"),
+])
+def test_records_that_do_not_fit_are_input_errors(tmp_path, monkeypatch, edit, match):
+    from tests.evaluation.standin import standin_latents, use_standin_records
+
+    clips = standin_latents(2)
+    use_standin_records(monkeypatch, {"/standin/latents": {"train": clips}})
+    config = records_config(tmp_path)
+    with config.unlocked():
+        edit(config, clips[0])
+    with pytest.raises(InputError, match=match):
+        dry_run(config, devices=ONE)

@@ -1,0 +1,231 @@
+"""Novel-view quality of a trained STAR teacher on a latent dataset's test split.
+
+    python -m benchmarks.teacher_quality --data /work/data/star_latents_worlds --pixels /work/data/star_worlds \
+        --vae /work/runs/vae_tiny/export --teacher /work/runs/teacher_tiny [--steps 20 --guidance 1.0 --num 32]
+
+For each of the first `num` test clips, four target videos are compared with the true target
+(target_rgb, from the latent dataset or, matched by example_id, from the pixel dataset --pixels):
+  (a) render     the warped source alone (render_rgb, holes as they are: what the DiT is given);
+  (b) untrained  the teacher network at step 0 (the run's own initialisation), same sampler;
+  (c) trained    the trained teacher (EMA params when the run kept them): Euler, `steps` steps,
+                 the run's timestep shift, classifier-free guidance `guidance` (1: none);
+  (d) VAE recon  the dataset's target latents decoded (the VAE's ceiling for (b) and (c)).
+(b) and (c) are decoded with the VAE. PSNR and SSIM (star_jax.evaluation: RGB in [0, 1], 11x11
+Gaussian SSIM) over all pixels, inside the render mask (render_valid) and in the holes, per clip
+(its 9 frames pooled), then averaged over clips (a region a clip lacks is left out of that mean).
+
+--teacher is a training workdir (run.json, checkpoints/<step>/, metrics.jsonl) or an export
+(`python -m star_jax.checkpoint.export teacher ...`: dit/ + teacher.json). --vae is the tiny
+VAE's export folder (orbax params + vae.json). The table goes to stdout and to
+benchmarks/results/teacher_quality_<dataset>.md (--out), with the run's facts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from star_jax.errors import InputError
+from star_jax.evaluation import psnr, ssim
+from star_jax.io.files import atomic_path
+from star_jax.models.variants import DiTConfig, VAEConfig
+from star_jax.models.vae import WanVAE, decode, denormalize_latents
+from star_jax.train.metrics import read_metrics
+from star_jax.train.teacher import conditions_from_batch, sample_teacher
+
+METHODS = ("render", "untrained", "trained", "vae_recon")
+LABELS = {"render": "(a) warped render alone", "untrained": "(b) untrained teacher (step 0)",
+          "trained": "(c) trained teacher", "vae_recon": "(d) VAE reconstruction of the target (ceiling)"}
+REGIONS = ("all", "rendered", "holes")
+ONE = jax.devices()[:1]
+
+
+def _json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read it as JSON ({type(e).__name__}: {e})") from e
+
+
+def load_vae(folder: str):
+    """The tiny VAE export: vae.json (VAEConfig fields) + orbax params -> (WanVAE, params)."""
+    from star_jax.checkpoint.storage import restore_params
+
+    meta = _json(os.path.join(folder, "vae.json"))
+    fields = {f: tuple(v) if isinstance(v, list) else v for f, v in meta.items() if f in VAEConfig.__dataclass_fields__}
+    cfg = VAEConfig(**fields)
+    params_dir = next((os.path.join(folder, d) for d in ("params", "vae") if os.path.isdir(os.path.join(folder, d))),
+                      folder)
+    return WanVAE(cfg), restore_params(params_dir, what="vae")
+
+
+def load_teacher(path: str) -> dict:
+    """A training workdir or an export -> {dit, params, init_params, shift, config, facts}."""
+    import flax.linen as nn
+
+    from star_jax.train.teacher import initial_params, teacher_model
+
+    if os.path.exists(os.path.join(path, "teacher.json")):  # an export
+        from star_jax.checkpoint.storage import restore_params
+
+        meta = _json(os.path.join(path, "teacher.json"))
+        config = ml_collections.ConfigDict(meta["config"])
+        params = restore_params(os.path.join(path, "dit"))
+        facts = {k: meta.get(k) for k in ("step", "train_wall_s", "params")}
+    else:
+        from star_jax.train import CheckpointConfig, Checkpointer
+        from star_jax.train.loop import setup
+
+        config = ml_collections.ConfigDict(_json(os.path.join(path, "run.json"))["config"])
+        s = setup(config, devices=ONE)
+        ckpt = Checkpointer(os.path.join(path, "checkpoints"), CheckpointConfig())
+        step = ckpt.latest_step()
+        if step is None:
+            raise InputError(f"{path}/checkpoints: no checkpoint to evaluate")
+        state = ckpt.restore_state(step, s.abstract)
+        ckpt.close()
+        params = state.ema_params if state.ema_params is not None else state.params
+        records = [r for r in read_metrics(path) if r["step"] <= step]
+        facts = {"step": step, "train_wall_s": float(sum(r["step_time_s"] for r in records)),
+                 "params": "EMA" if state.ema_params is not None else "raw"}
+    return {"dit": teacher_model(config), "params": nn.meta.unbox(params), "init_params": initial_params(config),
+            "shift": float(config.flow.shift), "config": config, "facts": facts}
+
+
+def _to_unit(frames) -> np.ndarray:
+    """Decoder frames in [-1, 1] -> [0, 1] float64 (clipped, as a saved video would be)."""
+    return np.clip((np.asarray(frames, np.float64) + 1.0) / 2.0, 0.0, 1.0)
+
+
+def clip_metrics(pred, target, valid) -> dict:
+    """pred, target (T, H, W, 3) in [0, 1] or uint8, valid (T, H, W) -> {metric/region: value}."""
+    regions = {"all": None, "rendered": valid > 0, "holes": valid == 0}
+    out = {}
+    for name, r in regions.items():
+        out[f"psnr/{name}"] = psnr(pred, target, r)
+        out[f"ssim/{name}"] = ssim(pred, target, r)
+    return out
+
+
+def _mean(values) -> float:
+    """The mean of the values that are not NaN (a region the clip lacks); NaN when none is."""
+    kept = [v for v in values if not np.isnan(v)]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
+def _stack(examples, key):
+    return np.stack([np.asarray(e[key]) for e in examples])
+
+
+def evaluate(latents, pixels, vae, vae_params, teacher, num: int, steps: int, guidance: float, seed: int = 0,
+             batch: int = 4) -> tuple[dict, int]:
+    """-> ({method: {metric/region: mean over clips}}, clips evaluated)."""
+    num = min(num, len(latents))
+    if num == 0:
+        raise InputError("teacher_quality: the test split has no examples")
+    by_id = None
+    if pixels is not None:
+        by_id = {int(pixels[i]["example_id"]): i for i in range(len(pixels))}
+    dit, shift = teacher["dit"], teacher["shift"]
+
+    @jax.jit
+    def sample(params, ref, render, mask, text, rng):
+        cond = conditions_from_batch({"ref": ref, "render": render, "mask": mask})
+        return sample_teacher(dit, params, cond, text, rng, num_steps=steps, shift=shift, guidance=guidance)
+
+    to_pixels = lambda z: _to_unit(decode(vae, vae_params, denormalize_latents(jnp.asarray(z), vae.cfg)))
+    per = {m: [] for m in METHODS}
+    for start in range(0, num, batch):
+        exs = [latents[i] for i in range(start, min(start + batch, num))]
+        cond = [jnp.asarray(_stack(exs, k), jnp.float32) for k in ("ref", "render", "mask", "text")]
+        rng = jax.random.PRNGKey(seed + start)  # the same noise for (b) and (c)
+        videos = {"untrained": to_pixels(sample(teacher["init_params"], *cond, rng)),
+                  "trained": to_pixels(sample(teacher["params"], *cond, rng)),
+                  "vae_recon": to_pixels(_stack(exs, "target"))}
+        for j, ex in enumerate(exs):
+            if "target_rgb" in ex:
+                target = np.asarray(ex["target_rgb"])
+            else:
+                eid = int(ex["example_id"])
+                if by_id is None or eid not in by_id:
+                    raise InputError(f"teacher_quality: example_id {eid} has no target_rgb in the latent dataset "
+                                     f"and no match in --pixels")
+                target = np.asarray(pixels[by_id[eid]]["target_rgb"])
+            valid = np.asarray(ex["render_valid"])
+            preds = {"render": np.asarray(ex["render_rgb"]), **{m: v[j] for m, v in videos.items()}}
+            for m, p in preds.items():
+                if p.shape != target.shape:
+                    raise InputError(f"teacher_quality: example {start + j}: {m} is {p.shape}, target_rgb "
+                                     f"{target.shape}")
+                per[m].append(clip_metrics(p, target, valid))
+    means = {m: {k: _mean([r[k] for r in rows]) for k in rows[0]} for m, rows in per.items()}
+    return means, num
+
+
+def table(means: dict) -> str:
+    head = ("| method | PSNR all | PSNR rendered | PSNR holes | SSIM all | SSIM rendered | SSIM holes |\n"
+            "|---|---:|---:|---:|---:|---:|---:|\n")
+    rows = []
+    for m in METHODS:
+        v = means[m]
+        rows.append(f"| {LABELS[m]} | " + " | ".join(f"{v[f'psnr/{r}']:.2f}" for r in REGIONS) + " | "
+                    + " | ".join(f"{v[f'ssim/{r}']:.4f}" for r in REGIONS) + " |")
+    return head + "\n".join(rows) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="latent dataset folder (star_latents_<name>)")
+    p.add_argument("--pixels", default="", help="pixel dataset folder with target_rgb (matched by example_id)")
+    p.add_argument("--vae", required=True, help="tiny VAE export folder (params + vae.json)")
+    p.add_argument("--teacher", required=True, help="teacher training workdir or export folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--num", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--out", default="", help="results file (default benchmarks/results/teacher_quality_<dataset>.md)")
+    a = p.parse_args(argv)
+    from star_jax.train import records
+
+    t0 = time.perf_counter()
+    latents = records.open_split(a.data, a.split)
+    pixels = records.open_split(a.pixels, a.split) if a.pixels else None
+    vae, vae_params = load_vae(a.vae)
+    teacher = load_teacher(a.teacher)
+    means, n = evaluate(latents, pixels, vae, vae_params, teacher, a.num, a.steps, a.guidance, a.seed, a.batch)
+    name = os.path.basename(os.path.normpath(a.data)).removeprefix("star_latents_")
+    f = teacher["facts"]
+    wall = f.get("train_wall_s")
+    facts = [f"dataset: {a.data} (split {a.split!r}, {n} clips){f'; targets from {a.pixels}' if a.pixels else ''}",
+             f"teacher: {a.teacher}, step {f.get('step')}, {f.get('params')} params; training wall time "
+             + (f"{wall / 60:.1f} min (sum of step times in metrics.jsonl)" if wall else "unknown"),
+             f"sampler: Euler, {a.steps} steps, timestep shift {teacher['shift']:g}, guidance {a.guidance:g}, "
+             f"seed {a.seed}; untrained = the same network at step 0 with the same noise",
+             f"VAE: {a.vae}; metrics: PSNR (dB) / SSIM (11x11 Gaussian, RGB) per clip, averaged over clips; "
+             f"rendered = render_valid, holes = its complement",
+             f"evaluation took {time.perf_counter() - t0:.0f} s on {jax.devices()[0].device_kind}"]
+    text = f"# Teacher quality: {name}\n\n" + table(means) + "\n" + "".join(f"- {x}\n" for x in facts)
+    sys.stdout.write(text)
+    out = a.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"teacher_quality_{name}.md")
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
