@@ -247,3 +247,20 @@ def test_written_dataset_matches_the_contract(shared_data, tmp_path):
             seq_t = rp.load_sequence(os.path.join(shared_data, SEQ), (96, 128), (t + k[-1], t + k[-1] + 1))
             np.testing.assert_array_equal(ex["target_rgb"][8], seq_t.rgb[0])
     assert not used["train"] & used["test"]
+
+
+def test_finetune_config_fits_the_pairs():
+    """experiments/train_teacher_7scenes.py trains on what rgbd_pairs + precompute make: latent
+    cells of the pairs' 96x128 frames at the VAE's 8x, 1 + (T - 1) / 4 latent frames; `init`
+    becomes run.init_from, and without it the run starts from scratch."""
+    from experiments import train_teacher_7scenes as exp
+
+    spec = rp.PairSpec()
+    c = exp.get_config("data=/d/latents,init=/r/teacher,steps=300")
+    assert tuple(c.data.latent_hw) == (spec.height // 8, spec.width // 8)
+    assert c.data.latent_frames == 1 + (spec.num_frames - 1) // 4
+    assert c.data.source == "records" and c.data.path == "/d/latents" and c.data.split == "train"
+    assert c.run.init_from == "/r/teacher" and c.run.num_steps == 300 and c.optim.warmup_steps == 30
+    assert "init_from" not in exp.get_config("").run
+    with pytest.raises(ValueError, match="without ','"):
+        exp.get_config("data=/a:b")
