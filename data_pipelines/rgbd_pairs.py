@@ -42,10 +42,11 @@ import re
 import sys
 from typing import Iterator
 
+import jax.numpy as jnp
 import numpy as np
 
 from star_jax.errors import InputError
-from star_jax.geometry.cameras import resize_intrinsics
+from star_jax.geometry.cameras import invert_rigid, resize_intrinsics
 from star_jax.geometry.trajectory import TrajectoryError, check_w2c, load_intrinsics_file, load_w2c_file
 from star_jax.io.manifest import ManifestError, crop_depth, index_depth_folder, read_depth
 from star_jax.io.video import crop_info
@@ -128,16 +129,12 @@ def resized_intrinsics(K: np.ndarray, src_hw: tuple[int, int], dst_hw: tuple[int
 
 
 def pose_to_w2c(c2w: np.ndarray) -> np.ndarray:
-    """Camera-to-world (..., 4, 4) -> world-to-camera (..., 4, 4) float64, the rotation first
-    projected onto the nearest rotation (polar decomposition by SVD)."""
-    c2w = np.asarray(c2w, np.float64)
+    """Camera-to-world (..., 4, 4) -> world-to-camera (..., 4, 4) float32: the rotation projected
+    onto the nearest rotation (polar decomposition by SVD, in float64), then `invert_rigid`."""
+    c2w = np.array(c2w, np.float64)
     u, _, vt = np.linalg.svd(c2w[..., :3, :3])
-    R = u @ vt
-    w2c = np.zeros(c2w.shape, np.float64)
-    w2c[..., :3, :3] = np.swapaxes(R, -1, -2)
-    w2c[..., :3, 3] = -np.einsum("...ji,...j->...i", R, c2w[..., :3, 3])
-    w2c[..., 3, 3] = 1.0
-    return w2c
+    c2w[..., :3, :3] = u @ vt
+    return np.asarray(invert_rigid(jnp.asarray(c2w, jnp.float32)), np.float32)
 
 
 def _frame_file(folder: str, number: int, digits: int, suffixes: tuple[str, ...]) -> str:
@@ -198,7 +195,7 @@ def load_sequence(folder: str | os.PathLike, hw: tuple[int, int] = (96, 128),
         depths.append(crop_depth(depth, hw))
     w2c = pose_to_w2c(np.stack(c2ws))
     check_w2c(w2c, folder)
-    return RGBDSequence(np.stack(rgbs), np.stack(depths).astype(np.float32), w2c.astype(np.float32),
+    return RGBDSequence(np.stack(rgbs), np.stack(depths).astype(np.float32), w2c,
                         resized_intrinsics(K_full, src_hw, hw).astype(np.float32), np.arange(lo, hi), folder)
 
 

@@ -76,14 +76,62 @@ def test_pose_to_w2c_inverts_rigid_poses_and_repairs_near_rigid_ones():
     c2w = np.tile(np.eye(4), (5, 1, 1))
     c2w[:, :3, :3] = Rotation.random(5, random_state=2).as_matrix()
     c2w[:, :3, 3] = rng.normal(size=(5, 3))
-    np.testing.assert_allclose(rp.pose_to_w2c(c2w), np.linalg.inv(c2w), atol=1e-12)
+    w2c = rp.pose_to_w2c(c2w)
+    assert w2c.dtype == np.float32
+    np.testing.assert_allclose(w2c, np.linalg.inv(c2w), atol=2e-6)
     noisy = c2w.copy()
     noisy[:, :3, :3] += rng.normal(scale=2e-4, size=(5, 3, 3))  # like the 7-Scenes files' round-off
-    w2c = rp.pose_to_w2c(noisy)
+    w2c = rp.pose_to_w2c(noisy).astype(np.float64)
     R = w2c[:, :3, :3]
-    np.testing.assert_allclose(R @ np.swapaxes(R, 1, 2), np.tile(np.eye(3), (5, 1, 1)), atol=1e-12)
-    np.testing.assert_allclose(np.linalg.det(R), 1, atol=1e-12)
+    np.testing.assert_allclose(R @ np.swapaxes(R, 1, 2), np.tile(np.eye(3), (5, 1, 1)), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.det(R), 1, atol=1e-6)
     np.testing.assert_allclose(w2c @ noisy, np.tile(np.eye(4), (5, 1, 1)), atol=1e-3)
+
+
+def write_fake_sequence(folder, n=4, hw=(96, 128)):
+    """A 7-Scenes-shaped folder: PNG colour, 16-bit millimetre depth (1500 + 10 k mm, a hole at
+    pixel (1, 1)),
+    camera-to-world poses moving 5 cm along x per frame, K of fx = fy = 100."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    H, W = hw
+    (folder / "camera-intrinsics.txt").write_text(f"100 0 {W / 2}\n0 100 {H / 2}\n0 0 1\n")
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(folder / f"frame-{k:06d}.color.png")
+        depth = np.full((H, W), 1500 + 10 * k, np.uint16)
+        depth[1, 1] = 0
+        Image.fromarray(depth).save(folder / f"frame-{k:06d}.depth.png")
+        pose = np.eye(4)
+        pose[0, 3] = 0.05 * k
+        np.savetxt(folder / f"frame-{k:06d}.pose.txt", pose)
+    return folder
+
+
+def test_load_sequence_reads_metres_poses_and_scaled_K(tmp_path):
+    seq = rp.load_sequence(write_fake_sequence(tmp_path / "seq"), (48, 64))
+    assert seq.rgb.shape == (4, 48, 64, 3) and list(seq.frame_ids) == [0, 1, 2, 3]
+    want = np.broadcast_to(np.array([1.5, 1.51, 1.52, 1.53], np.float32)[:, None, None], (4, 48, 64)).copy()
+    want[:, 0, 0] = 0  # output (0, 0) at 2x takes source pixel (1, 1), the hole: kept as 0, never mixed
+    np.testing.assert_allclose(seq.depth, want, rtol=1e-6)
+    np.testing.assert_allclose(seq.K, [[50, 0, 31.75], [0, 50, 23.75], [0, 0, 1]])  # (c + 0.5) / 2 - 0.5
+    np.testing.assert_allclose(seq.w2c[:, 0, 3], [0, -0.05, -0.1, -0.15], atol=1e-7)
+    part = rp.load_sequence(tmp_path / "seq", (48, 64), (1, 3))
+    assert list(part.frame_ids) == [1, 2] and np.array_equal(part.rgb, seq.rgb[1:3])
+
+
+def test_load_sequence_names_the_bad_file(tmp_path):
+    folder = write_fake_sequence(tmp_path / "a")
+    (folder / "frame-000002.color.png").unlink()
+    with pytest.raises(InputError, match=r"frame 2: expected a file frame-000002\{.color.jpg,.color.png\}"):
+        rp.load_sequence(folder, (48, 64))
+    folder = write_fake_sequence(tmp_path / "b")
+    np.savetxt(folder / "frame-000001.pose.txt", np.diag([1.0, 1.0, -1.0, 1.0]))
+    with pytest.raises(InputError, match=r"frame-000001.pose.txt.*det R = -1"):
+        rp.load_sequence(folder, (48, 64))
+    with pytest.raises(InputError, match=r"frames \[2, 9\) inside the folder's frames \[0, 4\)"):
+        rp.load_sequence(folder, (48, 64), (2, 9))
 
 
 def test_pairs_respect_the_split_the_overlap_window_and_are_distinct():
