@@ -13,7 +13,10 @@ call `on_step(record)`. Then:
   - after SIGTERM (on any process) the state is saved at once and the run returns with status
     "preempted": rerunning the same command continues bit for bit.
 A restart resumes from the newest checkpoint, drops the JSONL records of steps after it, and
-continues with the same batches and random numbers as an uninterrupted run.
+continues with the same batches and random numbers as an uninterrupted run. A fresh run starts
+from the task's random init, or from `run.init_from`'s weights (star_jax/train/init.py; a resume
+ignores it). A task whose config names `data.conditioning` gets `star_model.json` in its
+workdir (star_jax.inference.model), so the workdir says which convention it was trained with.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ import numpy as np
 from star_jax.errors import InputError
 from star_jax.io.files import write_json
 from star_jax.models.flops import peak_tflops, training_flops
+from star_jax.models.variants import DiTConfig
 from star_jax.train import data as data_lib
+from star_jax.train import init as init_lib
 from star_jax.train.checkpoint import CheckpointConfig, Checkpointer
 from star_jax.train.config import check_keys, section
 from star_jax.train.metrics import MetricsWriter, step_record
@@ -82,6 +87,10 @@ class RunConfig:
     # XLA options for compiling the step, e.g. {"xla_backend_optimization_level": 0}: on a CPU
     # that makes the tiny smoke step compile ~3x faster (compilation dominates such runs)
     compiler_options: dict = dataclasses.field(default_factory=dict)
+    # a fresh run's DiT weights (star_jax/train/init.py: a converted T2V DiT folder, an exported
+    # bundle or another trainer workdir; the patch embedding is widened with zero channels);
+    # "": the task's random init. A resume ignores it.
+    init_from: str = ""
 
     def __post_init__(self):
         if self.num_steps < 1 or self.batch_size < 1:
@@ -232,6 +241,23 @@ def _run_info(s: Setup, config, compile_s: float, resumed_from: int | None, tens
             "resumed_from_step": resumed_from, "tensorboard": tensorboard}
 
 
+def _patch_size(config) -> tuple[int, int, int]:
+    model = config.get("model") if hasattr(config, "get") else None
+    dit = model.get("dit") if hasattr(model, "get") else None
+    return tuple(dit.get("patch_size", DiTConfig.patch_size) if hasattr(dit, "get") else DiTConfig.patch_size)
+
+
+def _write_conditioning(config, workdir: str) -> None:
+    """star_model.json in the workdir: the conditioning convention (config.data.conditioning) the
+    checkpoints are trained with; a resume with another convention is a CheckpointError."""
+    data = config.get("data") if hasattr(config, "get") else None
+    name = data.get("conditioning") if hasattr(data, "get") else None
+    if name:
+        from star_jax.inference.model import write_star_model_json
+
+        write_star_model_json(workdir, name)
+
+
 def train(config, *, task: Task | None = None, devices=None,
           on_step: Callable[[dict], None] | None = None) -> TrainResult:
     """Trains (or resumes) the run `config` describes. See the module docstring."""
@@ -239,6 +265,8 @@ def train(config, *, task: Task | None = None, devices=None,
     run = s.run
     is_main = jax.process_index() == 0
     ckpt = Checkpointer(os.path.join(run.workdir, "checkpoints"), s.ckpt_cfg)
+    if is_main:
+        _write_conditioning(config, run.workdir)
     it = iter(_dataset(s))
     latest = ckpt.latest_step()
     if latest is not None:
@@ -246,6 +274,9 @@ def train(config, *, task: Task | None = None, devices=None,
         log.info("resumed from %s/checkpoints/%d", run.workdir, latest)
     else:
         state = init_on_mesh(s.init_fn, s.shardings, s.mesh, jax.random.PRNGKey(run.seed))
+        if run.init_from:
+            state = init_lib.warm_start(state, run.init_from, s.abstract, _patch_size(config))
+            log.info("initialised the params from %s", run.init_from)
     start = int(jax.device_get(state.step))
 
     t0 = time.perf_counter()
