@@ -13,8 +13,8 @@ render and mask are zeroed per example.
 Data (config.data.source): "synthetic" (`SyntheticStarSource`, needs nothing on disk) or
 "records": a latent dataset `star_latents_<name>` (the contract of `star_jax.train.records`:
 target / ref / render (n, h, w, 16) normalised latents, mask (n, h, w, 4), text (text_len,
-text_dim)) at config.data.path, split config.data.split; its first example is checked against
-the config's shapes and conditioning convention before training.
+text_dim)) at config.data.path, split config.data.split; the convention its metadata names and
+its first example are checked against the config's before training.
 
     task = make_teacher_task(config)                      # config.task = "teacher"
     latents = sample_teacher(dit, params, cond, text, rng, num_steps=50, guidance=3.0)
@@ -116,8 +116,12 @@ def open_records(data: TeacherDataConfig) -> TeacherRecords:
     """The latent dataset of config.data (source "records") as a TeacherRecords source."""
     from star_jax.train import records
 
-    where = f"{data.path} (split {data.split!r})"
-    return TeacherRecords(records.open_split(data.path, data.split), where)
+    info = records.dataset_info(data.path)
+    stored = (info.metadata.get("conditioning") or {}).get("name")
+    if stored is not None and stored != data.conditioning:
+        raise InputError(f"{info.folder}: the latents were made with conditioning {stored!r}, "
+                         f"config.data.conditioning is {data.conditioning!r}")
+    return TeacherRecords(records.open_split(data.path, data.split), f"{info.folder} (split {data.split!r})")
 
 
 def conditions_from_batch(batch) -> StarConditions:

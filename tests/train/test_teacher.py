@@ -143,58 +143,63 @@ def test_full_size_teacher_shards_over_8_devices():
     assert s.task.flops_per_example > 3e14  # 24 latent frames x 1560 tokens: ~356 TFLOP per forward
 
 
-def records_config(tmp_path, steps=4, path="/standin/latents"):
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    """Stand-in latent datasets (tests/evaluation/standin.py): 64 train clips, and 2 with the
+    mask convention of another convention's name in the metadata."""
+    from tests.evaluation.standin import write_standin
+
+    root = tmp_path_factory.mktemp("standin")
+    return {"ok": write_standin(root / "ok", {"train": 64})[0],
+            "v0": write_standin(root / "v0", {"train": 2}, conditioning="star-jax-v0")[0]}
+
+
+def records_config(tmp_path, path, steps=4):
     config = get_config(f"steps={steps},every=0,workdir={tmp_path / 'run'}")
     with config.unlocked():
-        config.data.update(source="records", path=path, split="train")
+        config.data.update(source="records", path=str(path), split="train")
     return config
 
 
-def test_records_source_gives_batches_the_teacher_accepts(tmp_path, monkeypatch):
+def test_records_source_gives_batches_the_teacher_accepts(tmp_path, standin):
+    from star_jax.train import records
     from star_jax.train.data import batch_dataset, check_batch
     from star_jax.train.task import make_task
     from star_jax.train.teacher import FIELDS, TeacherRecords
-    from tests.evaluation.standin import standin_latents, use_standin_records
 
-    clips = standin_latents(10)
-    use_standin_records(monkeypatch, {"/standin/latents": {"train": clips}})
-    task = make_task(records_config(tmp_path))
-    assert isinstance(task.source, TeacherRecords) and len(task.source) == 10
+    task = make_task(records_config(tmp_path, standin["ok"]))
+    assert isinstance(task.source, TeacherRecords) and len(task.source) == 64
     batch = next(iter(batch_dataset(task.source, 4, seed=0, rows=(0, 4))))
     check_batch(batch, task.example_spec, 4, 1)
     assert sorted(batch) == sorted(FIELDS)  # render_rgb, example_id, ... stay behind
     # the rows are the dataset's examples, unchanged
-    first = {k: batch[k][0] for k in FIELDS}
-    match = [i for i, c in enumerate(clips) if np.array_equal(c["target"], first["target"])]
-    assert len(match) == 1 and all(np.array_equal(clips[match[0]][k], first[k]) for k in FIELDS)
+    raw = records.open_split(standin["ok"], "train")
+    match = [i for i in range(len(raw)) if np.array_equal(raw[i]["target"], batch["target"][0])]
+    assert len(match) == 1 and all(np.array_equal(raw[match[0]][k], batch[k][0]) for k in FIELDS)
 
 
-def test_teacher_learns_on_a_records_dataset(tmp_path, monkeypatch):
-    from tests.evaluation.standin import standin_latents, use_standin_records
-
-    use_standin_records(monkeypatch, {"/standin/latents": {"train": standin_latents(64)}})
-    result = train(records_config(tmp_path, steps=40), devices=ONE)
+def test_teacher_learns_on_a_records_dataset(tmp_path, standin):
+    result = train(records_config(tmp_path, standin["ok"], steps=40), devices=ONE)
     assert result.status == "done"
     loss = [r["loss"] for r in read_metrics(str(tmp_path / "run"))]
     assert len(loss) == 40 and np.mean(loss[-10:]) < 0.8 * np.mean(loss[:10])
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda c, d: d.update(target=d["target"][:, :, :2]), r"example 0: field 'target' is \(3, 4, 2, 16\), the config "
-                                                          r"needs \(3, 4, 4, 16\)"),
-    (lambda c, d: d.pop("text"), r"example 0: missing field\(s\) \['text'\]"),
-    (lambda c, d: c.data.update(conditioning="star-jax-v0"), r"mask values in \[-1, 1\], the 'star-jax-v0' "
-                                                              r"convention has \[0, 1\]"),
-    (lambda c, d: c.data.update(path=""), r"config\.data\.path: the records source needs"),
-    (lambda c, d: c.data.update(path="/elsewhere"), r"/elsewhere: dataset folder not found"),
+    (lambda c, p: c.data.update(latent_hw=(4, 8)), r"example 0: field 'target' is \(3, 4, 4, 16\), the config "
+                                                   r"needs \(3, 4, 8, 16\)"),
+    (lambda c, p: c.data.update(text_len=3), r"example 0: field 'text' is \(4, 16\), the config needs \(3, 16\)"),
+    (lambda c, p: c.data.update(path=p["v0"]), r"the latents were made with conditioning 'star-jax-v0', "
+                                               r"config\.data\.conditioning is 'inspatio-release'"),
+    (lambda c, p: c.data.update(path=p["v0"], conditioning="star-jax-v0"),
+     r"mask values in \[-1, 1\], the 'star-jax-v0' convention has \[0, 1\]"),
+    (lambda c, p: c.data.update(path=""), r"config\.data\.path: the records source needs"),
+    (lambda c, p: c.data.update(split="valid"), r"no split 'valid'"),
 ])
-def test_records_that_do_not_fit_are_input_errors(tmp_path, monkeypatch, edit, match):
-    from tests.evaluation.standin import standin_latents, use_standin_records
-
-    clips = standin_latents(2)
-    use_standin_records(monkeypatch, {"/standin/latents": {"train": clips}})
-    config = records_config(tmp_path)
+def test_records_that_do_not_fit_are_input_errors(tmp_path, standin, edit, match):
+    config = records_config(tmp_path, standin["ok"])
     with config.unlocked():
-        edit(config, clips[0])
+        edit(config, standin)
     with pytest.raises(InputError, match=match):
         dry_run(config, devices=ONE)
