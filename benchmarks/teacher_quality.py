@@ -16,7 +16,9 @@ Gaussian SSIM) over all pixels, inside the render mask (render_valid) and in the
 
 --teacher is a training workdir (run.json, checkpoints/<step>/, metrics.jsonl) or an export
 (`python -m star_jax.checkpoint.export teacher ...`: dit/ + teacher.json). --vae is the tiny
-VAE's export folder (orbax params + vae.json). The table goes to stdout and to
+VAE's folder (vae.json + orbax params, read by `data_pipelines.precompute.load_vae`); it must be
+the VAE that encoded the latents (the fingerprint in the dataset's metadata). --pixels defaults to
+the pixel dataset the latent dataset's metadata names. The table goes to stdout and to
 benchmarks/results/teacher_quality_<dataset>.md (--out), with the run's facts.
 """
 
@@ -36,8 +38,7 @@ import numpy as np
 from star_jax.errors import InputError
 from star_jax.evaluation import psnr, ssim
 from star_jax.io.files import atomic_path
-from star_jax.models.variants import DiTConfig, VAEConfig
-from star_jax.models.vae import WanVAE, decode, denormalize_latents
+from star_jax.models.vae import decode, denormalize_latents
 from star_jax.train.metrics import read_metrics
 from star_jax.train.teacher import conditions_from_batch, sample_teacher
 
@@ -54,18 +55,6 @@ def _json(path: str) -> dict:
             return json.load(f)
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: cannot read it as JSON ({type(e).__name__}: {e})") from e
-
-
-def load_vae(folder: str):
-    """The tiny VAE export: vae.json (VAEConfig fields) + orbax params -> (WanVAE, params)."""
-    from star_jax.checkpoint.storage import restore_params
-
-    meta = _json(os.path.join(folder, "vae.json"))
-    fields = {f: tuple(v) if isinstance(v, list) else v for f, v in meta.items() if f in VAEConfig.__dataclass_fields__}
-    cfg = VAEConfig(**fields)
-    params_dir = next((os.path.join(folder, d) for d in ("params", "vae") if os.path.isdir(os.path.join(folder, d))),
-                      folder)
-    return WanVAE(cfg), restore_params(params_dir, what="vae")
 
 
 def load_teacher(path: str) -> dict:
@@ -196,18 +185,28 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--out", default="", help="results file (default benchmarks/results/teacher_quality_<dataset>.md)")
     a = p.parse_args(argv)
+    from data_pipelines.precompute import load_vae
     from star_jax.train import records
 
     t0 = time.perf_counter()
+    info = records.dataset_info(a.data)
     latents = records.open_split(a.data, a.split)
-    pixels = records.open_split(a.pixels, a.split) if a.pixels else None
-    vae, vae_params = load_vae(a.vae)
+    pixels_dir = a.pixels or (info.metadata.get("pixels") or {}).get("path", "")
+    if "target_rgb" not in info.features and not pixels_dir:
+        raise InputError(f"{info.folder}: no target_rgb and no pixel dataset in its metadata; give --pixels")
+    pixels = records.open_split(pixels_dir, a.split) if "target_rgb" not in info.features else None
+    vae, vae_params, fingerprint = load_vae(a.vae)
+    made_by = (info.metadata.get("vae") or {}).get("fingerprint")
+    if made_by is not None and made_by != fingerprint:
+        raise InputError(f"{a.vae}: VAE fingerprint {fingerprint}, but {info.folder} was encoded by VAE {made_by} "
+                         f"({(info.metadata.get('vae') or {}).get('path')}): decoding would not match its latents")
     teacher = load_teacher(a.teacher)
     means, n = evaluate(latents, pixels, vae, vae_params, teacher, a.num, a.steps, a.guidance, a.seed, a.batch)
-    name = os.path.basename(os.path.normpath(a.data)).removeprefix("star_latents_")
+    name = info.name.removeprefix("star_latents_")
     f = teacher["facts"]
     wall = f.get("train_wall_s")
-    facts = [f"dataset: {a.data} (split {a.split!r}, {n} clips){f'; targets from {a.pixels}' if a.pixels else ''}",
+    facts = [f"dataset: {info.folder} (split {a.split!r}, {n} clips)"
+             + (f"; targets from {pixels_dir}" if pixels is not None else ""),
              f"teacher: {a.teacher}, step {f.get('step')}, {f.get('params')} params; training wall time "
              + (f"{wall / 60:.1f} min (sum of step times in metrics.jsonl)" if wall else "unknown"),
              f"sampler: Euler, {a.steps} steps, timestep shift {teacher['shift']:g}, guidance {a.guidance:g}, "
