@@ -10,6 +10,9 @@ with (`{"conditioning": "inspatio-release", "format": 1}`, see `star_jax.inferen
 that stores another convention; without `conditioning` the stored one is used. A folder without
 the file (weights converted before conventions were stored, all of them InSpatio / Wan weights)
 is taken as "inspatio-release", and `conditioning_source` says it was assumed.
+A VAE folder may hold a `vae.json` (written by `python -m star_jax.checkpoint.export vae`, for a
+VAE trained here): its VAEConfig, latent statistics included, then replaces the variant's (only
+the compute dtype comes from the caller); without one the variant's config is used.
 Text conditioning is a precomputed umT5 embedding (.npy / .npz, (Lc, text_dim) or (1, Lc, text_dim));
 without one the DiT sees zeros, and `text_source` says so.
 """
@@ -174,7 +177,8 @@ def load_star_model(variant: str, dit: str, vae: str, text: str | None = None, d
                     conditioning: str | None = None) -> StarModel:
     """Converted orbax checkpoints (see `star_jax.checkpoint.convert`) -> StarModel. The
     conditioning convention recorded beside `dit` must equal `conditioning` when one is given
-    (checked first); shapes are checked against the variant before any compute."""
+    (checked first); shapes are checked against the variant (the VAE: against its vae.json when
+    the folder has one) before any compute."""
     import flax.linen as nn
 
     from star_jax.checkpoint.convert import check_against_model
@@ -184,8 +188,13 @@ def load_star_model(variant: str, dit: str, vae: str, text: str | None = None, d
         if not path or not os.path.isdir(path):
             raise CheckpointError(f"{name} checkpoint {path!r}: no such folder (convert weights with "
                                   f"`python -m star_jax.checkpoint.convert --model {name} ...`)")
+    from star_jax.checkpoint.export import folder_vae_config
+
     cond, cond_src = checkpoint_conditioning(dit, conditioning)
     dit_m, vae_m = _models(variant, dtype)
+    vae_cfg = folder_vae_config(vae, dtype=dtype)  # a trained VAE's own config and latent stats
+    if vae_cfg is not None:
+        vae_m = WanVAE(vae_cfg)
     dit_params = restore_params(dit)
     check_against_model(nn.meta.unbox(dit_params), dit_m.cfg)
     vae_params = restore_params(vae)

@@ -22,6 +22,7 @@ from star_jax.errors import InputError
 TASKS: dict[str, str] = {
     "teacher": "star_jax.train.teacher:make_teacher_task",
     "toy": "star_jax.train.toy:make_toy_task",
+    "vae": "star_jax.train.vae:make_vae_task",
 }
 
 

@@ -1,0 +1,168 @@
+"""Trained networks -> inference folders. The VAE: an orbax params folder (the format of
+`storage.save_params`, what `load_star_model(vae=...)` restores) holding a `vae.json` beside the
+arrays: every VAEConfig field, the latent statistics measured after training among them.
+
+    export_vae("runs/vae_tiny", "ckpt/vae", cfg, (mean, std))  # a train workdir: its newest EMA params
+    cfg = read_vae_json("ckpt/vae/vae.json")                     # VAEConfig (CheckpointError if bad)
+    python -m star_jax.checkpoint.export vae --workdir runs/vae_tiny --out ckpt/vae
+
+The command reads the run's config from <workdir>/run.json, measures the per-channel mean / std
+of the posterior means on `--stats_videos` training videos, and writes the folder atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from star_jax.checkpoint.storage import CheckpointError, restore_params, save_params
+from star_jax.io import files
+from star_jax.models.variants import VAEConfig
+
+VAE_JSON = "vae.json"
+VAE_JSON_FORMAT = 1
+# what save_params (orbax) writes into a params folder, plus vae.json: an export replaces only that
+EXPORT_NAMES = ("_CHECKPOINT_METADATA", "_METADATA", "_sharding", "manifest.ocdbt", "ocdbt.process_0", "d",
+                "array_metadatas", "descriptor", "commit_success.txt", VAE_JSON)
+
+
+def train_params(workdir: str, ema: bool = True) -> tuple[Any, int]:
+    """(params, step) of the newest checkpoint under <workdir>/checkpoints: the EMA params when
+    the run kept them (and `ema`), else the raw ones."""
+    ckpt = os.path.join(workdir, "checkpoints")
+    steps = sorted(int(s) for s in os.listdir(ckpt) if s.isdigit()) if os.path.isdir(ckpt) else []
+    if not steps:
+        raise CheckpointError(f"{ckpt}: expected train checkpoints (<step>/state folders), found none")
+    state = restore_params(os.path.join(ckpt, str(steps[-1]), "state"), what="vae")
+    params = state.get("ema_params") if ema else None
+    return (params if params is not None else state["params"]), steps[-1]
+
+
+def vae_config_dict(cfg: VAEConfig) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def export_vae(workdir_or_params, out_dir: str, cfg: VAEConfig, stats=None, info: dict | None = None) -> str:
+    """Writes `out_dir`: the params (a train workdir's newest EMA params, or a params tree) as an
+    orbax folder and vae.json with `cfg`, its latents_mean / latents_std replaced by `stats`
+    ((z_dim,) mean, (z_dim,) std) when given. `info` (e.g. steps, data) is stored under
+    "training". Returns the folder's absolute path."""
+    import jax
+
+    from star_jax.checkpoint.vae import check_vae_against_model
+
+    step = None
+    if isinstance(workdir_or_params, (str, os.PathLike)):
+        params, step = train_params(os.fspath(workdir_or_params))
+    else:
+        params = workdir_or_params
+    check_vae_against_model(params, cfg)
+    if stats is not None:
+        mean, std = (np.asarray(s, np.float64).reshape(-1) for s in stats)
+        if mean.shape != (cfg.z_dim,) or std.shape != (cfg.z_dim,) or not np.all(std > 0):
+            raise CheckpointError(f"VAE export: latent stats must be ({cfg.z_dim},) means and positive stds, got "
+                                  f"{mean.shape}, {std.shape}")
+        cfg = dataclasses.replace(cfg, latents_mean=tuple(map(float, mean)), latents_std=tuple(map(float, std)))
+    meta = {"format": VAE_JSON_FORMAT, "config": vae_config_dict(cfg),
+            "training": {**(info or {}), **({"step": step} if step is not None else {})}}
+    params = jax.tree_util.tree_map(np.asarray, params)
+    with files.staged_folder(out_dir, EXPORT_NAMES, create=False) as d:
+        save_params(params, d)
+        files.write_json(os.path.join(d, VAE_JSON), meta)
+    return os.path.abspath(out_dir)
+
+
+def read_vae_json(path: str, **overrides) -> VAEConfig:
+    """The VAEConfig a vae.json records (`overrides`, e.g. dtype, replace fields). CheckpointError
+    naming the file and the field when it is unreadable or a field is missing, unknown or
+    ill-typed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read it as JSON ({type(e).__name__}: {e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != VAE_JSON_FORMAT or not isinstance(meta.get("config"), dict):
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: expected {{'format': {VAE_JSON_FORMAT}, 'config': {{VAEConfig fields}}}}, "
+                              f"found format {found!r}")
+    fields = {f.name: f for f in dataclasses.fields(VAEConfig)}
+    given = meta["config"]
+    unknown = sorted(set(given) - set(fields))
+    missing = sorted(set(fields) - set(given) - set(overrides))
+    if unknown or missing:
+        raise CheckpointError(f"{path}: config fields must be VAEConfig's; unknown {unknown}, missing {missing}")
+    values = {}
+    for name, value in given.items():
+        default = getattr(VAEConfig(), name)
+        if isinstance(default, tuple):
+            ok = isinstance(value, list) and all(isinstance(v, type(default[0])) or
+                                                 (isinstance(default[0], float) and isinstance(v, int)) for v in value)
+            if ok and name in ("latents_mean", "latents_std"):
+                ok = len(value) == given.get("z_dim") and all(np.isfinite(value)) and (
+                    name == "latents_mean" or all(v > 0 for v in value))
+            value = tuple(value) if ok else value
+        else:
+            ok = isinstance(value, type(default)) and not (isinstance(value, bool) != isinstance(default, bool))
+        if not ok:
+            raise CheckpointError(f"{path}: config.{name}: expected {type(default).__name__} like {default!r}"
+                                  f"{' (z_dim entries, std > 0)' if name.startswith('latents') else ''}, found "
+                                  f"{value!r}")
+        values[name] = value
+    return VAEConfig(**{**values, **overrides})
+
+
+def folder_vae_config(folder: str, **overrides) -> VAEConfig | None:
+    """The VAEConfig recorded in `folder`/vae.json, or None when the folder has no vae.json."""
+    path = os.path.join(folder, VAE_JSON)
+    return read_vae_json(path, **overrides) if os.path.exists(path) else None
+
+
+def _export_vae_command(workdir: str, out: str, stats_videos: int, ema: bool) -> str:
+    import jax
+
+    from star_jax.train import vae as vae_task
+    from star_jax.train.config import section
+
+    try:
+        with open(os.path.join(workdir, "run.json"), encoding="utf-8") as f:
+            config = json.load(f)["config"]
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{workdir}/run.json: cannot read the run's config ({type(e).__name__}: {e})") from e
+    cfg = vae_task.vae_config(config)
+    data = section(vae_task.VAEDataConfig, config, "data")
+    params, step = train_params(workdir, ema)
+    source = vae_task.make_source(data)
+    count = min(stats_videos, len(source))
+    idx = np.linspace(0, len(source) - 1, count).round().astype(int)
+    videos = np.stack([source[int(i)]["video"] for i in idx])
+    stats = vae_task.latent_stats(vae_task.WanVAE(cfg), jax.device_put(params), videos)
+    info = {"workdir": os.path.abspath(workdir), "ema": ema, "stats_videos": int(count),
+            "data": {k: data.__dict__[k] for k in ("source", "path", "split")}}
+    return export_vae(params, out, cfg, stats, {**info, "step": step})
+
+
+def main(argv=None) -> None:
+    """The export command (module docstring); unusable inputs raise CheckpointError / InputError."""
+    from star_jax.cli import ArgumentParser
+
+    p = ArgumentParser(prog="python -m star_jax.checkpoint.export", description="export trained networks for inference")
+    sub = p.add_subparsers(dest="what", required=True)
+    v = sub.add_parser("vae", help="a VAE train workdir -> orbax params folder + vae.json")
+    v.add_argument("--workdir", required=True, help="the training run's folder (run.json, checkpoints/)")
+    v.add_argument("--out", required=True, help="the folder to write (a previous export there is replaced)")
+    v.add_argument("--stats_videos", type=int, default=256, help="training videos the latent stats are measured on")
+    v.add_argument("--no_ema", action="store_true", help="export the raw params, not the EMA")
+    a = p.parse_args(argv)
+    print(f"exported {_export_vae_command(a.workdir, a.out, a.stats_videos, not a.no_ema)}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    from star_jax import cli
+
+    cli.main(main, sys.argv[1:])
