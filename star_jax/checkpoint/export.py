@@ -1,10 +1,15 @@
-"""Trained networks -> inference folders. The VAE: an orbax params folder (the format of
-`storage.save_params`, what `load_star_model(vae=...)` restores) holding a `vae.json` beside the
-arrays: every VAEConfig field, the latent statistics measured after training among them.
+"""Trained networks -> inference folders. The teacher: `dit/` (orbax params), `star_model.json`
+(its conditioning convention) and `teacher.json` (the run's config, step, training time), a
+folder that `run.init_from` and `benchmarks/teacher_quality.py --teacher` read. The VAE: an orbax
+params folder (the format of `storage.save_params`, what `load_star_model(vae=...)` restores)
+holding a `vae.json` beside the arrays: every VAEConfig field, the latent statistics measured
+after training among them.
 
     export_vae("runs/vae_tiny", "ckpt/vae", cfg, (mean, std))  # a train workdir: its newest EMA params
     cfg = read_vae_json("ckpt/vae/vae.json")                     # VAEConfig (CheckpointError if bad)
     python -m star_jax.checkpoint.export vae --workdir runs/vae_tiny --out ckpt/vae
+    export_teacher("runs/teacher_tiny", "ckpt/teacher")        # dit/ + star_model.json + teacher.json
+    python -m star_jax.checkpoint.export teacher --workdir runs/teacher_tiny --out ckpt/teacher
 
 The command reads the run's config from <workdir>/run.json, measures the per-channel mean / std
 of the posterior means on `--stats_videos` training videos, and writes the folder atomically.
@@ -121,6 +126,54 @@ def folder_vae_config(folder: str, **overrides) -> VAEConfig | None:
     return read_vae_json(path, **overrides) if os.path.exists(path) else None
 
 
+TEACHER_JSON = "teacher.json"
+TEACHER_JSON_FORMAT = 1
+TEACHER_NAMES = ("dit", "star_model.json", TEACHER_JSON)
+
+
+def _run_config(workdir: str) -> dict:
+    try:
+        with open(os.path.join(workdir, "run.json"), encoding="utf-8") as f:
+            return json.load(f)["config"]
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{workdir}/run.json: cannot read the run's config ({type(e).__name__}: {e})") from e
+
+
+def export_teacher(workdir: str, out_dir: str, ema: bool = True) -> str:
+    """A teacher train workdir -> `out_dir` (written atomically; a previous export there is
+    replaced): dit/ (the newest checkpoint's EMA params, or raw ones without EMA or with
+    ema=False, as an orbax folder), star_model.json (the conditioning convention of the run's
+    config.data, `write_star_model_json`) and teacher.json: {"format": 1, "config": the run's
+    config, "dit": its DiTConfig fields, "step", "params": "EMA" | "raw", "train_wall_s": the sum
+    of the step times in metrics.jsonl up to that step}. Returns the folder's absolute path."""
+    import jax
+
+    from star_jax.checkpoint.convert import check_against_model
+    from star_jax.inference.conditions import DEFAULT_CONDITIONING
+    from star_jax.inference.model import write_star_model_json
+    from star_jax.models.variants import DiTConfig
+    from star_jax.train.config import section
+    from star_jax.train.metrics import read_metrics
+
+    config = _run_config(workdir)
+    if config.get("task") != "teacher":
+        raise CheckpointError(f"{workdir}/run.json: a teacher export needs a run of task 'teacher', found "
+                              f"{config.get('task')!r}")
+    cfg = section(DiTConfig, config.get("model", {}), "dit", "config.model")
+    params, step = train_params(workdir, ema)
+    check_against_model(params, cfg)
+    state_kind = "EMA" if ema and (config.get("ema") or {}).get("decay", 0) > 0 else "raw"  # init_state keeps EMA iff decay > 0
+    wall = float(sum(r["step_time_s"] for r in read_metrics(workdir) if r["step"] <= step))
+    meta = {"format": TEACHER_JSON_FORMAT, "config": config, "dit": dataclasses.asdict(cfg), "step": step,
+            "params": state_kind, "train_wall_s": wall, "workdir": os.path.abspath(workdir)}
+    params = jax.tree_util.tree_map(np.asarray, params)
+    with files.staged_folder(out_dir, TEACHER_NAMES, create=False) as d:
+        save_params(params, os.path.join(d, "dit"))
+        write_star_model_json(d, config.get("data", {}).get("conditioning", DEFAULT_CONDITIONING))
+        files.write_json(os.path.join(d, TEACHER_JSON), meta)
+    return os.path.abspath(out_dir)
+
+
 def _export_vae_command(workdir: str, out: str, stats_videos: int, ema: bool) -> str:
     import jax
 
@@ -156,7 +209,14 @@ def main(argv=None) -> None:
     v.add_argument("--out", required=True, help="the folder to write (a previous export there is replaced)")
     v.add_argument("--stats_videos", type=int, default=256, help="training videos the latent stats are measured on")
     v.add_argument("--no_ema", action="store_true", help="export the raw params, not the EMA")
+    t = sub.add_parser("teacher", help="a teacher train workdir -> dit/ + star_model.json + teacher.json")
+    t.add_argument("--workdir", required=True, help="the training run's folder (run.json, checkpoints/)")
+    t.add_argument("--out", required=True, help="the folder to write (a previous export there is replaced)")
+    t.add_argument("--no_ema", action="store_true", help="export the raw params, not the EMA")
     a = p.parse_args(argv)
+    if a.what == "teacher":
+        print(f"exported {export_teacher(a.workdir, a.out, not a.no_ema)}")
+        return
     print(f"exported {_export_vae_command(a.workdir, a.out, a.stats_videos, not a.no_ema)}")
 
 

@@ -203,3 +203,38 @@ def test_records_that_do_not_fit_are_input_errors(tmp_path, standin, edit, match
         edit(config, standin)
     with pytest.raises(InputError, match=match):
         dry_run(config, devices=ONE)
+
+
+@pytest.mark.slow  # ~1.5 min on 2 busy CPU cores (a 3-step run, then its params restored three ways)
+def test_export_teacher_writes_the_ema_params_and_the_conditioning(tmp_path):
+    import json
+
+    from benchmarks.teacher_quality import load_teacher
+    from star_jax.checkpoint import CheckpointError
+    from star_jax.checkpoint.export import export_teacher, main as export_main
+    from star_jax.checkpoint.storage import restore_params
+    from star_jax.inference.model import read_star_model_json
+
+    config = get_config(f"steps=3,every=0,workdir={tmp_path / 'run'}")
+    train(config, devices=ONE)
+    out = export_teacher(str(tmp_path / "run"), str(tmp_path / "export"))
+    s = setup(config, devices=ONE)
+    state = Checkpointer(str(tmp_path / "run" / "checkpoints"), CheckpointConfig()).restore_state(3, s.abstract)
+    exported = restore_params(f"{out}/dit")
+    for a, b in zip(jax.tree_util.tree_leaves(exported), jax.tree_util.tree_leaves(state.ema_params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(jax.tree_util.tree_leaves(state.ema_params)[0], jax.tree_util.tree_leaves(state.params)[0])
+    assert read_star_model_json(f"{out}/star_model.json").name == "inspatio-release"
+    meta = json.loads((tmp_path / "export" / "teacher.json").read_text())
+    assert meta["step"] == 3 and meta["params"] == "EMA" and meta["dit"]["dim"] == 32 and meta["train_wall_s"] > 0
+    # the quality benchmark reads the export as it reads the workdir
+    a, b = load_teacher(out), load_teacher(str(tmp_path / "run"))
+    assert a["facts"]["step"] == b["facts"]["step"] == 3
+    for x, y in zip(jax.tree_util.tree_leaves(a["params"]), jax.tree_util.tree_leaves(b["params"]), strict=True):
+        np.testing.assert_array_equal(x, y)
+    # a run of another task is refused
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "run.json").write_text(json.dumps({"config": {"task": "toy"}}))
+    with pytest.raises(CheckpointError, match=r"toy/run\.json: a teacher export needs a run of task 'teacher', "
+                                              r"found 'toy'"):
+        export_main(["teacher", "--workdir", str(tmp_path / "toy"), "--out", str(tmp_path / "x")])
