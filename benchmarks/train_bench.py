@@ -1,9 +1,9 @@
 """Teacher train-step cost: what remat and the attention implementation buy, measured through the
 trainer's own setup (mesh, shardings, donation) on the teacher config (synthetic data).
 
-    python -m benchmarks.train_bench                        # (i) tiny step on CPU + (ii) 1.3B compile table
-    python -m benchmarks.train_bench --skip_1p3b            # (i) only (~3 min on 2 cores)
-    python -m benchmarks.train_bench --gpu --batch 2 --steps 5     # (iii) 1.3B steps on one GPU
+    python -m benchmarks.train_bench                        # (i) + (ii): ~15 min on 2 shared cores
+    python -m benchmarks.train_bench --skip_1p3b            # (i) only: ~4 min (four compiles)
+    python -m benchmarks.train_bench --gpu --batch 2 --steps 3 --attention dot_product,blockwise   # (iii)
 
 (i) the tiny teacher (experiments/train_teacher.py:variant=tiny) on the CPU: steps/s for
     attention xla / blockwise x remat off / on, each as a ratio to the first row, in one process.
@@ -12,7 +12,8 @@ trainer's own setup (mesh, shardings, donation) on the teacher config (synthetic
     a subprocess with --xla_force_host_platform_device_count=8): compiled only, never run; XLA's
     memory analysis per device (arguments = the sharded state and batch, outputs, temporaries,
     generated code) for remat off / on x attention, against an 80 GB accelerator, and the
-    analytic FLOPs per step (star_jax.models.flops: 3 forwards, 4 with full remat).
+    analytic FLOPs per step (star_jax.models.flops: 3 forwards, 4 with full remat). Five compiles of
+    55-100 s each; peak host memory a few GB.
 (iii) --gpu: the 1.3B teacher really trained on one GPU (bf16, remat nothing_saveable, the
     attention(s) of --attention, default dot_product = cuDNN flash) at --batch examples per step:
     step time, TFLOP/s and MFU (model FLOPs = 3 forwards; peak from star_jax.models.flops),
