@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -111,42 +110,35 @@ def check_output(out: str, overwrite: bool) -> list[str]:
 def write_dataset(out: str, name: str, features, splits: Mapping[str, Examples], metadata: Mapping[str, Any],
                   description: str = "", overwrite: bool = False) -> str:
     """Writes a TFDS dataset folder at `out` (atomically: staged beside it, then renamed) with one
-    ArrayRecord file per split; `splits[split]()` yields (key, example) pairs, written in order.
-    `metadata` (JSON-able, stored in metadata.json) may be changed by the example callables
-    while they run: it is written after the last example. Returns the absolute folder."""
+    ArrayRecord file per split; `splits[split]()` yields (key, example) pairs, written in order and
+    streamed to disk (TFDS's GeneratorBasedBuilder buffers a split in memory and, past 1 GB, spills
+    through tf.io.gfile, which needs TensorFlow). `metadata` (JSON-able, stored in metadata.json)
+    may be changed by the example callables while they run: it is written after the last example.
+    Returns the absolute folder."""
     import tensorflow_datasets as tfds
+    from array_record.python.array_record_module import ArrayRecordWriter
 
     if not _NAME.match(name):
         raise InputError(f"dataset name: expected lower_snake_case (e.g. star_worlds), got {name!r}")
     out = os.path.abspath(out)
     names = check_output(out, overwrite)
-    meta = tfds.core.MetadataDict(metadata)
-
-    class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        VERSION = tfds.core.Version(globals()["VERSION"])
-
-        def _info(self):
-            return tfds.core.DatasetInfo(builder=self, description=description, features=features, metadata=meta,
-                                         disable_shuffling=True)
-
-        def _split_generators(self, dl_manager):
-            del dl_manager
-            return {split: self._generate_examples(make) for split, make in splits.items()}
-
-        def _generate_examples(self, make):
-            yield from make()
-
-    _Builder.name = name
-    # a one-part module name sends tfds' `code_path` to inspect.getfile, not to the branch that
-    # needs the `importlib_resources` backport (not installed)
-    _Builder.__module__ = __name__.split(".")[0]
     with staged_folder(out, names) as run:
-        build = os.path.join(run, ".build")
-        builder = _Builder(data_dir=build, file_format="array_record")
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            download_mode=tfds.download.GenerateMode.FORCE_REDOWNLOAD))
-        made = os.fspath(builder.data_path)
-        for entry in os.listdir(made):
-            shutil.move(os.path.join(made, entry), os.path.join(run, entry))
-        shutil.rmtree(build)
+        infos = []
+        for split, make in splits.items():
+            path = os.path.join(run, f"{name}-{split}.array_record-00000-of-00001")
+            writer = ArrayRecordWriter(path, "group_size:1")
+            count, size = 0, 0
+            try:
+                for _key, example in make():
+                    record = features.serialize_example(example)
+                    writer.write(record)
+                    count, size = count + 1, size + len(record)
+            finally:
+                writer.close()
+            infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[count], num_bytes=size))
+        template = tfds.core.ShardedFileTemplate(data_dir=run, dataset_name=name, filetype_suffix="array_record",
+                                                 template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}")
+        tfds.folder_dataset.write_metadata(data_dir=run, features=features, split_infos=infos, version=VERSION,
+                                           filename_template=template, check_data=False, description=description,
+                                           metadata=tfds.core.MetadataDict(metadata), disable_shuffling=True)
     return out
