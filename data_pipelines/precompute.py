@@ -16,8 +16,8 @@ For each clip of every split, exactly what inference computes from the same inpu
 Metadata: the VAE fingerprint and config, the conditioning (convention, mask encoding, warp
 recipe), the text encoder id, the pixel dataset's folder and metadata.
 
-`--vae` is a folder holding `vae.json` (VAEConfig fields, incl. latents_mean / latents_std, at the
-top level or under "config") and the orbax params, in the folder itself or in `params/`.
+`--vae` is a VAE export folder (`python -m star_jax.checkpoint.export vae`): orbax params with a
+`vae.json` (every VAEConfig field, the latent statistics measured after training among them).
 """
 
 from __future__ import annotations
@@ -42,17 +42,6 @@ from star_jax.checkpoint.storage import CheckpointError
 from star_jax.errors import InputError
 
 log = logging.getLogger("data_pipelines.precompute")
-VAE_JSON = "vae.json"
-
-
-def _config_fields(raw: dict) -> dict:
-    from star_jax.models.variants import VAEConfig
-
-    fields = {f.name for f in dataclasses.fields(VAEConfig)}
-    src = raw.get("config", raw.get("vae", raw)) if isinstance(raw, dict) else raw
-    if not isinstance(src, dict):
-        raise ValueError("expected a JSON object of VAEConfig fields")
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in src.items() if k in fields}
 
 
 def vae_fingerprint(cfg, params) -> str:
@@ -66,26 +55,18 @@ def vae_fingerprint(cfg, params) -> str:
 
 
 def load_vae(folder: str):
-    """--vae folder -> (WanVAE, params, fingerprint). CheckpointError names what is missing."""
+    """A VAE export folder (`star_jax.checkpoint.export.export_vae`: orbax params + vae.json) ->
+    (WanVAE, params, fingerprint). CheckpointError names what is missing or malformed."""
+    from star_jax.checkpoint.export import VAE_JSON, read_vae_json
     from star_jax.checkpoint.storage import restore_params
-    from star_jax.models.variants import VAEConfig
     from star_jax.models.vae import WanVAE
 
     folder = os.path.abspath(folder)
-    cfg_path = os.path.join(folder, VAE_JSON)
-    if not os.path.isfile(cfg_path):
-        raise CheckpointError(f"{folder}: expected a trained VAE folder holding {VAE_JSON} and orbax params, "
-                              f"found no {VAE_JSON}")
-    try:
-        with open(cfg_path, encoding="utf-8") as f:
-            cfg = VAEConfig(**_config_fields(json.load(f)))
-    except (OSError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{cfg_path}: cannot read the VAE config ({e})") from e
-    if len(cfg.latents_mean) != cfg.z_dim or len(cfg.latents_std) != cfg.z_dim or min(cfg.latents_std) <= 0:
-        raise CheckpointError(f"{cfg_path}: latents_mean / latents_std must be {cfg.z_dim} numbers (std > 0), "
-                              f"found {len(cfg.latents_mean)} / {len(cfg.latents_std)}")
-    params_dir = os.path.join(folder, "params") if os.path.isdir(os.path.join(folder, "params")) else folder
-    params = restore_params(params_dir, what="vae")
+    if not os.path.isfile(os.path.join(folder, VAE_JSON)):
+        raise CheckpointError(f"{folder}: expected a trained VAE folder (python -m star_jax.checkpoint.export vae) "
+                              f"holding {VAE_JSON} and orbax params, found no {VAE_JSON}")
+    cfg = read_vae_json(os.path.join(folder, VAE_JSON))
+    params = restore_params(folder, what="vae")
     return WanVAE(cfg), params, vae_fingerprint(cfg, params)
 
 

@@ -126,3 +126,22 @@ def test_grain_batches_shuffle_deterministically(data_dir):
 def test_metadata_json_is_what_the_writer_stored(data_dir):
     with open(os.path.join(data_dir, "metadata.json"), encoding="utf-8") as f:
         assert json.load(f)["vae"] == "abc123"
+
+
+def test_writer_streams_past_the_tfds_shuffle_buffer(tmp_path, monkeypatch):
+    """TFDS's GeneratorBasedBuilder buffers a split in memory and past MAX_MEM_BUFFER_SIZE (1 GB)
+    spills through tf.io.gfile, which needs TensorFlow (a 640-world run died there). With the
+    limit at 1 byte that path would be taken at the first example: write_dataset must not use it."""
+    import sys
+
+    from tensorflow_datasets.core import shuffle
+
+    monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1)
+    out = str(tmp_path / "big")
+    write_dataset(out, "star_worlds", pixel_features(T, H, W), {"train": lambda: ((i, clip(i)) for i in range(5)),
+                                                                "test": lambda: iter([(9, clip(9))])}, {})
+    source = open_split(out, "train")
+    assert [int(source[i]["example_id"]) for i in range(5)] == list(range(5))
+    np.testing.assert_array_equal(source[4]["source_depth"], clip(4)["source_depth"])
+    assert dataset_info(out).splits == {"train": 5, "test": 1}
+    assert "tensorflow" not in sys.modules
