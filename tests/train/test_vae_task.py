@@ -1,0 +1,198 @@
+"""The VAE task and its export: the KL term is the closed form (checked against torch), crops are
+windows of the clips, a few optimizer steps lower the loss, the latent statistics are the
+moments of the posterior means, export -> load_star_model decodes the same frames and
+normalises with the exported statistics, bad vae.json files and bad data are one-line errors."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments.train_vae import get_config
+from star_jax.checkpoint.export import VAE_JSON, export_vae, folder_vae_config, read_vae_json
+from star_jax.checkpoint.storage import CheckpointError, save_params
+from star_jax.errors import InputError
+from star_jax.inference.model import load_star_model, random_star_model
+from star_jax.models.vae import LatentDist, WanVAE, decode, encode, init_vae_params, normalize_latents
+from star_jax.models.variants import vae_variant
+from star_jax.train.task import make_task
+from star_jax.train.vae import (
+    SyntheticClips,
+    VAEDataConfig,
+    VAETrainConfig,
+    kl_divergence,
+    latent_stats,
+    random_crops,
+    vae_loss,
+)
+
+FAST = {"xla_backend_optimization_level": 0}
+
+
+def test_kl_matches_the_closed_form_and_torch():
+    """KL(N(mu, e^logvar) || N(0, 1)) per element = 0.5 (mu^2 + e^logvar - 1 - logvar), and
+    torch.distributions agrees; zero exactly at the prior."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    mu, logvar = rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(2, 3, 4, 5))
+    got = np.asarray(kl_divergence(LatentDist(jnp.asarray(mu, jnp.float32), jnp.asarray(logvar, jnp.float32))))
+    np.testing.assert_allclose(got, 0.5 * (mu**2 + np.exp(logvar) - 1 - logvar), rtol=1e-5, atol=1e-6)
+    td = torch.distributions
+    ref = td.kl_divergence(td.Normal(torch.tensor(mu), torch.tensor(np.exp(0.5 * logvar))),
+                           td.Normal(torch.zeros(mu.shape, dtype=torch.float64), torch.ones(mu.shape, dtype=torch.float64)))
+    np.testing.assert_allclose(got, ref.numpy(), rtol=1e-5, atol=1e-6)
+    zero = kl_divergence(LatentDist(jnp.zeros((3,)), jnp.zeros((3,))))
+    np.testing.assert_array_equal(zero, 0.0)
+
+
+def test_crops_are_windows_of_the_clips_some_mirrored():
+    """Every crop equals the clip's window at some (t, y, x), as is or mirrored left-right, and
+    over many videos both occur."""
+    videos = np.random.default_rng(1).integers(0, 256, (16, 9, 24, 32, 3), dtype=np.uint8)
+    crops = np.asarray(random_crops(jnp.asarray(videos), jax.random.PRNGKey(3), 5, (8, 16), True))
+    assert crops.shape == (16, 5, 8, 16, 3) and crops.dtype == np.uint8
+    mirrored = []
+    for v, c in zip(videos, crops):
+        hits = [(t, y, x, m) for t in range(5) for y in range(17) for x in range(17) for m in (0, 1)
+                if np.array_equal(v[t:t + 5, y:y + 8, x:x + 16][:, :, ::-1 if m else 1], c)]
+        assert len(hits) == 1, hits
+        mirrored.append(hits[0][3])
+    assert 0 < sum(mirrored) < len(mirrored)
+
+
+def _tiny(frames=1, hw=16, base_dim=4):
+    vae = WanVAE(vae_variant("tiny", base_dim=base_dim))
+    data = VAEDataConfig(clip_frames=frames, clip_hw=(hw, hw), crop_frames=frames, crop_hw=(hw, hw), flip=False)
+    return vae, data
+
+
+def test_a_few_adam_steps_lower_the_loss():
+    """Five Adam steps on a fixed batch and key (single-frame clips: the first causal chunk)
+    lower the loss at every step, and the aux PSNR rises."""
+    vae, data = _tiny()
+    params = init_vae_params(vae, jax.random.PRNGKey(0), 16, 16)
+    src = SyntheticClips(2, 1, (16, 16), seed=4)
+    batch = {"video": jnp.asarray(np.stack([src[i]["video"] for i in range(2)]))}
+    tx, key = optax.adam(3e-3), jax.random.PRNGKey(1)
+
+    def step(p, o):
+        (loss, aux), g = jax.value_and_grad(lambda q: vae_loss(vae, VAETrainConfig(), data, q, batch, key),
+                                            has_aux=True)(p)
+        u, o = tx.update(g, o, p)
+        return optax.apply_updates(p, u), o, loss, aux["psnr"]
+
+    opt = tx.init(params)
+    run = jax.jit(step).lower(params, opt).compile(compiler_options=FAST)
+    losses, psnrs = [], []
+    for _ in range(5):
+        params, opt, loss, p = run(params, opt)
+        losses.append(float(loss))
+        psnrs.append(float(p))
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert psnrs[-1] > psnrs[0] + 0.3, psnrs
+
+
+def test_latent_stats_are_the_moments_of_the_posterior_means():
+    vae, _ = _tiny()
+    params = init_vae_params(vae, jax.random.PRNGKey(2), 16, 16)
+    videos = np.random.default_rng(3).integers(0, 256, (3, 1, 16, 16, 3), dtype=np.uint8)
+    mean, std = latent_stats(vae, params, videos, batch=2)
+    z = np.asarray(encode(vae, params, jnp.asarray(videos, jnp.float32) / 127.5 - 1).mean, np.float64)
+    z = z.reshape(-1, vae.cfg.z_dim)
+    np.testing.assert_allclose(mean, z.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std, z.std(0), rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A random tiny VAE exported with made-up stats, and a tiny DiT folder beside it."""
+    root = tmp_path_factory.mktemp("export")
+    model = random_star_model("tiny", jax.random.PRNGKey(0), "float32")
+    save_params(model.dit_params, str(root / "dit"))
+    cfg = vae_variant("tiny")
+    mean, std = np.linspace(-1, 1, 16), np.linspace(0.5, 2, 16)
+    export_vae(model.vae_params, str(root / "vae"), cfg, (mean, std), {"note": "test"})
+    return root, model, mean, std
+
+
+def test_export_then_load_star_model_decodes_the_same_frames(exported):
+    root, model, mean, std = exported
+    loaded = load_star_model("tiny", str(root / "dit"), str(root / "vae"), dtype="float32")
+    z = jax.random.normal(jax.random.PRNGKey(5), (1, 2, 2, 3, 16))
+    want = decode(model.vae, model.vae_params, z)
+    got = decode(loaded.vae, loaded.vae_params, z)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    meta = json.load(open(root / "vae" / VAE_JSON))
+    assert meta["training"] == {"note": "test"} and meta["config"]["base_dim"] == 8
+
+
+def test_vae_json_stats_reach_normalize_latents(exported):
+    root, _, mean, std = exported
+    loaded = load_star_model("tiny", str(root / "dit"), str(root / "vae"), dtype="float32")
+    np.testing.assert_allclose(loaded.vae.cfg.latents_mean, mean)
+    np.testing.assert_allclose(loaded.vae.cfg.latents_std, std)
+    z = np.random.default_rng(6).normal(size=(2, 3, 16)).astype(np.float32)
+    np.testing.assert_allclose(normalize_latents(jnp.asarray(z), loaded.vae.cfg), (z - mean) / std, rtol=1e-5,
+                               atol=1e-6)
+    # without vae.json: the variant's published statistics (today's behaviour)
+    assert folder_vae_config(str(root / "dit")) is None
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda m: "{not json", "JSON"),
+    (lambda m: {**m, "format": 7}, "format"),
+    (lambda m: {**m, "config": {**m["config"], "base_dims": 8}}, "base_dims"),
+    (lambda m: {**m, "config": {k: v for k, v in m["config"].items() if k != "z_dim"}}, "z_dim"),
+    (lambda m: {**m, "config": {**m["config"], "base_dim": "8"}}, "config.base_dim"),
+    (lambda m: {**m, "config": {**m["config"], "latents_std": [1.0] * 15 + [0.0]}}, "config.latents_std"),
+    (lambda m: {**m, "config": {**m["config"], "latents_mean": [0.0] * 3}}, "config.latents_mean"),
+])
+def test_a_bad_vae_json_is_a_checkpoint_error(exported, tmp_path, edit, field):
+    root, _, _, _ = exported
+    meta = json.load(open(root / "vae" / VAE_JSON))
+    bad = edit(meta)
+    path = tmp_path / VAE_JSON
+    path.write_text(bad if isinstance(bad, str) else json.dumps(bad))
+    with pytest.raises(CheckpointError, match=field) as e:
+        read_vae_json(str(path))
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_load_star_model_refuses_params_that_do_not_fit_the_vae_json(exported, tmp_path):
+    """A vae.json recording another width than the stored params: a CheckpointError before compute."""
+    import shutil
+
+    root, _, _, _ = exported
+    shutil.copytree(root / "vae", tmp_path / "vae")
+    meta = json.load(open(tmp_path / "vae" / VAE_JSON))
+    meta["config"]["base_dim"] = 16
+    (tmp_path / "vae" / VAE_JSON).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_star_model("tiny", str(root / "dit"), str(tmp_path / "vae"), dtype="float32")
+
+
+def test_the_registry_builds_the_vae_task_from_the_experiment_config():
+    task = make_task(get_config("crop=32,frames=5"))
+    assert task.name == "vae" and set(task.example_spec) == {"video"}
+    assert task.example_spec["video"].shape == (9, 96, 160, 3) and task.example_spec["video"].dtype == np.uint8
+    ex = task.source[3]["video"]
+    assert ex.shape == (9, 96, 160, 3) and ex.dtype == np.uint8 and ex.std() > 10
+
+
+def test_bad_data_settings_and_files_are_input_errors(tmp_path):
+    with pytest.raises(InputError, match="crop_frames must be 1 \\+ 4k"):
+        VAEDataConfig(crop_frames=4)
+    with pytest.raises(InputError, match="exceeds the clips"):
+        VAEDataConfig(crop_hw=(128, 128))
+    with pytest.raises(InputError, match="config.data.path"):
+        VAEDataConfig(source="array")
+    bad = tmp_path / "clips.npy"
+    np.save(bad, np.zeros((2, 9, 96, 160), np.uint8))
+    with pytest.raises(InputError, match="expected \\(N, T, H, W, 3\\) uint8"):
+        make_task(get_config(f"data={bad}"))
+    with pytest.raises(InputError, match="cannot read"):
+        make_task(get_config(f"data={tmp_path / 'missing.npy'}"))
