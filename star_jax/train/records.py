@@ -86,6 +86,7 @@ class RecordSource:
             raise InputError(f"{builder.data_dir}: no split {split!r} (the dataset has {sorted(splits)})")
         self.folder, self.split = os.fspath(builder.data_dir), split
         self.files = [os.fspath(p) for p in splits[split].filepaths]
+        self._shard_ends = np.cumsum(list(splits[split].shard_lengths) or [0])
         missing = [p for p in self.files if not os.path.isfile(p)]
         if missing:
             raise InputError(f"{missing[0]}: record file of split {split!r} not found")
@@ -116,7 +117,9 @@ class RecordSource:
         return np.asarray(v)
 
     def _file_of(self, index: int) -> str:
-        return self.files[0] if len(self.files) == 1 else f"{self.files[0]} (+{len(self.files) - 1} shards)"
+        """The shard file holding record `index` (shards hold consecutive records)."""
+        shard = int(np.searchsorted(self._shard_ends, index, side="right"))
+        return self.files[min(shard, len(self.files) - 1)]
 
     def __repr__(self) -> str:
         return f"RecordSource({self.folder!r}, {self.split!r}, {self._len} records)"
