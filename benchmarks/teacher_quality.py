@@ -6,7 +6,7 @@
 For each of the first `num` test clips, four target videos are compared with the true target
 (target_rgb, from the latent dataset or, matched by example_id, from the pixel dataset --pixels):
   (a) render     the warped source alone (render_rgb, holes as they are: what the DiT is given);
-  (b) untrained  the teacher network at step 0 (the run's own initialisation), same sampler;
+  (b) untrained  the teacher network at its random initialisation (the run's seed), same sampler;
   (c) trained    the trained teacher (EMA params when the run kept them): Euler, `steps` steps,
                  the run's timestep shift, classifier-free guidance `guidance` (1: none);
   (d) VAE recon  the dataset's target latents decoded (the VAE's ceiling for (b) and (c)).
@@ -43,7 +43,7 @@ from star_jax.train.metrics import read_metrics
 from star_jax.train.teacher import conditions_from_batch, sample_teacher
 
 METHODS = ("render", "untrained", "trained", "vae_recon")
-LABELS = {"render": "(a) warped render alone", "untrained": "(b) untrained teacher (step 0)",
+LABELS = {"render": "(a) warped render alone", "untrained": "(b) untrained teacher (random init)",
           "trained": "(c) trained teacher", "vae_recon": "(d) VAE reconstruction of the target (ceiling)"}
 REGIONS = ("all", "rendered", "holes")
 ONE = jax.devices()[:1]
@@ -205,12 +205,14 @@ def main(argv=None) -> int:
     name = info.name.removeprefix("star_latents_")
     f = teacher["facts"]
     wall = f.get("train_wall_s")
+    init_from = teacher["config"].get("run", {}).get("init_from", "")
     facts = [f"dataset: {info.folder} (split {a.split!r}, {n} clips)"
              + (f"; targets from {pixels_dir}" if pixels is not None else ""),
              f"teacher: {a.teacher}, step {f.get('step')}, {f.get('params')} params; training wall time "
-             + (f"{wall / 60:.1f} min (sum of step times in metrics.jsonl)" if wall else "unknown"),
+             + (f"{wall / 60:.1f} min (sum of step times in metrics.jsonl)" if wall else "unknown")
+             + (f"; warm-started from {init_from}" if init_from else "; trained from scratch"),
              f"sampler: Euler, {a.steps} steps, timestep shift {teacher['shift']:g}, guidance {a.guidance:g}, "
-             f"seed {a.seed}; untrained = the same network at step 0 with the same noise",
+             f"seed {a.seed}; untrained = the same network at its random initialisation (the run's seed), same noise",
              f"VAE: {a.vae}; metrics: PSNR (dB) / SSIM (11x11 Gaussian, RGB) per clip, averaged over clips; "
              f"rendered = render_valid, holes = its complement",
              f"evaluation took {time.perf_counter() - t0:.0f} s on {jax.devices()[0].device_kind}"]

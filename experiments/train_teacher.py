@@ -12,7 +12,8 @@ Needs: nothing by default (the synthetic latent source, random latents shaped li
 StarConditions); `data=DIR` trains on a latent dataset folder (`star_latents_<name>`, written by
 `data_pipelines/precompute.py` with a trained VAE; read through `star_jax.train.records`, split
 "train"), whose latent shapes must be the config's (height / width / frames arguments, e.g.
-`width=128` for the 7-Scenes clips at 96x128).
+`width=128` for the 7-Scenes clips at 96x128). `init=DIR` starts a fresh run from another
+teacher's weights (a workdir or an export; `config.run.init_from`).
 The tiny variant trains at 96x160 pixels (12x20 latent cells), 3 latent frames (9 video frames)
 per example; the 1.3B one at 480x832 (60x104), 12 latent frames (45 video frames, the release's
 clips), bf16 compute with float32 master weights, parameters and optimizer state sharded over
@@ -39,7 +40,7 @@ _SIZES = {
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = parse_arg(arg, variant="tiny", steps=0, batch=0, lr=0.0, frames=0, height=0, width=0, mesh="1x-1x1",
-                  examples=1024, seed=0, workdir="", dtype="", data="", runlocal=False)
+                  examples=1024, seed=0, workdir="", dtype="", data="", init="", runlocal=False)
     if a.variant not in _SIZES:
         raise ValueError(f"experiments/train_teacher.py: variant must be one of {sorted(_SIZES)}, got {a.variant!r}")
     size = _SIZES[a.variant]
@@ -56,7 +57,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   conditioning="inspatio-release")  # mask values: star_jax.inference.conditions
     steps = 20 if a.runlocal else (a.steps or 20_000)
     c.run = dict(num_steps=steps, batch_size=a.batch or size["batch"], seed=a.seed,
-                 workdir=a.workdir or f"outputs/train/teacher_{a.variant}", shuffle=True, tensorboard=True)
+                 workdir=a.workdir or f"outputs/train/teacher_{a.variant}", shuffle=True, tensorboard=True,
+                 init_from=a.init)  # warm start: a teacher workdir / export (star_jax/train/init.py)
     c.optim = dict(lr=a.lr or size["lr"], warmup_steps=min(500, steps // 10), decay="cosine", end_lr_factor=0.1,
                    b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, clip_norm=1.0, grad_accum=1)
     c.ema = dict(decay=size["ema"], start_step=min(200, steps // 10))

@@ -31,7 +31,7 @@ def test_quality_script_on_a_two_clip_standin(tmp_path, capsys):
     text = out.read_text()
     assert text == capsys.readouterr().out
     assert "(split 'test', 2 clips); targets from " + pixels in text  # the pixel dataset the metadata names
-    assert "step 2, EMA params" in text and "Euler, 2 steps" in text
+    assert "step 2, EMA params" in text and "trained from scratch" in text and "Euler, 2 steps" in text
 
     test_clips = standin_clips(2, seed=1)
     row = next(line for line in text.splitlines() if line.startswith("| (a) warped render alone"))
