@@ -34,7 +34,7 @@ setup(
         # parity references: the CPU torch build (pinned: it lies on disk), diffusers' Wan models
         "test": ["pytest", "pytest-xdist", "torch==2.13.0", "diffusers>=0.33", "transformers", "accelerate",
                  "nbclient", "nbformat", "ipykernel", "sentencepiece", "tokenizers",
-                 "opencv-python-headless"],
+                 "opencv-python-headless", "scikit-image"],
         "notebook": ["jupyter", "ipywidgets", "matplotlib"],
         "train": ["tensorboardX"],  # optional TensorBoard events beside metrics.jsonl
         # umT5 prompts: tokenizer.json / spiece.model, and torch to read Wan's .pth (all imported lazily)
