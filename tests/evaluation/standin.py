@@ -11,13 +11,11 @@ Latent shapes are the smoke config's (experiments/train_smoke.py): 3 latent fram
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import jax
 import numpy as np
 
-from star_jax.io.files import write_json
 from star_jax.train.synthetic import SyntheticStarSource
 
 LATENT_HW = (4, 4)
@@ -74,8 +72,9 @@ def write_standin(folder, splits: dict[str, int], vae_dir: str = "", conditionin
 
 
 def standin_vae(folder, seed: int = 0) -> str:
-    """A random tiny VAE folder as the precompute / export contract has it: vae.json + params/."""
-    from star_jax.checkpoint.storage import save_params
+    """A random tiny VAE folder written by `star_jax.checkpoint.export.export_vae` (vae.json +
+    orbax params), what precompute and the quality benchmark read."""
+    from star_jax.checkpoint.export import export_vae
     from star_jax.models.vae import WanVAE, init_vae_params
     from star_jax.models.variants import vae_variant
 
@@ -84,8 +83,4 @@ def standin_vae(folder, seed: int = 0) -> str:
     shapes = jax.eval_shape(lambda k: init_vae_params(WanVAE(cfg), k, 16, 16), jax.random.PRNGKey(0))
     rng = np.random.default_rng(seed)
     params = jax.tree_util.tree_map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
-    folder = os.fspath(folder)
-    os.makedirs(folder, exist_ok=True)
-    save_params(params, os.path.join(folder, "params"))
-    write_json(os.path.join(folder, "vae.json"), dataclasses.asdict(cfg))
-    return folder
+    return export_vae(params, os.fspath(folder), cfg)
