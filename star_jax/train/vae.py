@@ -20,6 +20,7 @@ aux: psnr (of the batch, peak-to-peak 2), l1, mse, kl, logvar (mean posterior lo
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -211,13 +212,19 @@ def vae_loss(vae: WanVAE, cfg: VAETrainConfig, data: VAEDataConfig, params, batc
     return loss + cfg.kl * kl, {**aux, "kl": kl, "psnr": psnr(aux["mse"]), "logvar": jnp.mean(dist.logvar)}
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def posterior_mean(vae: WanVAE, params, videos_u8):
+    """uint8 videos (B, 1 + 4k, H, W, 3) -> posterior means (B, 1 + k, H/8, W/8, z_dim)."""
+    return encode_start(vae, params, to_signed(videos_u8))[0].mean
+
+
 def latent_stats(vae: WanVAE, params, videos, batch: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std (z_dim,) of the posterior means of `videos` (N, 1 + 4k, H, W, 3)
     uint8, accumulated in float64."""
-    enc = jax.jit(lambda p, v: encode_start(vae, p, to_signed(v))[0].mean)
     total, total_sq, count = 0.0, 0.0, 0
     for i in range(0, len(videos), batch):
-        z = np.asarray(enc(params, jnp.asarray(videos[i:i + batch])), np.float64).reshape(-1, vae.cfg.z_dim)
+        z = np.asarray(posterior_mean(vae, params, jnp.asarray(videos[i:i + batch])), np.float64)
+        z = z.reshape(-1, vae.cfg.z_dim)
         total, total_sq, count = total + z.sum(0), total_sq + np.square(z).sum(0), count + len(z)
     if not count:
         raise InputError("latent statistics: no videos given")
