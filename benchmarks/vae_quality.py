@@ -78,7 +78,9 @@ def measure(vae_dir: str, data: str, split: str, num: int) -> dict:
 
 def table(r: dict) -> str:
     t, h, w = r["shape"]
-    lines = [f"# VAE reconstruction quality ({r['split']} split, full resolution)", "",
+    where = "a .npy of held-out videos" if r["data"].endswith(".npy") else f"the {r['split']} split"
+    lines = ["# VAE reconstruction quality (held-out clips, full resolution)", "",
+             f"Held-out videos: {where}.", "",
              f"VAE `{r['vae']}` (base_dim {r['base_dim']}, {r['params']:,} parameters); data `{r['data']}`: "
              f"{r['videos']} videos of {t}x{h}x{w}, encoded (posterior mean) and decoded whole on "
              f"{r['backend']} in {r['seconds']:.0f} s.", "",

@@ -219,3 +219,28 @@ def test_bad_data_settings_and_files_are_input_errors(tmp_path):
         make_task(get_config(f"data={bad}"))
     with pytest.raises(InputError, match="cannot read"):
         make_task(get_config(f"data={tmp_path / 'missing.npy'}"))
+
+
+@pytest.mark.slow  # compiles a 5-frame VAE training step through the trainer
+def test_train_then_export_command_writes_a_loadable_vae(tmp_path):
+    """The trainer runs the "vae" task from the experiment config; `python -m
+    star_jax.checkpoint.export vae` then writes the run's EMA params with vae.json (its width,
+    stats measured on the run's data, the step)."""
+    from star_jax.checkpoint.export import main as export_main
+    from star_jax.checkpoint.storage import restore_params
+    from star_jax.train import train
+
+    config = get_config("crop=16,frames=5,base_dim=4,batch=2,steps=3")
+    config.data.clip_frames, config.data.clip_hw, config.data.num_examples = 5, (16, 16), 8
+    config.run.workdir, config.run.tensorboard = str(tmp_path / "run"), False
+    with config.unlocked():
+        config.run.compiler_options = dict(FAST)
+    assert train(config, devices=jax.devices()[:1]).status == "done"
+    out = tmp_path / "vae"
+    export_main(["vae", "--workdir", str(tmp_path / "run"), "--out", str(out), "--stats_videos", "4"])
+    cfg = read_vae_json(str(out / VAE_JSON))
+    assert cfg.base_dim == 4 and all(s > 0 for s in cfg.latents_std)
+    assert json.load(open(out / VAE_JSON))["training"]["step"] == 3
+    state = restore_params(str(tmp_path / "run" / "checkpoints" / "3" / "state"))
+    for a, b in zip(jax.tree_util.tree_leaves(state["ema_params"]), jax.tree_util.tree_leaves(restore_params(str(out)))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
