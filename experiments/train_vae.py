@@ -1,26 +1,32 @@
 """Tiny VAE training: the Wan causal video VAE as an autoencoder on the procedural worlds' pixel
-clips (source and target videos), random 5x64x64 crops, L1 + MSE + a small KL
+clips (source and target videos), random 9x64x64 crops, L1 + MSE + a small KL
 (star_jax/train/vae.py).
 
 Launch (repository root):
     python -m star_jax.train --config experiments/train_vae.py:variant=tiny,data=/work/data/worlds_tiny \
         --workdir /work/runs/vae_tiny
     python -m star_jax.checkpoint.export vae --workdir /work/runs/vae_tiny --out /work/runs/vae_tiny_export
-    python benchmarks/vae_quality.py --vae /work/runs/vae_tiny_export --data /work/data/worlds_tiny
+    python -m benchmarks.vae_quality --vae /work/runs/vae_tiny_export --data /work/data/worlds_tiny
 
 Self-contained (no pixel dataset; e.g. on a lent accelerator): render worlds into a .npy of
-videos with this file, then train on it (data=<file>.npy):
-    python experiments/train_vae.py make_clips /tmp/clips.npy --worlds 512 --workers 16
-    python -m star_jax.train --config experiments/train_vae.py:variant=tiny,data=/tmp/clips.npy,batch=16
+videos with this file (JAX on the CPU: 16 processes must not each claim the GPU), then train:
+    JAX_PLATFORMS=cpu python experiments/train_vae.py make_clips /tmp/clips.npy --worlds 384 --workers 16
+    python -m star_jax.train --config experiments/train_vae.py:data=/tmp/clips.npy,batch=32 --workdir W
 
 Arguments: data (a pixel dataset folder for `star_jax.train.records.open_split`, a .npy of
 (N, 9, 96, 160, 3) uint8 videos, or empty: synthetic smooth clips), steps, batch, lr, decay
-(cosine / constant), base_dim (widens the VAE; recorded in the exported vae.json), crop (pixels),
-kl, grad (weights), seed, workdir, runlocal (a 20-step smoke run).
+(cosine / constant), base_dim (widens the VAE; recorded in the exported vae.json), crop (square
+crop side, pixels), frames (crop frames, 1 + 4k), kl, grad (weights), init (an exported VAE folder
+to start from), seed, workdir, runlocal (a 20-step smoke run).
+Crops keep all 9 frames by default: a VAE trained on 5-frame crops (one continuing chunk) decodes
+frames 5-8 of a 9-frame clip badly (14-18 dB against 22-23 dB for frames 0-4), since the state a
+second continuing chunk inherits was never trained.
 Needs: the pixel clips `star_worlds` (96x160, 9 frames) written by data_pipelines, or the .npy.
-Runtime: ~1 s per step at batch 4 on 2 CPU cores after a ~60 s compile; 28 dB PSNR on held-out
-96x160x9 clips needs a few thousand steps (benchmarks/results/vae_quality.md has the numbers).
-Rerunning the same command resumes from the newest checkpoint.
+Runtime (measured 2026-11-27): H200, two runs sharing the GPU: 0.065 s per step at batch 32 on
+5x64x64 crops, 0.13 s at batch 32 on 9x64x64 or batch 16 on 9x96x96; 3327 + 856 such steps gave
+the tiny VAE 22.5 dB PSNR on held-out 96x160x9 clips (benchmarks/results/vae_quality.md), rising
+about 1 dB per doubling of steps. 2 busy CPU cores: ~2 s per step at batch 4 on 5x32x32 crops
+after a ~300 s compile. Rerunning the same command resumes from the newest checkpoint.
 """
 
 from __future__ import annotations
