@@ -10,9 +10,11 @@ trainer's own setup (mesh, shardings, donation) on the teacher config (synthetic
 (ii) the 1.3B teacher (variant=1.3B: 480x832, 12 latent frames, 37,440 tokens per example, bf16
     compute, float32 master weights and Adam, EMA) at batch 8 on an 8-device CPU mesh (fsdp,
     a subprocess with --xla_force_host_platform_device_count=8): compiled only, never run; XLA's
-    memory analysis per device (arguments = the sharded state and batch, outputs, temporaries,
-    generated code) for remat off / on x attention, against an 80 GB accelerator, and the
-    analytic FLOPs per step (star_jax.models.flops: 3 forwards, 4 with full remat). Five compiles of
+    memory analysis per device (arguments = the sharded state and batch, outputs, temporaries;
+    XLA:CPU reports no generated-code size) for remat off / on x attention, against an 80 GB
+    accelerator; plus the fitting configuration on one device at batch 2 and 4 (what one GPU
+    holds: the state unsharded), and the
+    analytic FLOPs per step (star_jax.models.flops: 3 forwards, 4 with full remat). Seven compiles of
     55-100 s each; peak host memory a few GB.
 (iii) --gpu: the 1.3B teacher really trained on one GPU (bf16, remat nothing_saveable, the
     attention(s) of --attention, default dot_product = cuDNN flash) at --batch examples per step:
@@ -31,9 +33,11 @@ import time
 
 import numpy as np
 
-N_DEVICES_1P3B = 8
-ROWS_1P3B = (("xla", "none"), ("xla", "nothing_saveable"), ("blockwise", "none"),
-             ("blockwise", "nothing_saveable"), ("blockwise", "dots_with_no_batch_dims_saveable"))
+N_DEVICES_1P3B = 8  # CPU devices forced in the compile subprocess
+# (attention, remat, devices, batch): the 8-device fsdp rows, then one device (a single GPU's view)
+ROWS_1P3B = (("xla", "none", 8, 8), ("xla", "nothing_saveable", 8, 8), ("blockwise", "none", 8, 8),
+             ("blockwise", "nothing_saveable", 8, 8), ("blockwise", "dots_with_no_batch_dims_saveable", 8, 8),
+             ("blockwise", "nothing_saveable", 1, 2), ("blockwise", "nothing_saveable", 1, 4))
 GB = 1e9
 
 
@@ -119,15 +123,15 @@ def compile_1p3b_rows() -> list[dict]:
     from star_jax.train.loop import setup
 
     out = []
-    for attention, remat in ROWS_1P3B:
-        s = setup(teacher_config("1.3B", attention, remat, batch=N_DEVICES_1P3B))
+    for attention, remat, devices, batch in ROWS_1P3B:
+        s = setup(teacher_config("1.3B", attention, remat, batch=batch, mesh="1x-1x1"), devices=jax.devices()[:devices])
         t0 = time.perf_counter()
         m = s.compile().memory_analysis()
         fwd = s.task.flops_per_example * s.run.batch_size
         out.append(dict(attention=attention, remat=remat, compile_s=time.perf_counter() - t0,
                         argument=m.argument_size_in_bytes, output=m.output_size_in_bytes,
                         temp=m.temp_size_in_bytes, code=m.generated_code_size_in_bytes,
-                        alias=m.alias_size_in_bytes, devices=len(jax.devices()), params=s.num_params,
+                        alias=m.alias_size_in_bytes, devices=devices, batch=batch, params=s.num_params,
                         model_flops=3 * fwd, hw_flops=(4 if remat != "none" else 3) * fwd))
         print(json.dumps(out[-1]), flush=True)
     return out
@@ -143,17 +147,20 @@ def compile_1p3b(timeout_s: int) -> list[str]:
     if proc.returncode or not rows:
         raise RuntimeError(f"1.3B compile subprocess failed ({proc.returncode}): {proc.stderr[-2000:]}")
     r0 = rows[0]
+    per_example = r0["model_flops"] / r0["batch"]
     lines = [f"1.3B teacher ({r0['params'] / 1e9:.2f} B params), 480x832, 12 latent frames (37,440 tokens per "
-             f"example), batch {N_DEVICES_1P3B} on {r0['devices']} CPU devices (fsdp; one example per device), "
-             f"bf16 compute, compiled only; XLA memory analysis per device, GB (donated state: outputs alias "
-             f"the arguments). Model FLOPs per step {r0['model_flops'] / 1e15:.2f} PFLOP (3 forwards); "
-             f"with remat the hardware does 4 forwards ({r0['model_flops'] * 4 / 3 / 1e15:.2f} PFLOP).", "",
-             "| attention | remat | arguments | outputs | temporaries | code | args + temp | fits 80 GB | compile s |",
-             "|---|---|---:|---:|---:|---:|---:|:---:|---:|"]
+             f"example), on CPU devices (fsdp over the devices: 8 devices = one example each), bf16 compute, "
+             f"float32 state (params, Adam, EMA), compiled only; XLA memory analysis per device, GB (donated "
+             f"state: outputs alias the arguments). Model FLOPs per example {per_example / 1e15:.2f} PFLOP "
+             f"(3 forwards); with remat the hardware does 4 forwards ({per_example * 4 / 3 / 1e15:.2f} PFLOP).", "",
+             "| devices | batch | attention | remat | arguments | outputs | temporaries | args + temp | fits 80 GB "
+             "| compile s |",
+             "|---:|---:|---|---|---:|---:|---:|---:|:---:|---:|"]
     for r in rows:
         total = r["argument"] + r["temp"]
-        lines.append(f"| {r['attention']} | {r['remat']} | {r['argument'] / GB:.2f} | {r['output'] / GB:.2f} | "
-                     f"{r['temp'] / GB:.2f} | {r['code'] / GB:.3f} | {total / GB:.2f} | "
+        lines.append(f"| {r['devices']} | {r['batch']} | {r['attention']} | {r['remat']} | {r['argument'] / GB:.2f} | "
+                     f"{r['output'] / GB:.2f} | "
+                     f"{r['temp'] / GB:.2f} | {total / GB:.2f} | "
                      f"{'yes' if total < 80 * GB else 'no'} | {r['compile_s']:.0f} |")
     return lines
 
