@@ -1,15 +1,17 @@
 """Novel-view quality of a trained STAR teacher on a latent dataset's test split.
 
-    python -m benchmarks.teacher_quality --data /work/data/star_latents_worlds --pixels /work/data/star_worlds \
-        --vae /work/runs/vae_tiny/export --teacher /work/runs/teacher_tiny [--steps 20 --guidance 1.0 --num 32]
+    python -m benchmarks.teacher_quality --data /work/data/latents_worlds_tiny \
+        --vae /work/runs/vae_tiny_export --teacher /work/runs/teacher_tiny [--steps 20 --guidance 1.0 --num 32]
 
-For each of the first `num` test clips, four target videos are compared with the true target
+For each of the first `num` test clips, five target videos are compared with the true target
 (target_rgb, from the latent dataset or, matched by example_id, from the pixel dataset --pixels):
   (a) render     the warped source alone (render_rgb, holes as they are: what the DiT is given);
   (b) untrained  the teacher network at its random initialisation (the run's seed), same sampler;
   (c) trained    the trained teacher (EMA params when the run kept them): Euler, `steps` steps,
                  the run's timestep shift, classifier-free guidance `guidance` (1: none);
-  (d) VAE recon  the dataset's target latents decoded (the VAE's ceiling for (b) and (c)).
+  (d) VAE recon  the dataset's target latents decoded (the VAE's ceiling for (b) and (c));
+  (e) diagnostic the render latents decoded: what the teacher is given, through the VAE (a teacher
+                 that only copied its render where the mask is valid would match (e) there).
 (b) and (c) are decoded with the VAE. PSNR and SSIM (star_jax.evaluation: RGB in [0, 1], 11x11
 Gaussian SSIM) over all pixels, inside the render mask (render_valid) and in the holes, per clip
 (its 9 frames pooled), then averaged over clips (a region a clip lacks is left out of that mean).
@@ -42,9 +44,10 @@ from star_jax.models.vae import decode, denormalize_latents
 from star_jax.train.metrics import read_metrics
 from star_jax.train.teacher import conditions_from_batch, sample_teacher
 
-METHODS = ("render", "untrained", "trained", "vae_recon")
+METHODS = ("render", "untrained", "trained", "vae_recon", "render_latent")
 LABELS = {"render": "(a) warped render alone", "untrained": "(b) untrained teacher (random init)",
-          "trained": "(c) trained teacher", "vae_recon": "(d) VAE reconstruction of the target (ceiling)"}
+          "trained": "(c) trained teacher", "vae_recon": "(d) VAE reconstruction of the target (ceiling)",
+          "render_latent": "(e) the render latent decoded (the teacher's input; diagnostic)"}
 REGIONS = ("all", "rendered", "holes")
 ONE = jax.devices()[:1]
 
@@ -139,7 +142,8 @@ def evaluate(latents, pixels, vae, vae_params, teacher, num: int, steps: int, gu
         rng = jax.random.PRNGKey(seed + start)  # the same noise for (b) and (c)
         videos = {"untrained": to_pixels(sample(teacher["init_params"], *cond, rng)),
                   "trained": to_pixels(sample(teacher["params"], *cond, rng)),
-                  "vae_recon": to_pixels(_stack(exs, "target"))}
+                  "vae_recon": to_pixels(_stack(exs, "target")),
+                  "render_latent": to_pixels(_stack(exs, "render"))}
         for j, ex in enumerate(exs):
             if "target_rgb" in ex:
                 target = np.asarray(ex["target_rgb"])

@@ -44,7 +44,7 @@ def test_quality_script_on_a_two_clip_standin(tmp_path, capsys):
     assert not np.isnan(want).any()
     np.testing.assert_allclose(got, want, atol=0.006)  # the table's rounding (2 decimals dB, 4 SSIM)
     assert got[1] == np.inf  # the stand-in render is the target wherever it is valid
-    for label in ("(b) untrained teacher", "(c) trained teacher", "(d) VAE reconstruction"):
+    for label in ("(b) untrained teacher", "(c) trained teacher", "(d) VAE reconstruction", "(e) the render latent"):
         assert re.search(re.escape(label) + r".*\| -?\d+\.\d\d \|", text)
 
     # a VAE other than the one that encoded the latents is refused before any compute
