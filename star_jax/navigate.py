@@ -136,6 +136,7 @@ def validate(config) -> Plan:
     cameras = read_cameras(config, n_total)
     if config.checkpoint:
         from star_jax.checkpoint.convert import check_dit_folder
+        from star_jax.checkpoint.export import folder_vae_config
         from star_jax.checkpoint.vae import check_vae_folder
         from star_jax.models.variants import vae_variant
 
@@ -144,7 +145,9 @@ def validate(config) -> Plan:
         check_dit_folder(os.path.join(config.checkpoint, "dit"), cfg)
         # a star_model.json beside it is readable and records the convention asked for (if any)
         checkpoint_conditioning(os.path.join(config.checkpoint, "dit"), config.conditioning or None)
-        check_vae_folder(os.path.join(config.checkpoint, "vae"), vae_variant(config.variant, dtype=config.dtype))
+        vae_dir = os.path.join(config.checkpoint, "vae")  # a trained VAE's vae.json states its own config
+        check_vae_folder(vae_dir, folder_vae_config(vae_dir, dtype=config.dtype)
+                         or vae_variant(config.variant, dtype=config.dtype))
     if config.prompt and config.text_embedding:
         raise InputError("config.prompt / config.text_embedding (--prompt / --text): expected one text source, "
                          "found both")
