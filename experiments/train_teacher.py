@@ -18,9 +18,11 @@ The tiny variant trains at 96x160 pixels (12x20 latent cells), 3 latent frames (
 per example; the 1.3B one at 480x832 (60x104), 12 latent frames (45 video frames, the release's
 clips), bf16 compute with float32 master weights, parameters and optimizer state sharded over
 all devices (fsdp: 2.65 GiB of state per device on 8).
-Runtime: tiny ~0.4 s per step (2.5 steps/s) on 2 CPU cores after a ~25 s compile. 1.3B: not yet
-runnable: a step needs per-layer rematerialisation and a flash attention in the DiT first (with
-XLA's attention and no remat, XLA plans ~5 TB of temporaries per device on 8 devices).
+Runtime: tiny ~0.4 s per step on 2 CPU cores after a ~25 s compile; 0.28 s with
+`attention=blockwise,remat=nothing_saveable` (the world teacher of benchmarks/RESULTS.md: 2500
+steps in 11.2 min). 1.3B: blockwise attention + nothing_saveable remat (its defaults) fit 24.9 GB
+per device on 8 devices, 70.8 GB on one device at batch 2 (benchmarks/results/train_bench_cpu.md);
+on a GPU add `attention=dot_product` (cuDNN).
 Rerunning the same command resumes from the newest checkpoint.
 """
 
@@ -40,7 +42,8 @@ _SIZES = {
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = parse_arg(arg, variant="tiny", steps=0, batch=0, lr=0.0, frames=0, height=0, width=0, mesh="1x-1x1",
-                  examples=1024, seed=0, workdir="", dtype="", data="", init="", runlocal=False)
+                  examples=1024, seed=0, workdir="", dtype="", data="", init="", attention="", remat="",
+                  runlocal=False)
     if a.variant not in _SIZES:
         raise ValueError(f"experiments/train_teacher.py: variant must be one of {sorted(_SIZES)}, got {a.variant!r}")
     size = _SIZES[a.variant]
@@ -48,8 +51,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.task = "teacher"
     c.model = model_config(a.variant)
-    c.model.dit.update(in_dim=36, dtype=a.dtype or ("float32" if a.variant == "tiny" else "bfloat16"),
-                       param_dtype="float32")
+    big = a.variant != "tiny"  # attention / remat change memory and speed, never the function
+    c.model.dit.update(in_dim=36, dtype=a.dtype or ("bfloat16" if big else "float32"), param_dtype="float32",
+                       attention=a.attention or ("blockwise" if big else "xla"),
+                       remat=a.remat or ("nothing_saveable" if big else "none"))
     c.flow = dict(shift=size["shift"], min_sigma=0.0, max_sigma=1.0, text_dropout=0.1, render_dropout=0.05)
     c.data = dict(source="records" if a.data else "synthetic", path=a.data, split="train",
                   num_examples=a.examples, latent_frames=frames, latent_hw=(height // 8, width // 8),
