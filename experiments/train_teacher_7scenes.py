@@ -22,8 +22,11 @@ so the quality table on "test" measures frames the model never saw.
 
 Needs: the latent dataset above; for `init`, the trainer's init-from-checkpoint support
 (`config.run.init_from`: parameters only, fresh optimizer, EMA = the loaded parameters, step 0).
-Runtime: tiny at 96x128, batch 8: ~0.35 s per step on 2 free CPU cores after a ~25 s compile
-(estimated from the world teacher's 0.4 s at 96x160), so 1000 steps ~6 min.
+Runtime (measured on the shared 2-core CPU, batch 8): 0.21 s per step with
+`--config.model.dit.attention=blockwise --config.model.dit.attention_chunk=128
+--config.model.dit.remat=nothing_saveable` (600 steps from the world teacher: 3.2 min after a 42 s
+compile; benchmarks/results/teacher_quality_7scenes.md), 0.74 s per step with the default XLA
+attention (1200 steps from scratch: 14.7 min; teacher_quality_7scenes_scratch.md).
 """
 
 from __future__ import annotations
