@@ -309,6 +309,6 @@ def test_finetune_config_fits_the_pairs():
     assert c.data.latent_frames == 1 + (spec.num_frames - 1) // 4
     assert c.data.source == "records" and c.data.path == "/d/latents" and c.data.split == "train"
     assert c.run.init_from == "/r/teacher" and c.run.num_steps == 300 and c.optim.warmup_steps == 30
-    assert "init_from" not in exp.get_config("").run
+    assert exp.get_config("").run.get("init_from", "") == ""  # from scratch
     with pytest.raises(ValueError, match="without ','"):
         exp.get_config("data=/a:b")
