@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines.tfds_builders import check_output, latent_features, write_dataset
+from data_pipelines.tfds_builders import add_output_arguments, check_output, latent_features, quiet_tfds, write_dataset
 from star_jax import cli
 from star_jax.checkpoint.storage import CheckpointError
 from star_jax.errors import InputError
@@ -187,14 +187,9 @@ def job(argv) -> None:
     parser.add_argument("--name", default="", help="dataset name (default star_latents_<pixel name>)")
     parser.add_argument("--conditioning", default="inspatio-release", help="mask / warp convention")
     parser.add_argument("--point_size", type=int, default=2, help="warp footprint at output resolution")
-    parser.add_argument("--overwrite", action="store_true", help="replace a dataset folder at --out")
-    parser.add_argument("--no_progress", action="store_true")
-    parser.add_argument("--debug", action="store_true", help="print the traceback of user errors too")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
-    import tensorflow_datasets as tfds
-
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    tfds.disable_progress_bar()
+    quiet_tfds()
     meta = build(args.pixels, args.vae, args.out, args.batch, args.name, args.conditioning, args.point_size,
                  overwrite=args.overwrite, progress=not args.no_progress,
                  command="python -m data_pipelines.precompute " + " ".join(argv))

@@ -35,7 +35,6 @@ start frames, as a 7-Scenes sequence has at most 1000 frames).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import re
@@ -333,6 +332,7 @@ def _frame_range(text: str, flag: str) -> tuple[int, int]:
 
 
 def job(argv: list[str]) -> None:
+    from data_pipelines.tfds_builders import add_output_arguments, quiet_tfds
     from star_jax import cli
 
     p = cli.ArgumentParser(prog="python -m data_pipelines.rgbd_pairs", description=__doc__.split("\n\n")[0])
@@ -347,12 +347,9 @@ def job(argv: list[str]) -> None:
     p.add_argument("--train_frames", default="0:400", help="first:stop frame numbers of the train split")
     p.add_argument("--test_frames", default="400:500", help="first:stop frame numbers of the test split")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace a dataset folder at --out")
-    p.add_argument("--debug", action="store_true", help="print the traceback of user errors too")
+    add_output_arguments(p, progress=False)
     args = p.parse_args(argv)
-    import tensorflow_datasets as tfds
-
-    tfds.disable_progress_bar()
+    quiet_tfds(log_warnings=False)
     spec = PairSpec(args.height, args.width, args.frames, args.stride,
                     train_frames=_frame_range(args.train_frames, "--train_frames"),
                     test_frames=_frame_range(args.test_frames, "--test_frames"))

@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from data_pipelines.tfds_builders import check_output, pixel_features, write_dataset
+from data_pipelines.tfds_builders import add_output_arguments, check_output, pixel_features, quiet_tfds, write_dataset
 from star_jax import cli
 from star_jax.errors import InputError
 
@@ -139,14 +139,9 @@ def job(argv) -> None:
     parser.add_argument("--first_seed", type=int, default=0)
     parser.add_argument("--test_fraction", type=float, default=0.1)
     parser.add_argument("--name", default="star_worlds", help="dataset name (file prefix)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a dataset folder at --out")
-    parser.add_argument("--no_progress", action="store_true")
-    parser.add_argument("--debug", action="store_true", help="print the traceback of user errors too")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
-    import tensorflow_datasets as tfds
-
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    tfds.disable_progress_bar()
+    quiet_tfds()
     meta = build(args.num_worlds, args.out, args.height, args.width, args.frames, args.workers, args.first_seed,
                  args.test_fraction, args.name, args.overwrite, not args.no_progress,
                  command="python -m data_pipelines.synth_worlds " + " ".join(argv))

@@ -37,6 +37,27 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _FIXED_FILES = ("dataset_info.json", "features.json", "metadata.json")
 
 
+def add_output_arguments(parser, progress: bool = True) -> None:
+    """The flags every dataset-writing command shares: --overwrite, --no_progress (when the
+    command shows a progress bar), --debug."""
+    parser.add_argument("--overwrite", action="store_true", help="replace a dataset folder at --out")
+    if progress:
+        parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of user errors too")
+
+
+def quiet_tfds(log_warnings: bool = True) -> None:
+    """TFDS's own progress bars off (the commands draw theirs); warnings to stderr."""
+    import logging
+    import sys
+
+    import tensorflow_datasets as tfds
+
+    if log_warnings:
+        logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    tfds.disable_progress_bar()
+
+
 def pixel_features(frames: int, height: int, width: int):
     """The FeaturesDict of a pixel-clip dataset (see the module docstring)."""
     import tensorflow_datasets as tfds
