@@ -1,0 +1,109 @@
+"""Distribution matching distillation (DMD, as Self-Forcing trains it) and our JDMD.
+
+Notation (REFERENCE.md): x_s = (1 - s) x + s eps, s in [0, 1], the DiT sees t = 1000 s and
+predicts the flow v = eps - x, so its clean-sample estimate is x0_hat = x_s - s v.
+
+**DMD.** The student's samples X ~ p_g are pulled toward the teacher's distribution p by
+minimising the reverse KL, averaged over noise levels s: KL(p_g,s || p_s). Its gradient w.r.t. a
+sample is the difference of the two scores at the re-noised sample,
+    score_g(x_s) - score_p(x_s) = (1 - s) / s^2 * (x_fake - x_real),
+where x_real = E_p[x | x_s] is the teacher's x0 prediction (with classifier-free guidance,
+`cfg_x0`) and x_fake = E_g[x | x_s] that of the critic, a second network trained by flow
+matching on the student's own samples (it tracks p_g). Self-Forcing drops the s-dependent factor
+and normalises per sample instead:
+    D = (x_fake - x_real) / mean|X - x_real|            (`dmd_direction`)
+    loss = 0.5 * mean((X - sg(X - D))^2),  dloss/dX = D / N   (`dmd_loss`)
+so a gradient step moves X against D, toward the teacher's prediction.
+
+**JDMD** (the paper's loss is not public; this design is ours). Two DMD streams act on the same
+student sample X:
+  - the conditional stream: the teacher T_c trained on synthetic (flat-shaded) pairs, and its
+    critic, both see the student's condition (render + mask) and the text; T_c uses CFG.
+    It keeps the camera control that only synthetic pairs (with ground-truth targets) teach.
+  - the real-appearance stream: the teacher T_m trained on real (textured) videos and its critic
+    both see the render dropped (zeros, all-hole mask). It pulls the appearance toward real
+    videos, which have no paired render to learn control from.
+Each stream needs its own critic because a direction compares a fake score with a real score of
+the SAME conditioning: a critic that saw the render cannot stand in for p_g without it.
+    D = (1 - w) D_c + w D_m                              (`jdmd_direction`, w = 0: plain DMD)
+is the gradient of (1 - w) KL(p_g || p_c) + w KL(p_g || p_m), whose minimiser is the normalised
+geometric mixture p_c^(1-w) p_m^w / Z (for Gaussians of equal covariance: the same covariance,
+mean (1 - w) mu_c + w mu_m). tests/distill/test_gmm.py checks this on Gaussian mixtures with
+analytic scores; benchmarks/dmd_gmm.py tabulates it.
+
+All functions are pure jnp, float32, with a leading batch axis B on every array.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+
+from star_jax.diffusion.flow_matching import FlowMatchingConfig, sample_sigmas
+from star_jax.errors import InputError
+
+
+def _non_batch_axes(x) -> tuple[int, ...]:
+    return tuple(range(1, x.ndim))
+
+
+def dmd_direction(x, x_real, x_fake):
+    """The normalised DMD direction, per sample, without gradient.
+
+    x: (B, ...) the student's clean sample X; x_real, x_fake: (B, ...) the teacher's and the
+    critic's x0 predictions at the re-noised X. Returns (B, ...) float32
+    D = (x_fake - x_real) / mean(|x - x_real|) (mean over the non-batch axes); NaN, +-inf and a
+    zero normaliser give 0 (the sample then gets no gradient)."""
+    x, x_real, x_fake = (jnp.asarray(a, jnp.float32) for a in (x, x_real, x_fake))
+    if not x.shape == x_real.shape == x_fake.shape or x.ndim < 1:
+        raise InputError(f"dmd_direction: x, x_real, x_fake must share one (B, ...) shape, got "
+                         f"{x.shape}, {x_real.shape}, {x_fake.shape}")
+    norm = jnp.mean(jnp.abs(x - x_real), axis=_non_batch_axes(x), keepdims=True)
+    safe = jnp.where(norm > 0, norm, 1.0)
+    d = jnp.where(norm > 0, (x_fake - x_real) / safe, 0.0)
+    return jax.lax.stop_gradient(jnp.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0))
+
+
+def dmd_loss(x, direction):
+    """0.5 * mean((x - sg(x - direction))^2): a scalar whose gradient w.r.t. x (B, ...) is
+    direction / x.size. Its value is 0.5 * mean(direction^2) (a magnitude to log, not a
+    quantity that decreases as the student improves)."""
+    x = jnp.asarray(x, jnp.float32)
+    target = jax.lax.stop_gradient(x - jnp.asarray(direction, jnp.float32))
+    return 0.5 * jnp.mean(jnp.square(x - target))
+
+
+def jdmd_direction(d_cond, d_real, weight: float):
+    """(1 - weight) * d_cond + weight * d_real, both (B, ...) directions from `dmd_direction`.
+
+    weight: a Python float in [0, 1] (static); 0 returns d_cond (plain DMD, d_real may then be
+    None), 1 returns d_real."""
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0.0 <= float(weight) <= 1.0:
+        raise InputError(f"jdmd_direction: weight must be a number in [0, 1] (0: plain DMD), got {weight!r}")
+    weight = float(weight)
+    if weight == 0.0:
+        return jnp.asarray(d_cond, jnp.float32)
+    if weight == 1.0:
+        return jnp.asarray(d_real, jnp.float32)
+    d_cond, d_real = jnp.asarray(d_cond, jnp.float32), jnp.asarray(d_real, jnp.float32)
+    if d_cond.shape != d_real.shape:
+        raise InputError(f"jdmd_direction: d_cond and d_real must share one shape, got {d_cond.shape}, "
+                         f"{d_real.shape}")
+    return (1.0 - weight) * d_cond + weight * d_real
+
+
+def sample_dmd_sigmas(rng, batch: int, shift: float = 5.0, lo: float = 0.02, hi: float = 0.98):
+    """(batch,) float32 re-noising levels of the generator step: s = clip(shift_k(u), lo, hi),
+    u ~ U(0, 1) (the flow-matching sampler with the DMD clamp)."""
+    return sample_sigmas(rng, batch, FlowMatchingConfig(shift=shift, min_sigma=lo, max_sigma=hi))
+
+
+def cfg_x0(x0_cond, x0_uncond, guidance: float):
+    """Classifier-free guided x0: x_c + guidance * (x_c - x_u), arrays (B, ...).
+
+    guidance 0 is the conditional prediction (no CFG). REFERENCE.md's g = 3 is "CFG weight 4" in
+    the usual x_u + 4 (x_c - x_u) form; `euler_sample`'s `guidance` is that weight (g + 1)."""
+    x0_cond, x0_uncond = jnp.asarray(x0_cond, jnp.float32), jnp.asarray(x0_uncond, jnp.float32)
+    return x0_cond + guidance * (x0_cond - x0_uncond)
