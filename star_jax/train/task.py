@@ -20,6 +20,7 @@ from star_jax.errors import InputError
 # name -> "module:factory"; a factory maps the whole config to a Task. The VAE and the
 # student (Self-Forcing DMD / JDMD) add their entries here.
 TASKS: dict[str, str] = {
+    "ode": "star_jax.train.ode:make_ode_task",
     "teacher": "star_jax.train.teacher:make_teacher_task",
     "toy": "star_jax.train.toy:make_toy_task",
     "vae": "star_jax.train.vae:make_vae_task",
