@@ -106,9 +106,8 @@ def patch_features(frames, cfg: RealismConfig = RealismConfig()) -> np.ndarray:
     if h == 0 or w == 0:
         raise InputError(f"realism: frames of {x.shape[1]}x{x.shape[2]} pixels are smaller than one {p}x{p} patch")
     x = x[:, :h, :w]
-    mean = _patch_mean(x, p)  # (N, h/p, w/p, 3)
-    var = np.maximum(_patch_mean(x * x, p) - mean * mean, 0.0)
-    cols = [cfg.color_weight * mean, np.log(np.sqrt(var) + cfg.eps_std)]
+    patches = x.reshape(x.shape[0], h // p, p, w // p, p, 3)
+    cols = [cfg.color_weight * patches.mean(axis=(2, 4)), np.log(patches.std(axis=(2, 4)) + cfg.eps_std)]
     y = x @ LUMA
     for s in range(cfg.scales):
         if s:
