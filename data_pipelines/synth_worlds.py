@@ -1,6 +1,8 @@
 """Renders procedural worlds (`data_pipelines.worlds`) into the pixel-clip TFDS dataset.
 
     python -m data_pipelines.synth_worlds --num_worlds 320 --out /work/data/worlds_tiny --workers 2
+    python -m data_pipelines.synth_worlds --num_worlds 320 --out /work/data/worlds_tiny_flat --workers 2 \
+        --appearance flat   # the same worlds, cameras, depths and captions, flat-shaded
     # 96x160x9: ~2.5-5 s per world per core; 320 worlds took 27 min with 2 workers on a shared
     # 2-core machine; 351 MB on disk (1.9 MB per clip before ArrayRecord's compression)
 
@@ -8,7 +10,10 @@ World seeds are first_seed .. first_seed + num_worlds - 1 and the example_id of 
 world is held out for "test" when seed % k == k - 1, k = round(1 / test_fraction), so the test
 worlds of a seed do not depend on how many worlds a run renders, and never appear in "train".
 Records are in seed order within a split. A seed whose camera paths never fit its scene is
-skipped and named in the metadata (`skipped_seeds`). The folder is written whole or not at all
+skipped and named in the metadata (`skipped_seeds`). `--appearance flat` renders every object in
+its texture's mean colour (`data_pipelines.worlds.textures.mean_albedo`), everything else equal:
+two runs with the same arguments but the appearance hold the same example_ids, depths, cameras
+and captions (the metadata records `appearance`). The folder is written whole or not at all
 (staged beside --out, then renamed); features: `data_pipelines.tfds_builders.pixel_features`.
 """
 
@@ -92,22 +97,24 @@ def _examples(seeds, spec, imap, bar, skipped: list) -> Iterator[tuple[int, dict
 
 def build(num_worlds: int, out: str, height: int = 96, width: int = 160, frames: int = 9, workers: int = 1,
           first_seed: int = 0, test_fraction: float = 0.1, name: str = "star_worlds", overwrite: bool = False,
-          progress: bool = True, command: str = "") -> dict:
+          progress: bool = True, command: str = "", appearance: str = "textured") -> dict:
     """Renders the worlds and writes the dataset folder `out`; returns its metadata."""
     from tqdm import tqdm
 
-    from data_pipelines.worlds import WorldSpec
+    from data_pipelines.worlds import APPEARANCES, WorldSpec
 
     check_sizes(height, width, frames)
+    if appearance not in APPEARANCES:
+        raise InputError(f"--appearance: expected one of {', '.join(APPEARANCES)}, got {appearance!r}")
     if num_worlds < 2 or workers < 1 or first_seed < 0:
         raise InputError(f"--num_worlds >= 2, --workers >= 1, --first_seed >= 0 expected, got {num_worlds}, "
                          f"{workers}, {first_seed}")
     seeds = split_seeds(first_seed, num_worlds, test_fraction)
     check_output(out, overwrite)  # in milliseconds, before any rendering
-    spec = WorldSpec(height=height, width=width, num_frames=frames)
+    spec = WorldSpec(height=height, width=width, num_frames=frames, appearance=appearance)
     skipped: list[int] = []
     metadata = {"generator": "data_pipelines.synth_worlds", "command": command, "spec": dataclasses.asdict(spec),
-                "first_seed": first_seed, "num_worlds": num_worlds, "test_fraction": test_fraction,
+                "appearance": appearance, "first_seed": first_seed, "num_worlds": num_worlds, "test_fraction": test_fraction,
                 "test_every": test_every(test_fraction), "seeds": seeds, "skipped_seeds": skipped}
     bar = tqdm(total=num_worlds, desc="worlds", unit="world", file=sys.stderr, disable=not progress)
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
@@ -116,7 +123,7 @@ def build(num_worlds: int, out: str, height: int = 96, width: int = 160, frames:
     try:
         splits = {split: (lambda s=s: _examples(s, spec, imap, bar, skipped)) for split, s in seeds.items()}
         write_dataset(out, name, pixel_features(frames, height, width), splits, metadata,
-                      description=f"procedural worlds {height}x{width}x{frames}, seeds {first_seed}.."
+                      description=f"procedural worlds {height}x{width}x{frames} ({appearance}), seeds {first_seed}.."
                                   f"{first_seed + num_worlds - 1}", overwrite=overwrite)
     finally:
         bar.close()
@@ -139,14 +146,16 @@ def job(argv) -> None:
     parser.add_argument("--first_seed", type=int, default=0)
     parser.add_argument("--test_fraction", type=float, default=0.1)
     parser.add_argument("--name", default="star_worlds", help="dataset name (file prefix)")
+    parser.add_argument("--appearance", default="textured", choices=("textured", "flat"),
+                        help="surface colours: procedural textures, or each object its texture's mean colour")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     quiet_tfds()
     meta = build(args.num_worlds, args.out, args.height, args.width, args.frames, args.workers, args.first_seed,
                  args.test_fraction, args.name, args.overwrite, not args.no_progress,
-                 command="python -m data_pipelines.synth_worlds " + " ".join(argv))
+                 command="python -m data_pipelines.synth_worlds " + " ".join(argv), appearance=args.appearance)
     counts = {k: len(v) for k, v in meta["seeds"].items()}
-    print(f"wrote {args.out}: {counts} worlds of {args.frames}x{args.height}x{args.width} in {meta['seconds']:.0f} s"
+    print(f"wrote {args.out}: {counts} {args.appearance} worlds of {args.frames}x{args.height}x{args.width} in {meta['seconds']:.0f} s"
           + (f"; skipped seeds {meta['skipped_seeds']}" if meta["skipped_seeds"] else ""))
 
 

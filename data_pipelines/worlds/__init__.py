@@ -2,7 +2,8 @@
 
     scene.py    frozen dataclasses: textures, motions, rectangles / boxes / spheres, the scene;
                 `random_scene(seed)`, `describe(scene)` (captions from a fixed vocabulary)
-    textures.py band-limited procedural albedo (checker, stripes, tiles, value noise)
+    textures.py band-limited procedural albedo (checker, stripes, tiles, value noise); the
+                "flat" appearance's per-object mean colour
     raycast.py  analytic ray casting in float64 NumPy: RGB, z-depth, object ids, hard shadows
     paths.py    camera paths as InSpatio keyframes (orbit, dolly, pan) via `star_jax.geometry`
     sample.py   `sample_world(seed)`: source and target videos of one dynamic scene, with depth,
@@ -23,8 +24,9 @@ from data_pipelines.worlds.sample import (
     target_cameras,
 )
 from data_pipelines.worlds.scene import PALETTE, Box, Motion, Quad, Scene, Sphere, Texture, courtyard, describe, random_scene
+from data_pipelines.worlds.textures import APPEARANCES, mean_albedo
 
-__all__ = ["Box", "CameraPath", "Motion", "PALETTE", "Quad", "Scene", "Sphere", "Texture", "View", "WorldSample",
-           "WorldSpec", "courtyard", "describe", "keyframes", "look_at", "path_w2c", "quantize_depth", "random_scene",
+__all__ = ["APPEARANCES", "Box", "CameraPath", "Motion", "PALETTE", "Quad", "Scene", "Sphere", "Texture", "View", "WorldSample",
+           "WorldSpec", "courtyard", "describe", "keyframes", "look_at", "mean_albedo", "path_w2c", "quantize_depth", "random_scene",
            "render_depth", "render_pair", "render_video", "render_view", "sample_world", "source_cameras",
            "target_cameras", "trajectory_text", "trajectory_w2c"]

@@ -7,6 +7,8 @@ same intersection code, ambient light), so a surface point has the same colour i
 depth-warping one render into another camera must reproduce that camera's render wherever the
 point is visible in both. Colour is averaged over `supersample`^2 rays per pixel (anti-aliasing);
 depth and ids come from the ray through the pixel centre, so they are exact at every pixel.
+`appearance` "flat" replaces each object's texture by its mean colour (`textures.mean_albedo`);
+geometry, light, shadows, depth and ids are the same as "textured" (the default).
 
 Camera rays are d = R_c2w K^-1 (u, v, 1): the hit parameter t of o + t d is then the z-depth.
 """
@@ -19,7 +21,7 @@ import math
 import numpy as np
 
 from data_pipelines.worlds.scene import Box, Quad, Scene, Sphere
-from data_pipelines.worlds.textures import albedo
+from data_pipelines.worlds.textures import APPEARANCES, albedo, mean_albedo
 
 _EPS = 1e-6  # smallest hit distance (scene units)
 _SHADOW_BIAS = 1e-4
@@ -133,8 +135,11 @@ def cast(scene: Scene, o: np.ndarray, d: np.ndarray, time: float) -> tuple[np.nd
 
 
 def shade(scene: Scene, o: np.ndarray, d: np.ndarray, t: np.ndarray, idx: np.ndarray, time: float,
-          shadows: bool = True) -> np.ndarray:
-    """Colour (N, 3) of the hits (t, idx) of rays o + t d; the sky where idx = -1."""
+          shadows: bool = True, appearance: str = "textured") -> np.ndarray:
+    """Colour (N, 3) of the hits (t, idx) of rays o + t d; the sky where idx = -1. `appearance`:
+    "textured" (each texture evaluated at the hit) or "flat" (each object its texture's mean)."""
+    if appearance not in APPEARANCES:
+        raise ValueError(f"appearance must be one of {APPEARANCES}, got {appearance!r}")
     o = np.broadcast_to(o, d.shape)
     dn = d / np.linalg.norm(d, axis=1, keepdims=True)
     elev = np.clip(dn[:, 1], 0.0, 1.0)[:, None] ** 0.6
@@ -150,7 +155,7 @@ def shade(scene: Scene, o: np.ndarray, d: np.ndarray, t: np.ndarray, idx: np.nda
         if np.any(sel):
             n, uv, q = surface(obj, p[sel], time)
             normal[sel] = n
-            colour[sel] = albedo(obj.texture, uv, q)
+            colour[sel] = albedo(obj.texture, uv, q) if appearance == "textured" else mean_albedo(obj.texture)
     normal = np.where((np.einsum("ij,ij->i", normal, d[hit]) > 0)[:, None], -normal, normal)  # face the viewer
     sun = np.asarray(scene.sun, np.float64)
     sun = sun / np.linalg.norm(sun)
@@ -178,9 +183,9 @@ def camera_rays(K: np.ndarray, w2c: np.ndarray, hw: tuple[int, int], offsets=((0
 
 
 def render_view(scene: Scene, K: np.ndarray, w2c: np.ndarray, hw: tuple[int, int], time: float = 0.0,
-                supersample: int = 2, shadows: bool = True) -> View:
+                supersample: int = 2, shadows: bool = True, appearance: str = "textured") -> View:
     """Renders `scene` at `time` seconds through a pinhole K (3, 3) at world-to-camera w2c (4, 4)
-    into an image of hw = (H, W)."""
+    into an image of hw = (H, W), in `appearance` ("textured" or "flat", see `shade`)."""
     H, W = hw
     if supersample < 1:
         raise ValueError(f"supersample must be >= 1, got {supersample}")
@@ -190,14 +195,14 @@ def render_view(scene: Scene, K: np.ndarray, w2c: np.ndarray, hw: tuple[int, int
     depth = _depth(t, hw)
     ids = idx.reshape(H, W).astype(np.int16)
     if supersample == 1:
-        rgb = shade(scene, o, d, t, idx, time, shadows)
+        rgb = shade(scene, o, d, t, idx, time, shadows, appearance)
     else:
         k = (np.arange(supersample) + 0.5) / supersample - 0.5
         offsets = np.stack(np.meshgrid(k, k, indexing="ij"), -1).reshape(-1, 2)
         _, ds = camera_rays(K, w2c, hw, offsets)
         ds = ds.reshape(-1, 3)
         ts, idxs = cast(scene, o, ds, time)
-        rgb = shade(scene, o, ds, ts, idxs, time, shadows).reshape(len(offsets), H * W, 3).mean(0)
+        rgb = shade(scene, o, ds, ts, idxs, time, shadows, appearance).reshape(len(offsets), H * W, 3).mean(0)
     return View(rgb.reshape(H, W, 3).clip(0.0, 1.0).astype(np.float32), depth, ids)
 
 
@@ -212,10 +217,10 @@ def _depth(t: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def render_video(scene: Scene, K: np.ndarray, w2c: np.ndarray, hw: tuple[int, int], times, supersample: int = 2,
-                 shadows: bool = True) -> View:
+                 shadows: bool = True, appearance: str = "textured") -> View:
     """Renders one view per camera w2c (T, 4, 4) at `times` (T,) seconds -> a View with leading T."""
     w2c = np.asarray(w2c)
     if w2c.ndim != 3 or w2c.shape[1:] != (4, 4) or len(w2c) != len(times):
         raise ValueError(f"render_video: w2c must be (T, 4, 4) with one time each, got {w2c.shape}, {len(times)} times")
-    views = [render_view(scene, K, w, hw, float(t), supersample, shadows) for w, t in zip(w2c, times)]
+    views = [render_view(scene, K, w, hw, float(t), supersample, shadows, appearance) for w, t in zip(w2c, times)]
     return View(*(np.stack([getattr(v, f.name) for v in views]) for f in dataclasses.fields(View)))

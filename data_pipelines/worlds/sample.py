@@ -20,13 +20,16 @@ import numpy as np
 from data_pipelines.worlds.paths import CameraPath, keyframes, look_at, path_w2c, trajectory_w2c
 from data_pipelines.worlds.raycast import cast, render_depth, render_video
 from data_pipelines.worlds.scene import Scene, describe, random_scene
+from data_pipelines.worlds.textures import APPEARANCES
 from star_jax.geometry import KeyframeTrajectory
 from star_jax.io.files import to_uint8
 
 
 @dataclasses.dataclass(frozen=True)
 class WorldSpec:
-    """Sizes and rendering settings of an example."""
+    """Sizes and rendering settings of an example. `appearance` changes only the colours: "flat"
+    renders every object in its texture's mean colour (the same seed, scene, cameras, depth, ids
+    and caption as "textured")."""
 
     height: int = 240
     width: int = 416
@@ -35,12 +38,15 @@ class WorldSpec:
     fov_x_deg: float = 70.0
     supersample: int = 2
     depth_quantum: float = 0.0  # > 0: source depth rounded to this step (as 16-bit PNGs store it)
+    appearance: str = "textured"  # textured | flat
 
     def __post_init__(self):
         if min(self.height, self.width, self.num_frames, self.supersample) < 1 or not self.fps > 0:
             raise ValueError(f"WorldSpec needs positive sizes, frames, supersample and fps, got {self}")
         if not 0 < self.fov_x_deg < 180 or self.depth_quantum < 0:
             raise ValueError(f"WorldSpec: fov_x_deg in (0, 180) and depth_quantum >= 0, got {self}")
+        if self.appearance not in APPEARANCES:
+            raise ValueError(f"WorldSpec: appearance must be one of {APPEARANCES}, got {self.appearance!r}")
 
     def intrinsics(self) -> np.ndarray:
         """K (3, 3) float32: centred principal point, square pixels."""
@@ -122,8 +128,8 @@ def render_pair(scene: Scene, spec: WorldSpec, source_w2c: np.ndarray, target_w2
     """Renders the source and target videos of `scene` at `spec.times()`."""
     K = spec.intrinsics()
     hw, times = (spec.height, spec.width), spec.times()
-    src = render_video(scene, K, source_w2c, hw, times, spec.supersample)
-    tgt = render_video(scene, K, target_w2c, hw, times, spec.supersample)
+    src = render_video(scene, K, source_w2c, hw, times, spec.supersample, appearance=spec.appearance)
+    tgt = render_video(scene, K, target_w2c, hw, times, spec.supersample, appearance=spec.appearance)
     depth = src.depth if spec.depth_quantum <= 0 else quantize_depth(src.depth, spec.depth_quantum)[1]
     return WorldSample(scene, describe(scene), K, times, to_uint8(src.rgb), depth, src.ids, source_w2c,
                        to_uint8(tgt.rgb), tgt.depth, tgt.ids, target_w2c, source_path, target_trajectory)

@@ -1,5 +1,10 @@
 """Procedural textures: albedo from surface coordinates, band-limited so warps can be judged.
 
+Two appearances (`APPEARANCES`) of the same scene: "textured" evaluates the pattern at every
+surface point (`albedo`); "flat" gives every object one constant colour, its texture's mean albedo
+(`mean_albedo`, closed form, no pattern or noise evaluated): a clean synthetic look with none of
+the texture detail, under the same light, shadows and geometry.
+
 Every pattern is a smooth function (soft-edged checkers and stripes, grout lines with soft
 borders, trilinear value noise), so a frame resampled at sub-pixel offsets (a depth warp) differs
 from a direct render by little where the geometry is right, and by a lot where it is wrong.
@@ -8,11 +13,15 @@ The hash is integer arithmetic, so textures are the same on every machine.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from data_pipelines.worlds.scene import PALETTE, Texture
 
+APPEARANCES = ("textured", "flat")
 _SOFT = 3.0  # edge sharpness of checkers and stripes (tanh gain)
+_GROUT = (0.03, 0.08)  # tiles: grout weight 1 - smoothstep(*_GROUT, distance to the tile edge)
 
 
 def hash01(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, seed: int) -> np.ndarray:
@@ -67,7 +76,7 @@ def albedo(tex: Texture, uv: np.ndarray, p: np.ndarray) -> np.ndarray:
     elif tex.kind == "tiles":  # shaded tiles (a hash per tile) between soft grout lines of colour2
         fu, fv = u - np.floor(u), v - np.floor(v)
         edge = np.minimum(np.minimum(fu, 1.0 - fu), np.minimum(fv, 1.0 - fv))  # distance to grout, in tiles
-        w = 1.0 - _smoothstep(0.03, 0.08, edge)
+        w = 1.0 - _smoothstep(*_GROUT, edge)
         iu, iv = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
         a = a[None] * (0.75 + 0.5 * hash01(iu, iv, np.zeros_like(iu), tex.seed)[:, None])
     elif tex.kind == "noise":
@@ -82,3 +91,26 @@ def albedo(tex: Texture, uv: np.ndarray, p: np.ndarray) -> np.ndarray:
 def _smoothstep(lo: float, hi: float, x: np.ndarray) -> np.ndarray:
     t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
+
+
+def mean_albedo(tex: Texture) -> np.ndarray:
+    """The mean over the surface of `albedo(tex, ...)` (3,), before clipping: colour x (1 - E[w]) +
+    colour2 x E[w] with E[w] the pattern's mean mixing weight (the tile shades and the mottle have
+    mean 1). E[w] is exact: 0 for solid; 1/2 for checker, stripes (odd tanh(sin) patterns) and
+    noise (value noise is symmetric about 1/2 and the smoothstep is odd about it); for tiles the
+    grout share, the integral of 1 - smoothstep over the distance to the nearest tile edge, whose
+    survival function is (1 - 2x)^2 on a unit tile."""
+    a = np.asarray(PALETTE[tex.color], np.float64)
+    b = np.asarray(PALETTE[tex.color2], np.float64)
+    w = {"solid": 0.0, "checker": 0.5, "stripes": 0.5, "noise": 0.5, "tiles": _grout_share()}[tex.kind]
+    return a * (1.0 - w) + b * w
+
+
+@functools.cache
+def _grout_share(n: int = 4096) -> float:
+    """E[1 - smoothstep(lo, hi, edge)] = 1 - integral_lo^hi smoothstep'(x) (1 - 2x)^2 dx (midpoint rule)."""
+    lo, hi = _GROUT
+    x = lo + (np.arange(n) + 0.5) * (hi - lo) / n
+    t = (x - lo) / (hi - lo)
+    ds = 6.0 * t * (1.0 - t) / (hi - lo)
+    return float(1.0 - np.sum(ds * (1.0 - 2.0 * x) ** 2) * (hi - lo) / n)

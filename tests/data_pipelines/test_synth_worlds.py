@@ -1,5 +1,5 @@
 """data_pipelines.synth_worlds: the held-out split by seed, the written records against a fresh
-render of each world (exact), the job's refusals, the worker pool."""
+render of each world (exact), the flat-shaded twin dataset, the job's refusals, the worker pool."""
 
 import os
 
@@ -56,6 +56,29 @@ def test_records_equal_a_fresh_render(worlds):
                 np.testing.assert_array_equal(got[k], want[k], err_msg=f"seed {seed} {k}")
             assert got["source_rgb"].std() > 10 and (got["source_depth"] > 0).mean() > 0.5  # a real scene
             assert not np.array_equal(got["source_w2c"], got["target_w2c"])
+
+
+def test_flat_twin_has_the_same_examples_but_the_colours(worlds, tmp_path):
+    """--appearance flat: the same example_ids per split, and every field but the RGB equal."""
+    out, meta = worlds
+    flat = str(tmp_path / "flat")
+    flat_meta = synth_worlds.build(3, flat, H, W, T, workers=1, test_fraction=0.34, progress=False, appearance="flat")
+    assert flat_meta["seeds"] == meta["seeds"]
+    info = dataset_info(flat)
+    assert info.metadata["appearance"] == "flat" and info.metadata["spec"]["appearance"] == "flat"
+    assert dataset_info(out).metadata["appearance"] == "textured"
+    for split in meta["seeds"]:
+        a, b = open_split(out, split), open_split(flat, split)
+        assert len(a) == len(b)
+        for i in range(len(a)):
+            assert a[i]["caption"] == b[i]["caption"]
+            for k in ("example_id", "source_depth", "source_w2c", "target_depth", "target_w2c", "K"):
+                np.testing.assert_array_equal(a[i][k], b[i][k], err_msg=k)
+            for k in ("source_rgb", "target_rgb"):
+                assert np.abs(a[i][k].astype(np.int16) - b[i][k]).mean() > 3.0, k
+    assert cli.execute(synth_worlds.job, ["--num_worlds", "3", "--out", str(tmp_path / "x"), "--appearance",
+                                          "matte"]) == 2
+    assert not os.path.exists(tmp_path / "x")
 
 
 def test_refusals(worlds, tmp_path):
