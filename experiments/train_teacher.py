@@ -13,7 +13,9 @@ StarConditions); `data=DIR` trains on a latent dataset folder (`star_latents_<na
 `data_pipelines/precompute.py` with a trained VAE; read through `star_jax.train.records`, split
 "train"), whose latent shapes must be the config's (height / width / frames arguments, e.g.
 `width=128` for the 7-Scenes clips at 96x128). `init=DIR` starts a fresh run from another
-teacher's weights (a workdir or an export; `config.run.init_from`).
+teacher's weights (a workdir or an export; `config.run.init_from`). `render_drop=P` (default
+0.05): the probability per example that the render is dropped (zeros, all-hole mask), e.g. 0.3
+for a teacher that must also be good without its render (the real-appearance teacher of JDMD).
 The tiny variant trains at 96x160 pixels (12x20 latent cells), 3 latent frames (9 video frames)
 per example; the 1.3B one at 480x832 (60x104), 12 latent frames (45 video frames, the release's
 clips), bf16 compute with float32 master weights, parameters and optimizer state sharded over
@@ -43,7 +45,7 @@ _SIZES = {
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = parse_arg(arg, variant="tiny", steps=0, batch=0, lr=0.0, frames=0, height=0, width=0, mesh="1x-1x1",
                   examples=1024, seed=0, workdir="", dtype="", data="", init="", attention="", remat="",
-                  runlocal=False)
+                  render_drop=0.05, runlocal=False)
     if a.variant not in _SIZES:
         raise ValueError(f"experiments/train_teacher.py: variant must be one of {sorted(_SIZES)}, got {a.variant!r}")
     size = _SIZES[a.variant]
@@ -55,7 +57,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.dit.update(in_dim=36, dtype=a.dtype or ("bfloat16" if big else "float32"), param_dtype="float32",
                        attention=a.attention or ("blockwise" if big else "xla"),
                        remat=a.remat or ("nothing_saveable" if big else "none"))
-    c.flow = dict(shift=size["shift"], min_sigma=0.0, max_sigma=1.0, text_dropout=0.1, render_dropout=0.05)
+    c.flow = dict(shift=size["shift"], min_sigma=0.0, max_sigma=1.0, text_dropout=0.1,
+                  render_dropout=a.render_drop)
     c.data = dict(source="records" if a.data else "synthetic", path=a.data, split="train",
                   num_examples=a.examples, latent_frames=frames, latent_hw=(height // 8, width // 8),
                   text_len=size["text_len"], seed=a.seed, max_shift=2,
