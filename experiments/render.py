@@ -9,11 +9,12 @@ Launch (repository root):
         --config.trajectory=../shared/data/trajectories/x_y_circle_cycle.txt   # a real clip (planar depth)
 
 Needs: nothing beside the package. The default input is the embedded default world
-(`star_jax/assets/default_world/`: 45 frames at 240x416 with true depth and cameras) and its
+(`star_jax/assets/default_world/`: a held-out procedural world, 45 frames at 96x160 with true
+depth and cameras) and its
 default trajectory; pass --config.manifest, or --config.manifest= --config.video=clip.mp4, for
 your own. With a manifest that gives depth + cameras the renders use them; without, a planar
 depth prior (said in metadata.json).
-Runtime: ~15 s on 2 CPU cores for the 45-frame default at 240x416 (measured 16 s on a busy machine).
+Runtime: a few seconds on 2 CPU cores for the 45-frame default at 96x160 (was 16 s at 240x416).
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from star_jax.assets import default_world_path
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    a = parse_arg(arg, variant="1.3B", max_frames=0, fps=15.0, height=240, width=416, runlocal=False)
+    a = parse_arg(arg, variant="1.3B", max_frames=0, fps=15.0, height=96, width=160, runlocal=False)
     c = ml_collections.ConfigDict()
     # An InSpatio manifest (video, caption, depth_dir, extrinsics, intrinsics, depth_scale, radius_ratio);
-    # the default is the embedded world, rendered at 240x416 (the default size).
+    # the default is the embedded world, rendered at its own 96x160 (the default size).
     c.manifest = default_world_path("manifest.json")
     c.video = ""  # a bare video path; replaces `manifest` when set
     c.caption = ""

@@ -10,8 +10,17 @@ after training among them.
     python -m star_jax.checkpoint.export vae --workdir runs/vae_tiny --out ckpt/vae
     export_teacher("runs/teacher_tiny", "ckpt/teacher")        # dit/ + star_model.json + teacher.json
     python -m star_jax.checkpoint.export teacher --workdir runs/teacher_tiny --out ckpt/teacher
+    export_student("runs/student_jdmd", "runs/vae_tiny_export", "star_jax/assets/tiny_model")
+    python -m star_jax.checkpoint.export student --workdir runs/student_jdmd --vae runs/vae_tiny_export \
+        --out star_jax/assets/tiny_model    # a model folder (star_jax.inference.model): dit/ vae/ star_model.json
 
-The command reads the run's config from <workdir>/run.json, measures the per-channel mean / std
+The student export is a MODEL FOLDER, everything inference needs: dit/ (the student's EMA params),
+vae/ (a copy of the VAE export, vae.json included), star_model.json (format 2: conditioning,
+variant, the DiT's architecture, training resolution and latent frames, sampler, the text
+encoder's id, a description). `--dit FOLDER` exports an orbax DiT params folder instead of a
+workdir's newest checkpoint (e.g. a teacher export's dit/, run block-causal as a stand-in).
+
+The vae / teacher commands read the run's config from <workdir>/run.json, measures the per-channel mean / std
 of the posterior means on `--stats_videos` training videos, and writes the folder atomically.
 """
 
@@ -174,6 +183,80 @@ def export_teacher(workdir: str, out_dir: str, ema: bool = True) -> str:
     return os.path.abspath(out_dir)
 
 
+STUDENT_NAMES = ("dit", "vae", "star_model.json")
+DEFAULT_DESCRIPTION = (
+    "A tiny STAR model trained on CPU, for demonstration: a ~150K-parameter block-causal DiT (2 layers, "
+    "dim 64) that generates each 3-latent-frame block in 4 steps, and a ~0.9M-parameter causal VAE "
+    "(8x spatial, 4x temporal). It was trained only on procedural courtyard worlds (boxes and spheres, "
+    "96x160, 21-frame clips) rendered by data_pipelines.worlds. On such worlds it reproduces the "
+    "reference's warped content and fills holes with plausible blurry surfaces; on real video it has "
+    "never seen real footage: expect blurred, smoothed views that follow the render, and made-up, "
+    "texture-less content in the holes.")
+
+
+def _student_params(workdir: str, ema: bool) -> tuple[Any, int, dict]:
+    """(generator params, step, the run's config) of a student train workdir."""
+    config = _run_config(workdir)
+    params, step = train_params(workdir, ema)
+    for key in ("generator", "student"):  # a distillation state holds the generator beside the critic
+        if isinstance(params, dict) and key in params and "blocks" not in params:
+            params = params[key]
+    return params, step, config
+
+
+def export_student(source: str, vae_dir: str, out_dir: str, variant: str = "tiny", ema: bool = True,
+                   description: str = DEFAULT_DESCRIPTION, resolution_hw=(96, 160), latent_frames: int = 6,
+                   steps=(1000, 750, 500, 250), shift: float = 5.0, conditioning: str | None = None,
+                   info: dict | None = None) -> str:
+    """A student -> the model folder `out_dir` (module docstring), written atomically (a previous
+    export there is replaced). `source`: a student train workdir (run.json + checkpoints/; its
+    newest EMA params) or an orbax DiT params folder. `vae_dir`: a VAE export (orbax + vae.json),
+    copied. The DiT params are checked against `variant`, the VAE against its vae.json, before
+    anything is written. `info` joins the card's "training" record. Returns the folder's path."""
+    import shutil
+
+    import jax
+
+    from star_jax.checkpoint.convert import check_against_model
+    from star_jax.checkpoint.vae import check_vae_folder
+    from star_jax.inference.conditions import DEFAULT_CONDITIONING, get_conditioning
+    from star_jax.inference.model import ARCH_FIELDS, ModelCard, check_model_folder
+    from star_jax.models.variants import dit_variant
+    from star_jax.text import prompt_encoder
+
+    cfg = dit_variant(variant)
+    training = dict(info or {})
+    if os.path.isfile(os.path.join(source, "run.json")):
+        params, step, config = _student_params(source, ema)
+        training.update(workdir=os.path.abspath(source), step=step, params="EMA" if ema else "raw",
+                        task=config.get("task"))
+        conditioning = conditioning or (config.get("data") or {}).get("conditioning")
+    else:
+        params = restore_params(source, what="dit")
+        training.setdefault("dit_source", os.path.abspath(source))
+    check_against_model(params, cfg)
+    vae_cfg = folder_vae_config(vae_dir)
+    if vae_cfg is None:
+        raise CheckpointError(f"{os.path.join(vae_dir, VAE_JSON)}: expected a VAE export's config (python -m "
+                              f"star_jax.checkpoint.export vae), found no such file")
+    check_vae_folder(vae_dir, vae_cfg)
+    training.setdefault("vae_source", os.path.abspath(vae_dir))
+    training.setdefault("what", "trained tiny STAR student")
+    arch = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items() if k in ARCH_FIELDS}
+    card = ModelCard(get_conditioning(conditioning or DEFAULT_CONDITIONING).name, variant, arch,
+                     tuple(int(x) for x in resolution_hw), int(latent_frames), tuple(int(x) for x in steps),
+                     float(shift), prompt_encoder(variant).id, description, training)
+    params = jax.tree_util.tree_map(np.asarray, params)
+    with files.staged_folder(out_dir, STUDENT_NAMES, create=False) as d:
+        save_params(params, os.path.join(d, "dit"))
+        top = os.path.abspath(vae_dir)  # the export's own files only (a stray file there stays behind)
+        shutil.copytree(vae_dir, os.path.join(d, "vae"), ignore=lambda where, names: [
+            n for n in names if os.path.abspath(where) == top and n not in EXPORT_NAMES])
+        files.write_json(os.path.join(d, "star_model.json"), card.to_json())
+        check_model_folder(d, variant, conditioning=card.conditioning)  # the folder reads back as written
+    return os.path.abspath(out_dir)
+
+
 def _export_vae_command(workdir: str, out: str, stats_videos: int, ema: bool) -> str:
     import jax
 
@@ -213,7 +296,28 @@ def main(argv=None) -> None:
     t.add_argument("--workdir", required=True, help="the training run's folder (run.json, checkpoints/)")
     t.add_argument("--out", required=True, help="the folder to write (a previous export there is replaced)")
     t.add_argument("--no_ema", action="store_true", help="export the raw params, not the EMA")
+    s = sub.add_parser("student", help="a student -> a model folder: dit/ + vae/ + star_model.json")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="the student training run's folder (run.json, checkpoints/)")
+    src.add_argument("--dit", help="an orbax DiT params folder instead (e.g. a teacher export's dit/)")
+    s.add_argument("--vae", required=True, help="the VAE export (orbax params + vae.json)")
+    s.add_argument("--out", required=True, help="the model folder to write (a previous export there is replaced)")
+    s.add_argument("--variant", default="tiny")
+    s.add_argument("--resolution", default="96x160", help="HxW the model was trained at")
+    s.add_argument("--latent_frames", type=int, default=6, help="latent frames of its training clips")
+    s.add_argument("--summary", default="trained tiny STAR student", help="one line: what these weights are")
+    s.add_argument("--no_ema", action="store_true", help="export the raw params, not the EMA")
     a = p.parse_args(argv)
+    if a.what == "student":
+        try:
+            hw = tuple(int(x) for x in a.resolution.lower().split("x"))
+            assert len(hw) == 2 and min(hw) > 0
+        except (ValueError, AssertionError):
+            raise CheckpointError(f"--resolution: expected HxW like 96x160, found {a.resolution!r}") from None
+        out = export_student(a.workdir or a.dit, a.vae, a.out, a.variant, not a.no_ema, resolution_hw=hw,
+                             latent_frames=a.latent_frames, info={"what": a.summary})
+        print(f"exported {out}")
+        return
     if a.what == "teacher":
         print(f"exported {export_teacher(a.workdir, a.out, not a.no_ema)}")
         return

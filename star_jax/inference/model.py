@@ -15,6 +15,21 @@ VAE trained here): its VAEConfig, latent statistics included, then replaces the 
 the compute dtype comes from the caller); without one the variant's config is used.
 Text conditioning is a precomputed umT5 embedding (.npy / .npz, (Lc, text_dim) or (1, Lc, text_dim));
 without one the DiT sees zeros, and `text_source` says so.
+
+A MODEL FOLDER (`python -m star_jax.checkpoint.export student`; the embedded one is
+`star_jax/assets/tiny_model/`, `tiny_model_path()`) bundles everything inference needs:
+
+    dit/              orbax params of the block-causal DiT (the student's EMA params)
+    vae/              orbax params + vae.json (its VAEConfig and latent statistics)
+    star_model.json   format 2, a `ModelCard`: conditioning convention, variant, the DiT's
+                      architecture, the resolution and latent frames it was trained at, its sampler
+                      (steps, shift), its text encoder (the tiny hashed-word table: name and
+                      settings), what it is and what it was trained on
+
+    model = load_model_folder(tiny_model_path(), "tiny")   # CheckpointError if anything is off
+    card = read_model_card(tiny_model_path())              # ModelCard, or None for a format-1 folder
+
+`check_model_folder` does every check without loading a weight (the jobs' validate step).
 """
 
 from __future__ import annotations
@@ -57,6 +72,98 @@ class StarModel:
 
 
 STAR_MODEL_JSON = "star_model.json"
+MODEL_CARD_FORMAT = 2
+# DiTConfig fields that define the function (the rest, dtype / attention / remat, are how it runs)
+ARCH_FIELDS = ("dim", "ffn_dim", "num_heads", "num_layers", "freq_dim", "text_dim", "text_len", "in_dim", "out_dim",
+               "patch_size", "eps", "qk_norm", "cross_attn_norm", "rope_theta", "frames_per_block")
+
+
+def tiny_model_path() -> str:
+    """The embedded trained tiny model folder (package data)."""
+    from star_jax.assets import TINY_MODEL
+
+    return TINY_MODEL
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCard:
+    """What a model folder's star_model.json (format 2) records. `resolution_hw`: the (H, W) it
+    was trained at; `latent_frames`: the latent frames of its training clips; `text_encoder`: the
+    `PromptEncoder.id` its captions went through; `description`: what it is, one paragraph."""
+
+    conditioning: str
+    variant: str
+    dit: dict  # the ARCH_FIELDS of its DiTConfig
+    resolution_hw: tuple[int, int]
+    latent_frames: int
+    steps: tuple[int, ...]
+    shift: float
+    text_encoder: str
+    description: str
+    training: dict
+
+    def to_json(self) -> dict:
+        return {"format": MODEL_CARD_FORMAT, "conditioning": self.conditioning, "variant": self.variant,
+                "dit": dict(self.dit), "resolution_hw": list(self.resolution_hw),
+                "latent_frames": self.latent_frames, "sampler": {"steps": list(self.steps), "shift": self.shift},
+                "text_encoder": self.text_encoder, "description": self.description, "training": self.training}
+
+
+def _field(meta: dict, path: str, name: str, check, expected: str):
+    value = meta.get(name, None) if isinstance(meta, dict) else None
+    if not check(value):
+        raise CheckpointError(f"{path}: field {name!r}: expected {expected}, found {value!r}")
+    return value
+
+
+def read_model_card(folder: str) -> ModelCard | None:
+    """The ModelCard of a model folder's star_model.json; None when the file records only a
+    conditioning convention (format 1: converted or teacher checkpoints). CheckpointError naming
+    the file and the field when it is missing, unreadable or ill-typed."""
+    path = os.path.join(folder, STAR_MODEL_JSON)
+    read_star_model_json(path)  # readable, a known convention
+    with open(path, encoding="utf-8") as f:
+        meta = json.load(f)
+    if meta.get("format", 1) == 1:
+        return None
+    _field(meta, path, "format", lambda v: v == MODEL_CARD_FORMAT, f"1 or {MODEL_CARD_FORMAT}")
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0  # noqa: E731
+    variant = _field(meta, path, "variant", lambda v: isinstance(v, str) and v, "a variant name")
+    dit = _field(meta, path, "dit", lambda v: isinstance(v, dict) and set(ARCH_FIELDS) <= set(v),
+                 f"the DiT's fields {list(ARCH_FIELDS)}")
+    hw = _field(meta, path, "resolution_hw", lambda v: isinstance(v, list) and len(v) == 2 and all(map(is_int, v)),
+                "[height, width]")
+    frames = _field(meta, path, "latent_frames", is_int, "a positive int")
+    sampler = _field(meta, path, "sampler", lambda v: isinstance(v, dict) and isinstance(v.get("steps"), list)
+                     and v["steps"] and all(map(is_int, v["steps"])) and isinstance(v.get("shift"), (int, float))
+                     and v["shift"] > 0, "{'steps': [ints], 'shift': > 0}")
+    text = _field(meta, path, "text_encoder", lambda v: isinstance(v, str) and v, "a text encoder id")
+    desc = _field(meta, path, "description", lambda v: isinstance(v, str), "a string")
+    return ModelCard(meta["conditioning"], variant, {k: dit[k] for k in ARCH_FIELDS}, tuple(hw), frames,
+                     tuple(sampler["steps"]), float(sampler["shift"]), text, desc, dict(meta.get("training") or {}))
+
+
+def check_model_card(card: ModelCard, folder: str, variant: str) -> None:
+    """The card describes the `variant` DiT: its name and every architecture field (num_heads
+    among them, which no param shape shows)."""
+    path = os.path.join(folder, STAR_MODEL_JSON)
+    if card.variant != variant:
+        raise CheckpointError(f"{path}: field 'variant': expected {variant!r} (config.variant), found "
+                              f"{card.variant!r}: a model of another size")
+    cfg = dataclasses.asdict(dit_variant(variant))
+    for k in ARCH_FIELDS:
+        want = list(cfg[k]) if isinstance(cfg[k], tuple) else cfg[k]
+        if card.dit[k] != want:
+            raise CheckpointError(f"{path}: field 'dit.{k}': expected {want!r} (the {variant} variant), found "
+                                  f"{card.dit[k]!r}")
+
+
+def model_text_encoder(card: ModelCard):
+    """The PromptEncoder a card names when it is built in (the hashed-word table), else None."""
+    from star_jax.text import prompt_encoder
+
+    encoder = prompt_encoder(card.variant) if card.variant == "tiny" else None
+    return encoder if encoder is not None and encoder.id == card.text_encoder else None
 
 
 def star_model_json_path(dit_path: str) -> str:
@@ -171,6 +278,47 @@ def checkpoint_conditioning(dit: str, requested: str | Conditioning | None = Non
         raise CheckpointError(f"{path}: the DiT was trained with conditioning {stored.name!r}, but the pipeline "
                               f"asks for {want.name!r}; its renders and masks would not be what it learned from")
     return stored, path
+
+
+def check_model_folder(folder: str, variant: str, dtype: str = "float32",
+                       conditioning: str | None = None) -> ModelCard | None:
+    """Every check `load_model_folder` makes, with nothing loaded: dit/ and vae/ exist, the
+    star_model.json (conditioning equal to `conditioning` if given; a format-2 card describing
+    `variant`), the stored DiT shapes against the variant, the VAE against its vae.json (a model
+    card requires one). Returns the card (None for a format-1 folder)."""
+    from star_jax.checkpoint.convert import check_dit_folder
+    from star_jax.checkpoint.export import VAE_JSON, folder_vae_config
+    from star_jax.checkpoint.vae import check_vae_folder
+    from star_jax.models.variants import vae_variant
+
+    for name in ("dit", "vae"):
+        if not os.path.isdir(os.path.join(folder, name)):
+            raise CheckpointError(f"{os.path.join(folder, name)}: expected the {name} params folder of the model "
+                                  f"folder {folder}, found none")
+    checkpoint_conditioning(os.path.join(folder, "dit"), conditioning)
+    card = read_model_card(folder) if os.path.exists(os.path.join(folder, STAR_MODEL_JSON)) else None
+    if card is not None:
+        check_model_card(card, folder, variant)
+        if not os.path.isfile(os.path.join(folder, "vae", VAE_JSON)):
+            raise CheckpointError(f"{os.path.join(folder, 'vae', VAE_JSON)}: expected the trained VAE's config "
+                                  f"(a model folder's VAE records its own), found no such file")
+    check_dit_folder(os.path.join(folder, "dit"), dit_variant(variant, dtype=dtype))
+    vae_dir = os.path.join(folder, "vae")
+    check_vae_folder(vae_dir, folder_vae_config(vae_dir, dtype=dtype) or vae_variant(variant, dtype=dtype))
+    return card
+
+
+def load_model_folder(folder: str, variant: str, dtype: str = "float32", conditioning: str | None = None,
+                      text: str | None = None) -> StarModel:
+    """A model folder (module docstring) -> StarModel, after `check_model_folder`. `weights` names
+    the folder and, from its card, what the model is."""
+    card = check_model_folder(folder, variant, dtype, conditioning)
+    model = load_star_model(variant, os.path.join(folder, "dit"), os.path.join(folder, "vae"), text, dtype,
+                            conditioning=conditioning)
+    if card is not None:
+        what = card.training.get("what", "trained model")
+        model = dataclasses.replace(model, weights=f"{os.path.abspath(folder)} ({what})")
+    return model
 
 
 def load_star_model(variant: str, dit: str, vae: str, text: str | None = None, dtype: str = "bfloat16",
