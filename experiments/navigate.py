@@ -3,6 +3,7 @@
 Launch (repository root):
     python -m star_jax.navigate --config experiments/navigate.py:variant=tiny
     python -m star_jax.navigate --config experiments/navigate.py:variant=tiny,blocks=2   # CI's quick run
+    python -m star_jax.navigate --config experiments/navigate.py:variant=tiny,random_weights   # untrained
     python -m star_jax.navigate --config experiments/navigate.py:variant=tiny,blocks=8 \
         --video ../shared/data/reference_videos/coffee_martini.mp4 \
         --trajectory ../shared/data/trajectories/x_y_circle_cycle.txt   # a real clip (planar depth)
@@ -11,12 +12,16 @@ Launch (repository root):
         --checkpoint ckpt/   # ckpt/dit and ckpt/vae from `python -m star_jax.checkpoint.convert`
 
 Needs: nothing beside the package. The default input is the embedded default world
-(`star_jax/assets/default_world/`: a 45-frame 240x416 procedural scene with true depth and
-cameras, its default trajectory, and the ground-truth target video along it for 4 blocks).
-Without --checkpoint the variant's random weights are used and the outputs say so (the video is
-then not meaningful; the pipeline, shapes and timings are).
-Runtime: ~2.7 min on 2 CPU cores for the tiny default (4 blocks = 45 frames at 240x416, measured 162 s), ~1.5 min
-with blocks=2.
+(`star_jax/assets/default_world/`: a held-out procedural world, 45 frames at 96x160 with true
+depth and cameras, its default trajectory, and the ground-truth target video along it for 4
+blocks), and the default weights (variant tiny) the embedded trained tiny model
+(`star_jax/assets/tiny_model/`); the job then writes comparison.mp4 (ground truth | generated)
+and the PSNR against the ground truth. `--checkpoint` names another model folder;
+`random_weights` (or another variant without --checkpoint) runs randomly initialised networks,
+and the outputs say so. `ground_truth` is the default world's target video; the job clears it
+when --video, --trajectory, --w2c or --keys is given (set --ground_truth to score those).
+Runtime: about 1 min on 2 CPU cores for the tiny default (4 blocks = 45 frames at 96x160), most of it
+XLA compilation; ~40 s with blocks=2.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from __future__ import annotations
 import ml_collections
 
 from experiments.common import parse_arg
-from star_jax.assets import default_world_path
+from star_jax.assets import TINY_MODEL, default_world_path
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    a = parse_arg(arg, variant="tiny", blocks=4, height=240, width=416, fps=15.0, dtype="", runlocal=False)
+    a = parse_arg(arg, variant="tiny", blocks=4, height=96, width=160, fps=15.0, dtype="", runlocal=False,
+                  random_weights=False)
     c = ml_collections.ConfigDict()
     c.variant = a.variant
     c.dtype = a.dtype or ("float32" if a.variant == "tiny" else "bfloat16")
@@ -39,7 +45,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.trajectory = default_world_path("trajectory.txt")  # InSpatio keyframes (pitch, yaw, displacement)
     c.w2c_file = ""  # per-frame OpenCV w2c matrices; replaces `trajectory`
     c.keys_file = ""  # a key script ("<frames> forward+yaw_left" lines); replaces both
-    c.checkpoint = ""  # folder with dit/ and vae/ orbax checkpoints; empty: random weights
+    # a model folder (dit/, vae/, star_model.json); tiny: the embedded trained model; empty: random weights
+    c.checkpoint = TINY_MODEL if a.variant == "tiny" and not a.random_weights else ""
+    c.ground_truth = default_world_path("target.mp4")  # the true target video along the path; empty: none
     c.text_embedding = ""  # .npy (L <= text_len, text_dim) umT5 embedding of the caption; empty: zeros
     c.prompt = ""  # caption -> text by star_jax.text.embed_prompt (tiny: hashed-word table; else umT5); or text_embedding
     c.text_encoder = ""  # umT5: Wan2.1 model folder, models_t5_umt5-xxl-enc-bf16.pth, or a transformers/diffusers folder

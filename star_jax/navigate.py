@@ -17,13 +17,27 @@ recorded; below LOW_RENDER_COVERAGE a warning is logged, and below `config.min_r
 the part of the scene the reference shows (a displacement of 1e9, say) gives a black render, and
 the model then invents the whole frame.
 
+Weights: `config.checkpoint`, a model folder (`star_jax.inference.model`: dit/, vae/,
+star_model.json); for the tiny variant the default is the embedded trained tiny model. Its card
+gives the text encoder: without --prompt / --text the reference's caption is embedded with it.
+The card's description, and where this input leaves what the model was trained on (resolution,
+planar depth, more latent frames than its clips), are logged and recorded under "model".
+Empty `config.checkpoint`: random weights, and the outputs say so.
+
+With `config.ground_truth` (a video of the true target views along the same camera path; the
+default world ships one) the generated video is scored against it: PSNR over all pixels, inside
+the render mask and in the holes (`star_jax.evaluation.psnr`, pooled over the clip), logged and
+recorded, and comparison.mp4 shows ground truth | generated side by side.
+
 Writes to `config.output_dir`:
   navigate.mp4       the generated video
   renders.mp4        the reference warped into the target cameras (the explicit spatial constraint)
+  comparison.mp4     ground truth | generated, side by side (only with a ground truth)
   contact_sheet.png  rows of reference | render | mask | output at a few frames
   metadata.json      inputs, the source video's size / frames / fps and the distinct reference
-                     frames used, weights (random or checkpoint), text source, depth source, render
-                     coverage and latency (warp / encode / DiT / decode) per block, frames per second
+                     frames used, weights (random or which model folder) and the model's card,
+                     text source, depth source, render coverage and latency (warp / encode / DiT /
+                     decode) per block, frames per second, and the PSNR against the ground truth
 """
 
 from __future__ import annotations
@@ -54,7 +68,7 @@ from star_jax.render import (
     validate_reference,
 )
 
-OUTPUTS = ("navigate.mp4", "renders.mp4", "contact_sheet.png", "metadata.json")
+OUTPUTS = ("navigate.mp4", "renders.mp4", "comparison.mp4", "contact_sheet.png", "metadata.json")
 MIN_RENDER_COVERAGE = 0.02  # default of config.min_render_coverage: a block below it stops the job
 LOW_RENDER_COVERAGE = 0.10  # a block below it is logged as a warning
 
@@ -87,6 +101,7 @@ class Plan:
     dit: DiTConfig
     num_frames: int  # output frames
     min_coverage: float
+    card: object = None  # the model folder's ModelCard (None: random weights or a format-1 folder)
 
 
 def _model_config(config) -> DiTConfig:
@@ -134,20 +149,14 @@ def validate(config) -> Plan:
                      clearance=ctl.clearance)
     n_total = total_frames(config.num_blocks, cfg.frames_per_block)
     cameras = read_cameras(config, n_total)
+    card = None
     if config.checkpoint:
-        from star_jax.checkpoint.convert import check_dit_folder
-        from star_jax.checkpoint.export import folder_vae_config
-        from star_jax.checkpoint.vae import check_vae_folder
-        from star_jax.models.variants import vae_variant
+        from star_jax.inference.model import check_model_folder
 
-        from star_jax.inference.model import checkpoint_conditioning
-
-        check_dit_folder(os.path.join(config.checkpoint, "dit"), cfg)
-        # a star_model.json beside it is readable and records the convention asked for (if any)
-        checkpoint_conditioning(os.path.join(config.checkpoint, "dit"), config.conditioning or None)
-        vae_dir = os.path.join(config.checkpoint, "vae")  # a trained VAE's vae.json states its own config
-        check_vae_folder(vae_dir, folder_vae_config(vae_dir, dtype=config.dtype)
-                         or vae_variant(config.variant, dtype=config.dtype))
+        # dit/ and vae/ (shapes from orbax metadata), star_model.json (convention, variant, architecture)
+        card = check_model_folder(config.checkpoint, config.variant, config.dtype, config.conditioning or None)
+    if config.get("ground_truth", ""):
+        _check_ground_truth(config.ground_truth, n_total, probe)
     if config.prompt and config.text_embedding:
         raise InputError("config.prompt / config.text_embedding (--prompt / --text): expected one text source, "
                          "found both")
@@ -160,7 +169,73 @@ def validate(config) -> Plan:
 
         load_text_embedding(config.text_embedding, cfg.text_dim, cfg.text_len)  # InputError names the file
     io.check_output_folder(config.output_dir, OUTPUTS)
-    return Plan(entry, probe, cameras, cfg, n_total, floor)
+    return Plan(entry, probe, cameras, cfg, n_total, floor, card)
+
+
+def _check_ground_truth(path: str, n_total: int, reference: VideoProbe) -> None:
+    """The ground-truth video opens (header and first frame) and, when its header says, holds
+    enough frames at the reference's rate."""
+    from star_jax.io.video import probe_video
+
+    if not os.path.isfile(path):
+        raise InputError(f"config.ground_truth: {path}: no such file (the true target video; empty: no scoring)")
+    gt = probe_video(path)
+    if gt.num_frames is not None and gt.num_frames * reference.fps / gt.fps < n_total - 0.5:
+        raise InputError(f"config.ground_truth: {path}: expected at least {n_total} frames at the reference's "
+                         f"{reference.fps:g} fps, found {gt.num_frames} at {gt.fps:g} fps")
+
+
+def _load_ground_truth(path: str, config, n: int) -> np.ndarray:
+    """(n, H, W, 3) uint8: the ground-truth video at the job's size and rate."""
+    from star_jax.io.video import load_video
+    from star_jax.render import video_spec
+
+    frames = load_video(path, video_spec(config)).frames
+    if len(frames) < n:
+        raise InputError(f"config.ground_truth: {path}: expected at least {n} frames, found {len(frames)}")
+    return frames[:n]
+
+
+def score(frames: np.ndarray, truth: np.ndarray, renders: np.ndarray, masks: np.ndarray) -> dict:
+    """PSNR (dB) of the generated frames against the ground truth over all pixels, inside the
+    render mask and in the holes; the render itself inside its mask for reference. (T, H, W, 3)
+    uint8 each, masks (T, H, W) bool. An empty region gives None."""
+    from star_jax.evaluation import psnr
+
+    def db(pred, region=None):
+        v = psnr(pred, truth, region)
+        return None if np.isnan(v) else round(float(v), 3)
+
+    return {"psnr_db": {"all": db(frames), "rendered": db(frames, masks), "holes": db(frames, ~masks)},
+            "render_psnr_db": {"rendered": db(renders, masks)}, "hole_fraction": float(1 - masks.mean())}
+
+
+def model_notes(card, config, hw: tuple[int, int], depth_kind: str, latent_frames: int) -> list[str]:
+    """Where this run leaves what the model was trained on, one sentence each."""
+    if card is None:
+        return []
+    notes = []
+    if tuple(hw) != tuple(card.resolution_hw):
+        notes.append(f"trained at {card.resolution_hw[0]}x{card.resolution_hw[1]}, running at {hw[0]}x{hw[1]}")
+    if depth_kind != "measured":
+        notes.append("a planar depth prior stands in for measured depth: the renders only approximate the scene "
+                     "and the model learned from exact depth")
+    if config.video or not config.manifest or os.path.abspath(config.manifest) != default_world_manifest():
+        notes.append("not the default world: on anything but the procedural worlds it was trained on (real video "
+                     "above all) expect blurred views that follow the render and invented, texture-less holes")
+    if latent_frames > card.latent_frames:
+        notes.append(f"{latent_frames} latent frames, its training clips had {card.latent_frames}: later blocks "
+                     f"continue from its own output through the cache")
+    if tuple(config.sampler.steps) != card.steps or float(config.sampler.shift) != card.shift:
+        notes.append(f"sampler {tuple(config.sampler.steps)} shift {config.sampler.shift:g}; it was trained for "
+                     f"{card.steps} shift {card.shift:g}")
+    return notes
+
+
+def default_world_manifest() -> str:
+    from star_jax.assets import default_world_path
+
+    return default_world_path("manifest.json")
 
 
 def _check_coverage(index: int, frames: tuple[int, int], coverage: float, plan: Plan, log) -> None:
@@ -185,7 +260,7 @@ def run(config, log=print, dry_run: bool = False) -> dict:
             f"{plan.cameras.kind} {plan.cameras.path}, {plan.num_frames} frames); output folder "
             f"{config.output_dir} writable")
         return {"dry_run": True, "video": entry.video, "camera": plan.cameras.kind, "frames": plan.num_frames}
-    from star_jax.inference.model import load_star_model, random_star_model
+    from star_jax.inference.model import load_model_folder, model_text_encoder, random_star_model
     from star_jax.inference.session import NavigationSession, bounce_index
 
     clip, geometry = load_reference(entry, config, log)
@@ -193,12 +268,14 @@ def run(config, log=print, dry_run: bool = False) -> dict:
     freeze = None if config.camera.freeze_frame < 0 else int(config.camera.freeze_frame)
     if freeze is not None:
         source_frame_indices(1, len(clip.frames), freeze)  # a frame the clip has
+    truth = _load_ground_truth(config.ground_truth, config, plan.num_frames) if config.get("ground_truth") else None
 
     rng = jax.random.PRNGKey(config.seed)
+    card = plan.card
     if config.checkpoint:
-        model = load_star_model(config.variant, os.path.join(config.checkpoint, "dit"),
-                                os.path.join(config.checkpoint, "vae"), config.text_embedding or None, config.dtype,
-                                conditioning=config.conditioning or None)
+        model = load_model_folder(config.checkpoint, config.variant, config.dtype, config.conditioning or None,
+                                  config.text_embedding or None)
+        log(f"weights: {model.weights}")
     else:
         model = random_star_model(config.variant, rng, config.dtype, config.text_embedding or None,
                                   conditioning=config.conditioning or "inspatio-release")
@@ -209,7 +286,17 @@ def run(config, log=print, dry_run: bool = False) -> dict:
         emb, src = embed_prompt(config.prompt, config.variant, text_encoder=config.text_encoder or None,
                                 tokenizer=config.tokenizer or None, cache_dir=config.prompt_cache or None)
         model = dataclasses.replace(model, text=jnp.asarray(emb), text_source=src)
+    elif not config.text_embedding and card is not None and entry.caption and model_text_encoder(card):
+        from star_jax.text import embed_prompt  # the caption through the text encoder the model was trained with
+
+        emb, src = embed_prompt(entry.caption, config.variant)
+        model = dataclasses.replace(model, text=jnp.asarray(emb), text_source=f"the reference's caption: {src}")
     n_total = plan.num_frames
+    notes = model_notes(card, config, (H, W), geometry.kind, config.num_blocks * plan.dit.frames_per_block)
+    if card is not None:
+        log(f"model: {card.description}")
+        for note in notes:
+            log(f"note: {note}")
 
     ctl = config.controller
     session = NavigationSession(
@@ -247,9 +334,14 @@ def run(config, log=print, dry_run: bool = False) -> dict:
     # the distinct source-video frames behind the output (the session plays the clip back and forth)
     shown = np.asarray([freeze]) if freeze is not None else bounce_index(np.arange(n_total), len(clip.frames))
     distinct_used = int(np.unique(clip.source_indices[shown]).size)
+    quality = None if truth is None else {"video": os.path.abspath(config.ground_truth),
+                                          **score(frames, truth, renders, masks)}
     with io.staged_folder(config.output_dir, OUTPUTS) as out:
         codec = io.write_mp4(os.path.join(out, "navigate.mp4"), frames, clip.fps)
         io.write_mp4(os.path.join(out, "renders.mp4"), renders, clip.fps)
+        if truth is not None:
+            gutter = np.full((*truth.shape[:2], 4, 3), 255, np.uint8)
+            io.write_mp4(os.path.join(out, "comparison.mp4"), np.concatenate([truth, gutter, frames], axis=2), clip.fps)
         mask_rgb = np.repeat(io.to_uint8(masks)[..., None], 3, axis=-1)
         io.write_png(os.path.join(out, "contact_sheet.png"), contact_sheet([reference, renders, mask_rgb, frames]))
         meta = {
@@ -257,6 +349,11 @@ def run(config, log=print, dry_run: bool = False) -> dict:
             "fps": clip.fps, "reference": dict(clip.provenance(), distinct_source_frames_used=distinct_used),
             "blocks": config.num_blocks, "variant": config.variant, "dtype": config.dtype,
             "weights": model.weights, "text": model.text_source, "depth": geometry.kind,
+            "model": None if card is None else {
+                "folder": os.path.abspath(config.checkpoint), "what": card.training.get("what", ""),
+                "description": card.description, "trained_resolution_hw": list(card.resolution_hw),
+                "trained_latent_frames": card.latent_frames, "text_encoder": card.text_encoder, "notes": notes},
+            "ground_truth": quality,
             "camera": cam_info, "conditioning": session.conditioning_metadata(),
             "sampler": {"steps": list(config.sampler.steps), "shift": config.sampler.shift},
             "valid_fraction_mean": float(masks.mean()), "render_coverage_per_block": coverage,
@@ -268,7 +365,14 @@ def run(config, log=print, dry_run: bool = False) -> dict:
             "total_s": time.perf_counter() - t0,
         }
         io.write_json(os.path.join(out, "metadata.json"), meta)
-    log(f"wrote {config.output_dir}/: {' '.join(OUTPUTS)} ({len(frames)} frames, "
+    if quality is not None:
+        q = quality["psnr_db"]
+        fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+        log(f"PSNR against the ground truth ({config.ground_truth}): all {fmt(q['all'])} dB, inside the render "
+            f"mask {fmt(q['rendered'])} dB, holes {fmt(q['holes'])} dB ({quality['hole_fraction']:.1%} of pixels); "
+            f"the render alone inside its mask {fmt(quality['render_psnr_db']['rendered'])} dB")
+    written = [n for n in OUTPUTS if truth is not None or n != "comparison.mp4"]
+    log(f"wrote {config.output_dir}/: {' '.join(written)} ({len(frames)} frames, "
         f"steady state {meta['steady_state']['frames_per_s']:.2f} frames/s, total {meta['total_s']:.1f}s)")
     return meta
 
@@ -281,8 +385,15 @@ def main(argv):
     config = _CONFIG.value
     overrides = {"video": F.video, "trajectory": F.trajectory, "w2c_file": F.w2c, "keys_file": F.keys,
                  "checkpoint": F.checkpoint, "text_embedding": F.text, "prompt": F.prompt,
-                 "text_encoder": F.text_encoder, "tokenizer": F.tokenizer, "output_dir": F.output_dir}
+                 "text_encoder": F.text_encoder, "tokenizer": F.tokenizer, "output_dir": F.output_dir,
+                 "ground_truth": F.ground_truth}
+    if F.random_weights and F.checkpoint:
+        raise InputError("--random_weights / --checkpoint: expected at most one source of weights, found both")
     with config.unlocked():
+        if F.video or F.trajectory or F.w2c or F.keys:
+            config.ground_truth = ""  # the default world's ground truth belongs to its own clip and path
+        if F.random_weights:
+            config.checkpoint = ""
         for k, v in overrides.items():
             if v:
                 config[k] = v
@@ -301,7 +412,11 @@ if __name__ == "__main__":
     flags.DEFINE_string("trajectory", "", "InSpatio keyframe trajectory file (pitch / yaw / displacement)")
     flags.DEFINE_string("w2c", "", "per-frame OpenCV world-to-camera matrices (.npy / .json / .txt)")
     flags.DEFINE_string("keys", "", "key script: lines '<frames> forward+yaw_left'")
-    flags.DEFINE_string("checkpoint", "", "folder with dit/ and vae/ converted orbax checkpoints")
+    flags.DEFINE_string("checkpoint", "", "model folder: dit/ + vae/ (+ star_model.json); default for tiny: the "
+                        "embedded trained model")
+    flags.DEFINE_bool("random_weights", False, "randomly initialised networks instead of the default model")
+    flags.DEFINE_string("ground_truth", "", "true target video along the camera path: scored (PSNR) and shown "
+                        "side by side in comparison.mp4")
     flags.DEFINE_string("text", "", "precomputed umT5 text embedding (.npy)")
     flags.DEFINE_string("prompt", "", "caption, embedded by umT5 (--text_encoder) or, for tiny, a hashed-word table")
     flags.DEFINE_string("text_encoder", "", "umT5 weights: Wan2.1 folder, models_t5_umt5-xxl-enc-bf16.pth, or a "
