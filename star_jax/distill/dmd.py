@@ -25,9 +25,10 @@ student sample X:
     videos, which have no paired render to learn control from.
 Each stream needs its own critic because a direction compares a fake score with a real score of
 the SAME conditioning: a critic that saw the render cannot stand in for p_g without it.
-    D = (1 - w) D_c + w D_m                              (`jdmd_direction`, w = 0: plain DMD)
-is the gradient of (1 - w) KL(p_g || p_c) + w KL(p_g || p_m), whose minimiser is the normalised
-geometric mixture p_c^(1-w) p_m^w / Z (for Gaussians of equal covariance: the same covariance,
+    D = ((1 - w) (x_fake_c - x_real_c) + w (x_fake_m - x_real_m)) / mean|X - x_real_w|,
+    x_real_w = (1 - w) x_real_c + w x_real_m               (`jdmd_direction`, w = 0: plain DMD)
+is, up to that one positive per-sample factor, the gradient of (1 - w) KL(p_g || p_c) +
+w KL(p_g || p_m), whose minimiser is the normalised geometric mixture p_c^(1-w) p_m^w / Z (for Gaussians of equal covariance: the same covariance,
 mean (1 - w) mu_c + w mu_m). tests/distill/test_gmm.py checks this on Gaussian mixtures with
 analytic scores; benchmarks/dmd_gmm.py tabulates it.
 
@@ -75,23 +76,33 @@ def dmd_loss(x, direction):
     return 0.5 * jnp.mean(jnp.square(x - target))
 
 
-def jdmd_direction(d_cond, d_real, weight: float):
-    """(1 - weight) * d_cond + weight * d_real, both (B, ...) directions from `dmd_direction`.
+def jdmd_direction(x, x_real_c, x_fake_c, x_real_m, x_fake_m, weight: float):
+    """The JDMD direction: DMD toward the w-weighted teachers, against the w-weighted critics,
 
-    weight: a Python float in [0, 1] (static); 0 returns d_cond (plain DMD, d_real may then be
-    None), 1 returns d_real."""
+        D = dmd_direction(x, (1 - w) x_real_c + w x_real_m, (1 - w) x_fake_c + w x_fake_m),
+
+    i.e. the gradient of (1 - w) KL(p_g || p_c) + w KL(p_g || p_m) with ONE per-sample
+    normaliser. (Normalising each stream by its own mean|x - x_real| and then mixing weights the
+    two streams differently for every sample: on two Gaussians that inflates the student's
+    covariance several-fold and biases its mean toward the nearer teacher; see
+    benchmarks/results/dmd_gmm.md.)
+
+    x: (B, ...) the student's sample; x_real_c / x_fake_c: the conditional teacher's (CFG) and its
+    critic's x0 predictions; x_real_m / x_fake_m: the real-appearance teacher's and its critic's
+    (render dropped), all (B, ...). weight: a Python float in [0, 1] (static): 0 is plain DMD
+    (x_real_m, x_fake_m are then not used and may be None), 1 uses only the real stream."""
     if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0.0 <= float(weight) <= 1.0:
         raise InputError(f"jdmd_direction: weight must be a number in [0, 1] (0: plain DMD), got {weight!r}")
     weight = float(weight)
     if weight == 0.0:
-        return jnp.asarray(d_cond, jnp.float32)
+        return dmd_direction(x, x_real_c, x_fake_c)
     if weight == 1.0:
-        return jnp.asarray(d_real, jnp.float32)
-    d_cond, d_real = jnp.asarray(d_cond, jnp.float32), jnp.asarray(d_real, jnp.float32)
-    if d_cond.shape != d_real.shape:
-        raise InputError(f"jdmd_direction: d_cond and d_real must share one shape, got {d_cond.shape}, "
-                         f"{d_real.shape}")
-    return (1.0 - weight) * d_cond + weight * d_real
+        return dmd_direction(x, x_real_m, x_fake_m)
+    mix = lambda c, m: (1.0 - weight) * jnp.asarray(c, jnp.float32) + weight * jnp.asarray(m, jnp.float32)
+    shapes = [jnp.shape(a) for a in (x_real_c, x_fake_c, x_real_m, x_fake_m)]
+    if len(set(shapes)) != 1:
+        raise InputError(f"jdmd_direction: the four x0 predictions must share one (B, ...) shape, got {shapes}")
+    return dmd_direction(x, mix(x_real_c, x_real_m), mix(x_fake_c, x_fake_m))
 
 
 def sample_dmd_sigmas(rng, batch: int, shift: float = 5.0, lo: float = 0.02, hi: float = 0.98):
