@@ -1,0 +1,345 @@
+"""The ablation table of the few-step students: novel-view quality, realism and speed on a latent
+dataset's held-out split, next to the teachers they were distilled from.
+
+    python -m benchmarks.student_quality --data /work/data/latents21_tex --vae /work/runs/vae_tiny_export \
+        --ode /work/runs/s21/student_ode --dmd /work/runs/s21/student_dmd --jdmd /work/runs/s21/student_jdmd \
+        --teacher_c /work/runs/s21/teacher_flat_export --teacher_m /work/runs/s21/teacher_tex_export
+
+Rows (a generator given by a path that does not exist, or not given, is a row saying "missing",
+so the script runs before every network is trained):
+    untrained   the block-causal student network at a random initialisation (seed --seed)
+    ode / dmd / jdmd   the students: the causal rollout (`star_jax.inference.rollout.rollout`,
+                blocks of 3 latent frames against the KV cache), `--student_steps` warped steps
+                (default 1000, 750, 500, 250 through the shift-`--student_shift` table)
+    teacher_c   T_c, the conditional teacher (trained on the flat-shaded worlds): bidirectional,
+                `sample_teacher`, Euler `--teacher_steps` steps, its training shift, CFG `--guidance`
+    teacher_m   T_m, the real-appearance teacher (trained on the textured worlds), same sampler
+    teacher_m_free   T_m with the render dropped (zeros, an all-hole mask): what JDMD's second
+                direction pulls toward (a diagnostic)
+    render      the warped source alone (render_rgb, holes black: what every generator is given)
+    vae_recon   the target latents decoded: the VAE's ceiling for every generated row
+Columns: PSNR / SSIM over all pixels, inside the render mask (render_valid) and in the holes,
+per clip (its frames pooled) then averaged over clips (`teacher_quality.clip_metrics`); realism =
+`star_jax.evaluation.realism_distance` of the row's frames (all clips) against the split's true
+target frames (lower is more alike; 0 only for the targets themselves, the VAE row shows the
+floor a decoder leaves); frames/s of the generator on this machine, latent generation + VAE decode
+of one batch, best of `--repeats` after a warm-up call; the speed-up is the T_c row's time per
+batch over the row's, with and without the decode (the same decoder serves every row, so the
+latents-only ratio is the DiT's). The same noise key per batch for every generator.
+
+--data is the latent dataset (`data_pipelines.precompute`), --pixels its pixel dataset (default:
+the one its metadata names) for the true targets, matched by example_id; --vae the VAE that
+encoded it (fingerprint checked). A student is a trainer workdir (run.json + checkpoints/: the
+newest step's EMA params when kept; a distillation state's `generator` subtree) or an export
+(dit/ beside a teacher.json / student.json naming its DiT config); a teacher is what
+`teacher_quality.load_teacher` reads. The table goes to stdout and benchmarks/results/student_quality.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.common import best_time
+from benchmarks.teacher_quality import REGIONS, _json, _mean, _to_unit, clip_metrics, load_teacher
+from star_jax.errors import InputError
+from star_jax.evaluation.realism import frechet_distance, gaussian_stats, patch_features
+from star_jax.inference.conditions import StarConditions
+from star_jax.io.files import atomic_path
+from star_jax.models.vae import decode, denormalize_latents
+
+STUDENTS = ("ode", "dmd", "jdmd")
+GENERATORS = ("untrained",) + STUDENTS + ("teacher_c", "teacher_m", "teacher_m_free")
+ROWS = GENERATORS + ("render", "vae_recon")
+LABELS = {"untrained": "untrained student (random init)", "ode": "student: ODE init",
+          "dmd": "student: DMD (JDMD weight 0)", "jdmd": "student: JDMD",
+          "teacher_c": "teacher T_c (conditional, flat-trained)", "teacher_m": "teacher T_m (real appearance)",
+          "teacher_m_free": "T_m, render dropped (JDMD's appearance target; diagnostic)",
+          "render": "warped render alone", "vae_recon": "VAE reconstruction of the target (ceiling)"}
+ONE = jax.devices()[:1]
+
+
+def _record_dit_config(path: str):
+    """The DiTConfig a student folder records (export json or run.json), or None."""
+    from star_jax.models.variants import DiTConfig
+    from star_jax.train.config import section
+
+    for name in ("student.json", "teacher.json"):
+        f = os.path.join(path, name)
+        if os.path.exists(f):
+            meta = _json(f)
+            if isinstance(meta.get("dit"), dict):
+                return DiTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["dit"].items()})
+            return section(DiTConfig, meta.get("config", {}).get("model", {}), "dit", f"{f}: config.model")
+    run = os.path.join(path, "run.json")
+    if os.path.exists(run):
+        model = _json(run)["config"].get("model", {})
+        if "dit" in model:
+            return section(DiTConfig, model, "dit", f"{run}: config.model")
+    return None
+
+
+def _abstract_params(cfg, frames: int, latent_hw, text_len: int):
+    from star_jax.models.dit import WanDiT
+    from star_jax.train.teacher import TeacherDataConfig, init_teacher
+    import flax.linen as nn
+
+    data = TeacherDataConfig(latent_frames=frames, latent_hw=tuple(latent_hw), text_len=text_len)
+    return nn.meta.unbox(jax.eval_shape(lambda k: init_teacher(WanDiT(cfg), data, k), jax.random.PRNGKey(0)))
+
+
+def load_student(path: str, fallback_cfg=None, frames: int = 3, latent_hw=(4, 4), text_len: int = 4) -> dict:
+    """A student workdir or export (module docstring) -> {cfg, params, facts}. Its DiT config is
+    the one the folder records, else `fallback_cfg` (the student shares T_c's params tree)."""
+    from star_jax.checkpoint.storage import CheckpointError
+    from star_jax.train.init import map_params, read_source_params
+
+    cfg = _record_dit_config(path) or fallback_cfg
+    if cfg is None:
+        raise InputError(f"{path}: no DiT config recorded (run.json config.model.dit, teacher.json / student.json) "
+                         f"and no teacher to take it from")
+    source = read_source_params(path)
+    if any(k.startswith("generator/") for k in source):  # a distillation state: generator + critic(s)
+        source = {k.removeprefix("generator/"): v for k, v in source.items() if k.startswith("generator/")}
+    try:
+        params = map_params(source, _abstract_params(cfg, frames, latent_hw, text_len), cfg.patch_size, path)
+    except CheckpointError as e:
+        raise InputError(str(e)) from e
+    facts = {}
+    ckpt = os.path.join(path, "checkpoints")
+    if os.path.isdir(ckpt):
+        steps = sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
+        facts["step"] = steps[-1] if steps else None
+    return {"cfg": cfg, "params": jax.tree_util.tree_map(jnp.asarray, params), "facts": facts}
+
+
+def random_student(cfg, seed: int, frames: int, latent_hw, text_len: int):
+    """The block-causal student's params at a random initialisation (key `seed`)."""
+    import flax.linen as nn
+
+    from star_jax.models.dit import WanDiT
+    from star_jax.train.teacher import TeacherDataConfig, init_teacher
+
+    data = TeacherDataConfig(latent_frames=frames, latent_hw=tuple(latent_hw), text_len=text_len)
+    return nn.meta.unbox(jax.jit(lambda k: init_teacher(WanDiT(cfg), data, k))(jax.random.PRNGKey(seed)))
+
+
+def student_sampler(cfg, steps, shift: float):
+    """-> jitted fn(params, ref, render, mask, text, rng) -> latents (B, n, h, w, 16): the causal rollout."""
+    from star_jax.inference.rollout import rollout
+    from star_jax.models.dit import WanDiT
+
+    dit = WanDiT(cfg, block_causal=True)
+    steps = tuple(int(s) for s in steps)
+    return jax.jit(lambda params, ref, render, mask, text, rng: rollout(
+        dit, params, text, StarConditions(ref, render, mask), rng, steps=steps, shift=shift))
+
+
+def teacher_sampler(teacher: dict, steps: int, guidance: float, drop_render: bool = False, mask_hole: float = -1.0):
+    """-> jitted fn(params, ref, render, mask, text, rng) -> latents: Euler + CFG (`sample_teacher`);
+    `drop_render`: the render zeroed and the mask all holes, as render dropout trains it."""
+    from star_jax.train.teacher import sample_teacher
+
+    dit, shift = teacher["dit"], teacher["shift"]
+
+    def sample(params, ref, render, mask, text, rng):
+        if drop_render:
+            render, mask = jnp.zeros_like(render), jnp.full_like(mask, mask_hole)
+        return sample_teacher(dit, params, StarConditions(ref, render, mask), text, rng, num_steps=steps,
+                              shift=shift, guidance=guidance)
+
+    return jax.jit(sample)
+
+
+def _target(ex, by_id, pixels) -> np.ndarray:
+    if "target_rgb" in ex:
+        return np.asarray(ex["target_rgb"])
+    eid = int(ex["example_id"])
+    if by_id is None or eid not in by_id:
+        raise InputError(f"student_quality: example_id {eid} has no target_rgb in the latent dataset and no match "
+                         f"in the pixel dataset")
+    return np.asarray(pixels[by_id[eid]]["target_rgb"])
+
+
+def evaluate(latents, pixels, vae, vae_params, generators: dict, num: int, batch: int = 4, seed: int = 0,
+             repeats: int = 2) -> tuple[dict, int]:
+    """generators: {name: (fn(params, ref, render, mask, text, rng) -> latents, params)}.
+    -> ({row: {metric/region: mean over clips, "realism": float, "batch_s": float or None}}, clips)."""
+    num = min(num, len(latents))
+    if num == 0:
+        raise InputError("student_quality: the split has no examples")
+    by_id = {int(pixels[i]["example_id"]): i for i in range(len(pixels))} if pixels is not None else None
+    to_pixels = jax.jit(lambda p, z: decode(vae, p, denormalize_latents(z, vae.cfg)))
+    rows = tuple(generators) + ("render", "vae_recon")
+    per = {r: [] for r in rows}
+    feats = {r: [] for r in rows + ("target",)}
+    first = None
+    for start in range(0, num, batch):
+        idx = [min(i, num - 1) for i in range(start, start + batch)]  # the last batch padded: one compile
+        exs = [latents[i] for i in idx]
+        cond = [jnp.asarray(np.stack([np.asarray(e[k]) for e in exs]), jnp.float32)
+                for k in ("ref", "render", "mask", "text")]
+        rng = jax.random.PRNGKey(seed + start)
+        if first is None:
+            first = (cond, rng)
+        videos = {name: _to_unit(to_pixels(vae_params, fn(params, *cond, rng))) for name, (fn, params) in
+                  generators.items()}
+        videos["vae_recon"] = _to_unit(to_pixels(vae_params, jnp.asarray(np.stack([e["target"] for e in exs]))))
+        for j in range(min(batch, num - start)):
+            ex = exs[j]
+            target, valid = _target(ex, by_id, pixels), np.asarray(ex["render_valid"])
+            feats["target"].append(patch_features(target))
+            preds = {"render": np.asarray(ex["render_rgb"]), **{r: v[j] for r, v in videos.items()}}
+            for r, p in preds.items():
+                if p.shape != target.shape:
+                    raise InputError(f"student_quality: example {start + j}: {r} is {p.shape}, target_rgb "
+                                     f"{target.shape}")
+                per[r].append(clip_metrics(p, target, valid))
+                feats[r].append(patch_features(p))
+    real = gaussian_stats(np.concatenate(feats["target"]))
+    out = {}
+    for r in rows:
+        out[r] = {k: _mean([m[k] for m in per[r]]) for k in per[r][0]}
+        out[r]["realism"] = frechet_distance(*gaussian_stats(np.concatenate(feats[r])), *real)
+        out[r]["batch_s"] = out[r]["latent_s"] = None
+    cond, rng = first
+    for name, (fn, params) in generators.items():
+        out[name]["latent_s"] = best_time(lambda: jax.block_until_ready(fn(params, *cond, rng)), repeats)
+        out[name]["batch_s"] = best_time(lambda: jax.block_until_ready(to_pixels(vae_params, fn(params, *cond, rng))),
+                                         repeats)
+    return out, num
+
+
+def table(results: dict, frames_per_clip: int, batch: int, missing: dict, reference: str = "teacher_c") -> str:
+    """The markdown table; `missing` {row: reason} for the rows not evaluated."""
+    head = ("| method | PSNR all | PSNR in mask | PSNR holes | SSIM all | SSIM in mask | SSIM holes | realism (FD) "
+            "| frames/s | speed-up vs T_c | latents only: speed-up |\n|---|" + "---:|" * 10 + "\n")
+    ref = results.get(reference) or {}
+    lines = []
+    for r in ROWS:
+        if r in missing:
+            lines.append(f"| {LABELS[r]} | missing: {missing[r]} |" + " |" * 9)
+            continue
+        v = results[r]
+        cells = [f"{v[f'psnr/{g}']:.2f}" for g in REGIONS] + [f"{v[f'ssim/{g}']:.4f}" for g in REGIONS]
+        cells.append(f"{v['realism']:.2f}")
+        s = v["batch_s"]
+        cells.append("-" if s is None else f"{batch * frames_per_clip / s:.1f}")
+        for key in ("batch_s", "latent_s"):
+            cells.append("-" if v[key] is None or ref.get(key) is None else f"{ref[key] / v[key]:.1f}x")
+        lines.append(f"| {LABELS[r]} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="latent dataset folder (star_latents_<name>)")
+    p.add_argument("--pixels", default="", help="pixel dataset with target_rgb (default: the one the metadata names)")
+    p.add_argument("--vae", required=True, help="tiny VAE export folder (params + vae.json)")
+    for name in STUDENTS:
+        p.add_argument(f"--{name}", default="", help=f"{LABELS[name]}: a workdir or export")
+    p.add_argument("--teacher_c", default="", help="T_c: a teacher workdir or export")
+    p.add_argument("--teacher_m", default="", help="T_m: a teacher workdir or export")
+    p.add_argument("--split", default="test")
+    p.add_argument("--num", type=int, default=32)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--student_steps", default="1000,750,500,250", help="the students' timesteps, before warping")
+    p.add_argument("--student_shift", type=float, default=5.0)
+    p.add_argument("--teacher_steps", type=int, default=48)
+    p.add_argument("--guidance", type=float, default=3.0, help="teachers' CFG weight g: v_u + g (v_c - v_u)")
+    p.add_argument("--repeats", type=int, default=2, help="timed calls per generator (after a warm-up)")
+    p.add_argument("--out", default="", help="results file (default benchmarks/results/student_quality.md)")
+    a = p.parse_args(argv)
+    from data_pipelines.precompute import load_vae
+    from star_jax.inference.conditions import get_conditioning
+    from star_jax.train import records
+
+    t0 = time.perf_counter()
+    info = records.dataset_info(a.data)
+    latents = records.open_split(a.data, a.split)
+    pixels_dir = a.pixels or (info.metadata.get("pixels") or {}).get("path", "")
+    if "target_rgb" not in info.features and not pixels_dir:
+        raise InputError(f"{info.folder}: no target_rgb and no pixel dataset in its metadata; give --pixels")
+    pixels = records.open_split(pixels_dir, a.split) if "target_rgb" not in info.features else None
+    vae, vae_params, fingerprint = load_vae(a.vae)
+    made_by = (info.metadata.get("vae") or {}).get("fingerprint")
+    if made_by is not None and made_by != fingerprint:
+        raise InputError(f"{a.vae}: VAE fingerprint {fingerprint}, but {info.folder} was encoded by VAE {made_by}: "
+                         f"decoding would not match its latents")
+    conv = get_conditioning((info.metadata.get("conditioning") or {}).get("name") or "inspatio-release")
+    n_lat, h, w, _ = info.features["target"][0]
+    text_len = info.features["text"][0][0]
+    steps = tuple(int(s) for s in a.student_steps.split(","))
+
+    generators, missing, facts = {}, {}, []
+    absent = lambda path: "not given" if not path else f"{path} does not exist"  # noqa: E731
+    teachers = {}
+    for name in ("teacher_c", "teacher_m"):
+        path = getattr(a, name)
+        if path and os.path.exists(path):
+            t = teachers[name] = load_teacher(path)
+            generators[name] = (teacher_sampler(t, a.teacher_steps, a.guidance), t["params"])
+            facts.append(f"{name}: {path}, step {t['facts'].get('step')}, {t['facts'].get('params')} params, "
+                         f"Euler {a.teacher_steps} steps, shift {t['shift']:g}, CFG {a.guidance:g}")
+        else:
+            missing[name] = absent(path)
+    if "teacher_m" in teachers:
+        t = teachers["teacher_m"]
+        generators["teacher_m_free"] = (teacher_sampler(t, a.teacher_steps, a.guidance, True, conv.mask_hole),
+                                        t["params"])
+    else:
+        missing["teacher_m_free"] = missing["teacher_m"]
+    fallback = teachers["teacher_c"]["dit"].cfg if "teacher_c" in teachers else None
+    student_cfg = None
+    for name in STUDENTS:
+        path = getattr(a, name)
+        if path and os.path.exists(path):
+            s = load_student(path, fallback, n_lat, (h, w), text_len)
+            student_cfg = student_cfg or s["cfg"]
+            generators[name] = (student_sampler(s["cfg"], steps, a.student_shift), s["params"])
+            facts.append(f"{name}: {path}, step {s['facts'].get('step', 'n/a (export)')}")
+        else:
+            missing[name] = absent(path)
+    student_cfg = student_cfg or fallback
+    if student_cfg is not None:
+        generators = {"untrained": (student_sampler(student_cfg, steps, a.student_shift),
+                                    random_student(student_cfg, a.seed, n_lat, (h, w), text_len)), **generators}
+    else:
+        missing["untrained"] = "no student or T_c to take the network's config from"
+    generators = {r: generators[r] for r in GENERATORS if r in generators}  # the table's order
+
+    results, n = evaluate(latents, pixels, vae, vae_params, generators, a.num, a.batch, a.seed, a.repeats)
+    frames = int(info.features["render_valid"][0][0])
+    name = info.name.removeprefix("star_latents_")
+    facts = [f"dataset: {info.folder} (split {a.split!r}, {n} clips of {frames} frames at {h * vae.cfg.spatial_factor}"
+             f"x{w * vae.cfg.spatial_factor})" + (f"; targets from {pixels_dir}" if pixels is not None else ""),
+             f"students: causal rollout, blocks of 3 latent frames, timesteps {list(steps)} warped with shift "
+             f"{a.student_shift:g}; untrained = the student network at random init (seed {a.seed})", *facts,
+             f"VAE: {a.vae}; PSNR (dB) / SSIM per clip, averaged over clips; in mask = render_valid, holes = its "
+             f"complement; realism: Frechet distance of patch texture / colour statistics "
+             f"(star_jax.evaluation.realism) vs the split's true target frames, lower is better",
+             f"speed: latent generation + decode of a batch of {a.batch} clips, best of {a.repeats} after warm-up, on "
+             f"{jax.devices()[0].device_kind} ({os.cpu_count()} cores, shared)",
+             f"evaluation took {time.perf_counter() - t0:.0f} s"]
+    text = (f"# Student quality: {name}\n\n" + table(results, frames, a.batch, missing) + "\n"
+            + "".join(f"- {x}\n" for x in facts))
+    sys.stdout.write(text)
+    out = a.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "student_quality.md")
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
