@@ -170,13 +170,13 @@ def test_ode_loss_is_teacher_forced_per_block_regression(pairs):
 
     src = records.open_split(pairs["pairs"], "train")
     keys = ("ref", "render", "mask", "text", "ode_x", "ode_x0")
-    batch = {k: jnp.asarray(np.stack([src[i][k] for i in range(3)])) for k in keys}
+    batch = {k: jnp.asarray(np.stack([src[i][k] for i in range(2)])) for k in keys}
     dit, params, rng = WanDiT(CFG, block_causal=True), random_params(CFG, 2), jax.random.PRNGKey(4)
 
     def by_hand(p):
-        level = jax.random.randint(rng, (3, 2), 0, 4)
+        level = jax.random.randint(rng, (2, 2), 0, 4)
         errs = []
-        for i in range(3):
+        for i in range(2):
             for k in range(2):
                 blk = lambda a: a[i:i + 1, 3 * k:3 * k + 3]  # noqa: E731, B023
                 x_t = batch["ode_x"][i:i + 1, level[i, k], 3 * k:3 * k + 3]
@@ -193,7 +193,7 @@ def test_ode_loss_is_teacher_forced_per_block_regression(pairs):
     assert float(aux["loss_first_block"]) != pytest.approx(float(aux["loss_later_blocks"]))
 
 
-def ode_config(workdir, data, init="", steps=40):
+def ode_config(workdir, data, init="", steps=25):
     from experiments.train_ode import get_config
 
     config = get_config(f"steps={steps},batch=8,lr=3e-3,warmup=5,ema=0,fast_compile,workdir={workdir},data={data},"
@@ -211,8 +211,8 @@ def test_ode_task_trains_from_the_teacher(tmp_path, pairs):
     result = train(ode_config(tmp_path / "run", pairs["pairs"], init=pairs["teacher"]), devices=ONE)
     assert result.status == "done"
     loss = [r["loss"] for r in read_metrics(str(tmp_path / "run"))]
-    assert len(loss) == 40 and all(np.isfinite(loss))
-    assert np.mean(loss[-10:]) < 0.7 * np.mean(loss[:10])
+    assert len(loss) == 25 and all(np.isfinite(loss))
+    assert np.mean(loss[-5:]) < 0.5 * np.mean(loss[:5])
 
 
 def test_bad_teachers_and_latents_are_named_errors(tmp_path, pairs):
