@@ -114,8 +114,8 @@ def build(num_worlds: int, out: str, height: int = 96, width: int = 160, frames:
     spec = WorldSpec(height=height, width=width, num_frames=frames, appearance=appearance)
     skipped: list[int] = []
     metadata = {"generator": "data_pipelines.synth_worlds", "command": command, "spec": dataclasses.asdict(spec),
-                "appearance": appearance, "first_seed": first_seed, "num_worlds": num_worlds, "test_fraction": test_fraction,
-                "test_every": test_every(test_fraction), "seeds": seeds, "skipped_seeds": skipped}
+                "appearance": appearance, "first_seed": first_seed, "num_worlds": num_worlds,
+                "test_fraction": test_fraction, "test_every": test_every(test_fraction), "seeds": seeds, "skipped_seeds": skipped}
     bar = tqdm(total=num_worlds, desc="worlds", unit="world", file=sys.stderr, disable=not progress)
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     imap = pool.imap if pool is not None else map
@@ -155,7 +155,8 @@ def job(argv) -> None:
                  args.test_fraction, args.name, args.overwrite, not args.no_progress,
                  command="python -m data_pipelines.synth_worlds " + " ".join(argv), appearance=args.appearance)
     counts = {k: len(v) for k, v in meta["seeds"].items()}
-    print(f"wrote {args.out}: {counts} {args.appearance} worlds of {args.frames}x{args.height}x{args.width} in {meta['seconds']:.0f} s"
+    print(f"wrote {args.out}: {counts} {args.appearance} worlds of {args.frames}x{args.height}x{args.width} in "
+          f"{meta['seconds']:.0f} s"
           + (f"; skipped seeds {meta['skipped_seeds']}" if meta["skipped_seeds"] else ""))
 
 

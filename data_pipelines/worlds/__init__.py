@@ -26,7 +26,7 @@ from data_pipelines.worlds.sample import (
 from data_pipelines.worlds.scene import PALETTE, Box, Motion, Quad, Scene, Sphere, Texture, courtyard, describe, random_scene
 from data_pipelines.worlds.textures import APPEARANCES, mean_albedo
 
-__all__ = ["APPEARANCES", "Box", "CameraPath", "Motion", "PALETTE", "Quad", "Scene", "Sphere", "Texture", "View", "WorldSample",
-           "WorldSpec", "courtyard", "describe", "keyframes", "look_at", "mean_albedo", "path_w2c", "quantize_depth", "random_scene",
-           "render_depth", "render_pair", "render_video", "render_view", "sample_world", "source_cameras",
-           "target_cameras", "trajectory_text", "trajectory_w2c"]
+__all__ = ["APPEARANCES", "Box", "CameraPath", "Motion", "PALETTE", "Quad", "Scene", "Sphere", "Texture", "View",
+           "WorldSample", "WorldSpec", "courtyard", "describe", "keyframes", "look_at", "mean_albedo", "path_w2c",
+           "quantize_depth", "random_scene", "render_depth", "render_pair", "render_video", "render_view", "sample_world",
+           "source_cameras", "target_cameras", "trajectory_text", "trajectory_w2c"]
