@@ -38,6 +38,7 @@ newest step's EMA params when kept; a distillation state's `generator` subtree) 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -130,7 +131,8 @@ def random_student(cfg, seed: int, frames: int, latent_hw, text_len: int):
     return nn.meta.unbox(jax.jit(lambda k: init_teacher(WanDiT(cfg), data, k))(jax.random.PRNGKey(seed)))
 
 
-def student_sampler(cfg, steps, shift: float):
+@functools.lru_cache(maxsize=None)  # one compiled sampler per (config, steps, shift): students share it
+def student_sampler(cfg, steps: tuple, shift: float):
     """-> jitted fn(params, ref, render, mask, text, rng) -> latents (B, n, h, w, 16): the causal rollout."""
     from star_jax.inference.rollout import rollout
     from star_jax.models.dit import WanDiT
@@ -141,12 +143,12 @@ def student_sampler(cfg, steps, shift: float):
         dit, params, text, StarConditions(ref, render, mask), rng, steps=steps, shift=shift))
 
 
-def teacher_sampler(teacher: dict, steps: int, guidance: float, drop_render: bool = False, mask_hole: float = -1.0):
+@functools.lru_cache(maxsize=None)
+def teacher_sampler(dit, shift: float, steps: int, guidance: float, drop_render: bool = False,
+                    mask_hole: float = -1.0):
     """-> jitted fn(params, ref, render, mask, text, rng) -> latents: Euler + CFG (`sample_teacher`);
     `drop_render`: the render zeroed and the mask all holes, as render dropout trains it."""
     from star_jax.train.teacher import sample_teacher
-
-    dit, shift = teacher["dit"], teacher["shift"]
 
     def sample(params, ref, render, mask, text, rng):
         if drop_render:
@@ -285,15 +287,15 @@ def main(argv=None) -> int:
         path = getattr(a, name)
         if path and os.path.exists(path):
             t = teachers[name] = load_teacher(path)
-            generators[name] = (teacher_sampler(t, a.teacher_steps, a.guidance), t["params"])
+            generators[name] = (teacher_sampler(t["dit"], t["shift"], a.teacher_steps, a.guidance), t["params"])
             facts.append(f"{name}: {path}, step {t['facts'].get('step')}, {t['facts'].get('params')} params, "
                          f"Euler {a.teacher_steps} steps, shift {t['shift']:g}, CFG {a.guidance:g}")
         else:
             missing[name] = absent(path)
     if "teacher_m" in teachers:
         t = teachers["teacher_m"]
-        generators["teacher_m_free"] = (teacher_sampler(t, a.teacher_steps, a.guidance, True, conv.mask_hole),
-                                        t["params"])
+        generators["teacher_m_free"] = (teacher_sampler(t["dit"], t["shift"], a.teacher_steps, a.guidance, True,
+                                                        conv.mask_hole), t["params"])
     else:
         missing["teacher_m_free"] = missing["teacher_m"]
     fallback = teachers["teacher_c"]["dit"].cfg if "teacher_c" in teachers else None

@@ -1,0 +1,107 @@
+"""benchmarks/student_quality.py on stand-ins (random tiny networks written as exports and as a
+distillation workdir, a 3-clip stand-in dataset, a random tiny VAE): the loaders read each kind
+of folder, a missing network is a row saying so, and the table's numbers are the metrics
+computed directly."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from benchmarks import student_quality as sq
+from experiments.train_smoke import get_config
+from star_jax.checkpoint.storage import save_params
+from star_jax.evaluation import psnr, realism_distance, ssim
+from star_jax.models.variants import DiTConfig
+from star_jax.train.config import section
+from tests.evaluation.standin import LATENT_HW, TEXT, standin_clips, standin_vae, write_standin
+
+
+def _config():
+    return get_config("steps=2,every=0")
+
+
+def _random_params(cfg, seed):
+    """Random params of the student's shapes (from eval_shape: no compile)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype),
+                                  sq._abstract_params(cfg, 3, LATENT_HW, TEXT[0]))
+
+
+def write_export(folder, seed: int) -> str:
+    """A teacher-export-shaped folder (dit/ + teacher.json) holding random params of the smoke DiT."""
+    config = _config()
+    cfg = section(DiTConfig, config.model, "dit", "config.model")
+    os.makedirs(folder)
+    save_params(_random_params(cfg, seed), os.path.join(folder, "dit"))
+    meta = {"format": 1, "config": config.to_dict(), "step": 7, "params": "raw", "train_wall_s": 1.0,
+            "dit": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()}}
+    with open(os.path.join(folder, "teacher.json"), "w") as f:
+        json.dump(meta, f)
+    return os.fspath(folder)
+
+
+def write_distill_workdir(folder, seed: int) -> str:
+    """A trainer-workdir-shaped folder whose state holds a generator and a critic (no EMA)."""
+    config = _config()
+    cfg = section(DiTConfig, config.model, "dit", "config.model")
+    state = {"params": {"generator": _random_params(cfg, seed), "critic": _random_params(cfg, seed + 1)},
+             "step": np.int32(3)}
+    save_params(state, os.path.join(folder, "checkpoints", "3", "state"))
+    with open(os.path.join(folder, "run.json"), "w") as f:
+        json.dump({"config": config.to_dict()}, f)
+    return os.fspath(folder)
+
+
+def test_load_student_reads_exports_and_distillation_workdirs(tmp_path):
+    cfg = section(DiTConfig, _config().model, "dit", "config.model")
+    export = sq.load_student(write_export(tmp_path / "export", seed=3), None, 3, LATENT_HW, TEXT[0])
+    assert export["cfg"] == cfg
+    want = _random_params(cfg, 3)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, export["params"], want)
+    workdir = sq.load_student(write_distill_workdir(tmp_path / "work", seed=5), None, 3, LATENT_HW, TEXT[0])
+    assert workdir["facts"]["step"] == 3 and workdir["cfg"] == cfg
+    jax.tree_util.tree_map(np.testing.assert_array_equal, workdir["params"], _random_params(cfg, 5))  # the generator
+
+
+@pytest.mark.slow  # ~1.5 min on 2 busy CPU cores: compiling the rollout, the teacher sampler and the VAE decoder
+def test_student_quality_on_a_three_clip_standin(tmp_path, capsys):
+    vae_dir = standin_vae(tmp_path / "vae")
+    latents, pixels = write_standin(tmp_path / "data", {"train": 1, "test": 3}, vae_dir=vae_dir)
+    teacher = write_export(tmp_path / "teacher", seed=1)
+    student = write_export(tmp_path / "student", seed=2)
+    out = tmp_path / "sq.md"
+    capsys.readouterr()
+    sq.main(["--data", latents, "--vae", vae_dir, "--ode", student, "--dmd", student,
+             "--jdmd", str(tmp_path / "no_such_run"), "--teacher_c", teacher, "--teacher_steps", "2",
+             "--batch", "2", "--repeats", "1", "--out", str(out)])
+    text = out.read_text()
+    assert text == capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method")}
+    assert list(rows) == [sq.LABELS[r] for r in sq.ROWS]
+    assert rows[sq.LABELS["jdmd"]][0] == f"missing: {tmp_path / 'no_such_run'} does not exist"
+    assert rows[sq.LABELS["teacher_m"]][0] == "missing: not given"
+    assert rows[sq.LABELS["teacher_m_free"]][0] == "missing: not given"
+    assert "(split 'test', 3 clips of 9 frames at 32x32)" in text
+
+    num = lambda r: [float(v.rstrip("x")) if v != "-" else None for v in rows[sq.LABELS[r]]]  # noqa: E731
+    ode, dmd, untrained, tc = num("ode"), num("dmd"), num("untrained"), num("teacher_c")
+    assert ode[:7] == dmd[:7]  # the same network, the same noise: the same quality
+    assert ode[:7] != untrained[:7] and ode[:7] != tc[:7]
+    assert tc[8] == 1.0 and tc[9] == 1.0 and all(v > 0 for v in ode[7:10])  # frames/s and speed-ups measured
+
+    clips = standin_clips(3, seed=1)
+    render, vae_row = num("render"), num("vae_recon")
+    want = []
+    for metric in (psnr, ssim):
+        for region in (lambda v: None, lambda v: v > 0, lambda v: v == 0):
+            want.append(np.nanmean([metric(c["render_rgb"], c["target_rgb"], region(c["render_valid"]))
+                                    for c in clips]))
+    np.testing.assert_allclose(render[:6], want, atol=0.006)  # the table's rounding
+    real = np.stack([c["target_rgb"] for c in clips])
+    render_fd = realism_distance(np.stack([c["render_rgb"] for c in clips]), real)
+    assert render[6] == pytest.approx(render_fd, abs=0.006)
+    assert render[7:] == [None, None, None] and vae_row[7:] == [None, None, None]
