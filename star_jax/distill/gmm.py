@@ -10,8 +10,8 @@ latent categorical with the target's weights picks a component, whose affine map
 N(0, I) noise into a sample, so its own distribution is again a mixture and its fake x0 can be
 analytic (`critic="analytic"`) or learned (`critic="learned"`: a small MLP trained by flow
 matching on the student's samples, `critic_ratio` critic updates per generator update, as
-Self-Forcing does). Training (`train_dmd`) uses the production `dmd_direction`, `dmd_loss` and
-`jdmd_direction` and optax. `sliced_w2` (float64 NumPy) measures how far samples are from the
+Self-Forcing does). Training (`train_dmd`) uses the production `jdmd_direction` (weight 0:
+`dmd_direction`), `dmd_loss`, `sample_dmd_sigmas` and optax. `sliced_w2` (float64 NumPy) measures how far samples are from the
 target. tests/distill/test_gmm.py asserts on it; benchmarks/dmd_gmm.py tabulates it.
 """
 
@@ -168,13 +168,14 @@ class DMDToyResult(NamedTuple):
 
 
 def train_dmd(generator: AffineMixtureGenerator, params: dict, teacher: GaussianMixture, cfg: DMDToyConfig,
-              teacher_m: GaussianMixture | None = None) -> DMDToyResult:
+              teacher_m: GaussianMixture | None = None, direction=jdmd_direction) -> DMDToyResult:
     """Distils the analytic `teacher` (and, for JDMD, `teacher_m`) into the student by DMD.
 
     Each generator update: X = student samples; s = sample_dmd_sigmas; x_s = renoised sg(X);
-    D = dmd_direction(X, teacher x0, fake x0) (JDMD: jdmd_direction of the two teachers'
-    directions, the same fake x0 for both since the toy has no condition to drop); Adam on
-    dmd_loss(X, D). Deterministic given cfg.seed."""
+    D = jdmd_direction(X, teacher x0, fake x0, teacher_m x0, fake x0, w) (w = 0: dmd_direction;
+    one fake x0 serves both streams since the toy has no condition to drop); Adam on
+    dmd_loss(X, D). `direction` (default `jdmd_direction`, same signature) lets a benchmark try
+    another combination rule. Deterministic given cfg.seed."""
     if cfg.jdmd_weight > 0 and teacher_m is None:
         raise InputError("train_dmd: jdmd_weight > 0 needs teacher_m")
     n = cfg.batch
@@ -197,7 +198,7 @@ def train_dmd(generator: AffineMixtureGenerator, params: dict, teacher: Gaussian
         x_s, _ = noise_and_target(jax.lax.stop_gradient(x), jax.random.normal(k_e, x.shape), s)
         x_fake = fake_x0(gparams, cparams, x_s, s)
         x_real_m = None if teacher_m is None else mixture_x0(teacher_m, x_s, s)
-        d = jdmd_direction(x, mixture_x0(teacher, x_s, s), x_fake, x_real_m, x_fake, cfg.jdmd_weight)
+        d = direction(x, mixture_x0(teacher, x_s, s), x_fake, x_real_m, x_fake, cfg.jdmd_weight)
         return dmd_loss(x, d)
 
     def critic_update(carry, rng):
