@@ -12,8 +12,10 @@ so the script runs before every network is trained):
                 blocks of 3 latent frames against the KV cache), `--student_steps` warped steps
                 (default 1000, 750, 500, 250 through the shift-`--student_shift` table)
     teacher_c   T_c, the conditional teacher (trained on the flat-shaded worlds): bidirectional,
-                `sample_teacher`, Euler `--teacher_steps` steps, its training shift, CFG `--guidance`
-    teacher_m   T_m, the real-appearance teacher (trained on the textured worlds), same sampler
+                `sample_teacher`, Euler `--teacher_steps` steps, its training shift, text CFG as the
+                distillation used it (`--guidance`, default the DMD / JDMD run's config.distill)
+    teacher_m   T_m, the real-appearance teacher (trained on the textured worlds), same sampler,
+                its CFG `--real_guidance` (default the run's config.distill.real_guidance)
     teacher_m_free   T_m with the render dropped (zeros, an all-hole mask): what JDMD's second
                 direction pulls toward (a diagnostic)
     render      the warped source alone (render_rgb, holes black: what every generator is given)
@@ -31,7 +33,7 @@ latents-only ratio is the DiT's). The same noise key per batch for every generat
 the one its metadata names) for the true targets, matched by example_id; --vae the VAE that
 encoded it (fingerprint checked). A student is a trainer workdir (run.json + checkpoints/: the
 newest step's EMA params when kept; a distillation state's `generator` subtree) or an export
-(dit/ beside a teacher.json / student.json naming its DiT config); a teacher is what
+(dit/ beside a teacher.json or a model card star_model.json naming its DiT config); a teacher is what
 `teacher_quality.load_teacher` reads. The table goes to stdout and benchmarks/results/student_quality.md.
 """
 
@@ -71,13 +73,14 @@ def _record_dit_config(path: str):
     from star_jax.models.variants import DiTConfig
     from star_jax.train.config import section
 
-    for name in ("student.json", "teacher.json"):
+    for name in ("student.json", "teacher.json", "star_model.json"):  # star_model.json format 2: a model card
         f = os.path.join(path, name)
         if os.path.exists(f):
             meta = _json(f)
             if isinstance(meta.get("dit"), dict):
                 return DiTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["dit"].items()})
-            return section(DiTConfig, meta.get("config", {}).get("model", {}), "dit", f"{f}: config.model")
+            if "model" in meta.get("config", {}):
+                return section(DiTConfig, meta["config"]["model"], "dit", f"{f}: config.model")
     run = os.path.join(path, "run.json")
     if os.path.exists(run):
         model = _json(run)["config"].get("model", {})
@@ -93,6 +96,18 @@ def _abstract_params(cfg, frames: int, latent_hw, text_len: int):
 
     data = TeacherDataConfig(latent_frames=frames, latent_hw=tuple(latent_hw), text_len=text_len)
     return nn.meta.unbox(jax.eval_shape(lambda k: init_teacher(WanDiT(cfg), data, k), jax.random.PRNGKey(0)))
+
+
+def distill_guidance(paths) -> tuple[float | None, float | None]:
+    """(guidance, real_guidance) of the first distillation workdir among `paths` (its run.json's
+    config.distill, the DMD convention x_c + g (x_c - x_u)), or (None, None)."""
+    for path in paths:
+        run = os.path.join(path, "run.json") if path else ""
+        if run and os.path.exists(run):
+            d = _json(run)["config"].get("distill")
+            if isinstance(d, dict) and "guidance" in d:
+                return float(d["guidance"]), float(d.get("real_guidance", 0.0))
+    return None, None
 
 
 def load_student(path: str, fallback_cfg=None, frames: int = 3, latent_hw=(4, 4), text_len: int = 4) -> dict:
@@ -255,7 +270,11 @@ def main(argv=None) -> int:
     p.add_argument("--student_steps", default="1000,750,500,250", help="the students' timesteps, before warping")
     p.add_argument("--student_shift", type=float, default=5.0)
     p.add_argument("--teacher_steps", type=int, default=48)
-    p.add_argument("--guidance", type=float, default=3.0, help="teachers' CFG weight g: v_u + g (v_c - v_u)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="T_c's CFG g as distillation uses it, x_c + g (x_c - x_u) (= sample_teacher's weight 1 + g); "
+                        "default: the DMD / JDMD run's config.distill.guidance, else 3")
+    p.add_argument("--real_guidance", type=float, default=None,
+                   help="T_m's CFG g, the same convention (default: the run's config.distill.real_guidance, else 0)")
     p.add_argument("--repeats", type=int, default=2, help="timed calls per generator (after a warm-up)")
     p.add_argument("--out", default="", help="results file (default benchmarks/results/student_quality.md)")
     a = p.parse_args(argv)
@@ -280,6 +299,10 @@ def main(argv=None) -> int:
     text_len = info.features["text"][0][0]
     steps = tuple(int(s) for s in a.student_steps.split(","))
 
+    g_c, g_m = distill_guidance([a.jdmd, a.dmd])
+    g_c = a.guidance if a.guidance is not None else (3.0 if g_c is None else g_c)
+    g_m = a.real_guidance if a.real_guidance is not None else (0.0 if g_m is None else g_m)
+    weights = {"teacher_c": 1.0 + g_c, "teacher_m": 1.0 + g_m}  # sample_teacher's v_u + w (v_c - v_u)
     generators, missing, facts = {}, {}, []
     absent = lambda path: "not given" if not path else f"{path} does not exist"  # noqa: E731
     teachers = {}
@@ -287,15 +310,16 @@ def main(argv=None) -> int:
         path = getattr(a, name)
         if path and os.path.exists(path):
             t = teachers[name] = load_teacher(path)
-            generators[name] = (teacher_sampler(t["dit"], t["shift"], a.teacher_steps, a.guidance), t["params"])
+            generators[name] = (teacher_sampler(t["dit"], t["shift"], a.teacher_steps, weights[name]), t["params"])
             facts.append(f"{name}: {path}, step {t['facts'].get('step')}, {t['facts'].get('params')} params, "
-                         f"Euler {a.teacher_steps} steps, shift {t['shift']:g}, CFG {a.guidance:g}")
+                         f"Euler {a.teacher_steps} steps, shift {t['shift']:g}, CFG x_c + g (x_c - x_u) with g = "
+                         f"{weights[name] - 1:g} (as distillation uses it)")
         else:
             missing[name] = absent(path)
     if "teacher_m" in teachers:
         t = teachers["teacher_m"]
-        generators["teacher_m_free"] = (teacher_sampler(t["dit"], t["shift"], a.teacher_steps, a.guidance, True,
-                                                        conv.mask_hole), t["params"])
+        generators["teacher_m_free"] = (teacher_sampler(t["dit"], t["shift"], a.teacher_steps, weights["teacher_m"],
+                                                        True, conv.mask_hole), t["params"])
     else:
         missing["teacher_m_free"] = missing["teacher_m"]
     fallback = teachers["teacher_c"]["dit"].cfg if "teacher_c" in teachers else None

@@ -13,6 +13,7 @@ import pytest
 from benchmarks import student_quality as sq
 from experiments.train_smoke import get_config
 from star_jax.checkpoint.storage import save_params
+from star_jax.errors import InputError
 from star_jax.evaluation import psnr, realism_distance, ssim
 from star_jax.models.variants import DiTConfig
 from star_jax.train.config import section
@@ -61,6 +62,16 @@ def test_load_student_reads_exports_and_distillation_workdirs(tmp_path):
     assert export["cfg"] == cfg
     want = _random_params(cfg, 3)
     jax.tree_util.tree_map(np.testing.assert_array_equal, export["params"], want)
+    card = tmp_path / "model"  # a model folder (export student): dit/ + star_model.json with the DiT's arch fields
+    os.makedirs(card)
+    save_params(_random_params(cfg, 4), os.fspath(card / "dit"))
+    arch = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items() if k not in ("dtype", "remat")}
+    (card / "star_model.json").write_text(json.dumps({"format": 2, "conditioning": "inspatio-release", "dit": arch}))
+    model = sq.load_student(os.fspath(card), None, 3, LATENT_HW, TEXT[0])
+    assert model["cfg"] == cfg
+    jax.tree_util.tree_map(np.testing.assert_array_equal, model["params"], _random_params(cfg, 4))
+    with pytest.raises(InputError, match="no DiT config recorded"):
+        sq.load_student(os.fspath(card / "dit"), None, 3, LATENT_HW, TEXT[0])
     workdir = sq.load_student(write_distill_workdir(tmp_path / "work", seed=5), None, 3, LATENT_HW, TEXT[0])
     assert workdir["facts"]["step"] == 3 and workdir["cfg"] == cfg
     jax.tree_util.tree_map(np.testing.assert_array_equal, workdir["params"], _random_params(cfg, 5))  # the generator
