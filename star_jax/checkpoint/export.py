@@ -217,7 +217,7 @@ def export_student(source: str, vae_dir: str, out_dir: str, variant: str = "tiny
 
     import jax
 
-    from star_jax.checkpoint.convert import check_against_model
+    from star_jax.checkpoint.convert import check_tree_shapes, dit_abstract
     from star_jax.checkpoint.vae import check_vae_folder
     from star_jax.inference.conditions import DEFAULT_CONDITIONING, get_conditioning
     from star_jax.inference.model import ARCH_FIELDS, ModelCard, check_model_folder
@@ -231,10 +231,13 @@ def export_student(source: str, vae_dir: str, out_dir: str, variant: str = "tiny
         training.update(workdir=os.path.abspath(source), step=step, params="EMA" if ema else "raw",
                         task=config.get("task"))
         conditioning = conditioning or (config.get("data") or {}).get("conditioning")
+        where = os.path.join(source, "checkpoints", str(step))
     else:
         params = restore_params(source, what="dit")
         training.setdefault("dit_source", os.path.abspath(source))
-    check_against_model(params, cfg)
+        where = source
+    check_tree_shapes(params, dit_abstract(cfg), f"{where}: the student's DiT params do not match the {variant} "
+                      f"variant")
     vae_cfg = folder_vae_config(vae_dir)
     if vae_cfg is None:
         raise CheckpointError(f"{os.path.join(vae_dir, VAE_JSON)}: expected a VAE export's config (python -m "

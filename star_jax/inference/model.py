@@ -291,19 +291,21 @@ def check_model_folder(folder: str, variant: str, dtype: str = "float32",
     from star_jax.checkpoint.vae import check_vae_folder
     from star_jax.models.variants import vae_variant
 
-    for name in ("dit", "vae"):
-        if not os.path.isdir(os.path.join(folder, name)):
-            raise CheckpointError(f"{os.path.join(folder, name)}: expected the {name} params folder of the model "
-                                  f"folder {folder}, found none")
-    checkpoint_conditioning(os.path.join(folder, "dit"), conditioning)
+    if not os.path.isdir(folder):
+        raise CheckpointError(f"{folder}: no such folder (a model folder holds dit/, vae/ and star_model.json)")
+    dit_dir, vae_dir = os.path.join(folder, "dit"), os.path.join(folder, "vae")
+    if not os.path.isdir(dit_dir):
+        raise CheckpointError(f"{dit_dir}: expected the model folder's dit/ params folder, found no such folder")
+    checkpoint_conditioning(dit_dir, conditioning)
     card = read_model_card(folder) if os.path.exists(os.path.join(folder, STAR_MODEL_JSON)) else None
     if card is not None:
         check_model_card(card, folder, variant)
-        if not os.path.isfile(os.path.join(folder, "vae", VAE_JSON)):
-            raise CheckpointError(f"{os.path.join(folder, 'vae', VAE_JSON)}: expected the trained VAE's config "
-                                  f"(a model folder's VAE records its own), found no such file")
-    check_dit_folder(os.path.join(folder, "dit"), dit_variant(variant, dtype=dtype))
-    vae_dir = os.path.join(folder, "vae")
+    check_dit_folder(dit_dir, dit_variant(variant, dtype=dtype))
+    if not os.path.isdir(vae_dir):
+        raise CheckpointError(f"{vae_dir}: expected the model folder's vae/ params folder, found no such folder")
+    if card is not None and not os.path.isfile(os.path.join(vae_dir, VAE_JSON)):
+        raise CheckpointError(f"{os.path.join(vae_dir, VAE_JSON)}: expected the trained VAE's config (a model "
+                              f"folder's VAE records its own), found no such file")
     check_vae_folder(vae_dir, folder_vae_config(vae_dir, dtype=dtype) or vae_variant(variant, dtype=dtype))
     return card
 
