@@ -49,9 +49,11 @@ def _read_json(path: str) -> dict:
         raise CheckpointError(f"{path}: cannot read it as JSON ({type(e).__name__}: {e})") from e
 
 
-def load_teacher(path: str):
+def load_teacher(path: str, attention: str = ""):
     """A teacher export or training workdir -> (WanDiT, params, facts). CheckpointError names
-    what is missing or does not fit (every parameter is checked against the recorded config)."""
+    what is missing or does not fit (every parameter is checked against the recorded config).
+    `attention` replaces the recorded attention implementation (the same function; "xla" is
+    the fastest for the tiny model on a CPU); "" keeps it."""
     import flax.linen as nn
 
     from data_pipelines.precompute import vae_fingerprint
@@ -82,7 +84,10 @@ def load_teacher(path: str):
         cfg = section(DiTConfig, {"dit": dit_fields}, "dit", path)
     except InputError as e:
         raise CheckpointError(str(e)) from e
-    cfg = dataclasses.replace(cfg, remat="none")  # no gradient here; remat changes memory only
+    try:
+        cfg = dataclasses.replace(cfg, remat="none", attention=attention or cfg.attention)  # memory / speed only
+    except ValueError as e:
+        raise InputError(f"--attention: {e}") from e
     dit = WanDiT(cfg)
     f = cfg.frames_per_block
     abstract = nn.meta.unbox(jax.eval_shape(lambda k: dit.init(
@@ -190,7 +195,8 @@ def pair_examples(source, dit, params, grid, guidance: float, seed: int, batch: 
 
 def build(latents: str, teacher: str, out: str, steps: int = 32, guidance: float = 3.0, splits=("train",),
           limit: int = 0, batch: int = 4, seed: int = 0, frames: int = 6, shift: float = 5.0,
-          levels=(1000, 750, 500, 250), overwrite: bool = False, progress: bool = True, command: str = "") -> dict:
+          levels=(1000, 750, 500, 250), attention: str = "xla", overwrite: bool = False, progress: bool = True,
+          command: str = "") -> dict:
     """Writes the pairs dataset of `latents` by `teacher` at `out`; returns its metadata."""
     from tqdm import tqdm
 
@@ -209,7 +215,7 @@ def build(latents: str, teacher: str, out: str, steps: int = 32, guidance: float
     if unknown:
         raise InputError(f"{info.folder}: no split(s) {unknown} (the dataset has {sorted(info.splits)})")
     check_output(out, overwrite)
-    dit, params, facts = load_teacher(teacher)
+    dit, params, facts = load_teacher(teacher, attention)
     check_fit(dit.cfg, facts, info, frames)
     grid = level_grid(sched.sigmas, steps // len(sched.sigmas), shift)
     n, h, w, c = info.features["ref"][0]
@@ -255,12 +261,14 @@ def job(argv) -> None:
     parser.add_argument("--batch", type=int, default=4, help="examples per jitted solve")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (folded with each example_id)")
     parser.add_argument("--frames", type=int, default=6, help="latent frames per example the latents must have")
+    parser.add_argument("--attention", default="xla", help="attention implementation of the solve (xla, "
+                        "dot_product, blockwise: the same function; '' keeps the teacher's)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     quiet_tfds()
     meta = build(args.latents, args.teacher, args.out, args.steps, args.guidance,
                  tuple(s for s in args.split.split(",") if s), args.limit, args.batch, args.seed, args.frames,
-                 overwrite=args.overwrite, progress=not args.no_progress,
+                 attention=args.attention, overwrite=args.overwrite, progress=not args.no_progress,
                  command="python -m data_pipelines.ode_pairs " + " ".join(argv))
     print(f"wrote {args.out}: {meta['examples']} examples, teacher {meta['teacher']['fingerprint']} step "
           f"{meta['teacher']['step']}, {meta['euler_steps']} Euler steps, guidance {meta['guidance']:g}, "
