@@ -224,6 +224,8 @@ def build(latents: str, teacher: str, out: str, steps: int = 32, guidance: float
     meta = info.metadata
     metadata = {"generator": "data_pipelines.ode_pairs", "command": command,
                 "teacher": facts, "guidance": float(guidance), "euler_steps": int(steps), "shift": float(shift),
+                # sample_teacher's convention; DMD's x_c + g' (x_c - x_u) (REFERENCE.md) is g = g' + 1
+                "cfg": "v = v_u + guidance * (v_c - v_u), v_u with zero text",
                 "seed": int(seed), "grid": grid.tolist(),
                 "levels": {"steps": list(map(int, levels)), "shift": float(shift),
                            "timesteps": sched.timesteps.tolist(), "sigmas": sched.sigmas.tolist()},
