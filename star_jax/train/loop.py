@@ -151,7 +151,10 @@ def setup(config, task: Task | None = None, devices=None) -> Setup:
                          f"micro-batch must split evenly over the {split} data shards of mesh {dict(mesh.shape)}")
 
     tx, schedule = make_optimizer(optim, run.num_steps)
-    init_fn = lambda rng: init_state(task.init, tx, rng, ema=ema.decay > 0)
+    if task.make_step is not None:  # a task with its own state and step (star_jax/train/distill.py)
+        init_fn = lambda rng: task.make_state(rng, tx, ema.decay > 0)  # noqa: E731
+    else:
+        init_fn = lambda rng: init_state(task.init, tx, rng, ema=ema.decay > 0)  # noqa: E731
     rng = jax.random.PRNGKey(run.seed)
     try:
         boxed = jax.eval_shape(init_fn, rng)
@@ -163,7 +166,10 @@ def setup(config, task: Task | None = None, devices=None) -> Setup:
                                       unboxed, shardings)
     bsh = batch_sharding(mesh, mesh_cfg.param_rules)
     micro_sh = bsh if optim.grad_accum > 1 else None
-    step_fn = make_train_step(task.loss_fn, tx, schedule, ema, optim.grad_accum, micro_sh)
+    if task.make_step is not None:
+        step_fn = task.make_step(tx, schedule, ema, optim.grad_accum)
+    else:
+        step_fn = make_train_step(task.loss_fn, tx, schedule, ema, optim.grad_accum, micro_sh)
     global_spec = {k: jax.ShapeDtypeStruct((run.batch_size,) + tuple(s.shape), s.dtype, sharding=bsh)
                    for k, s in task.example_spec.items()}
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(unboxed.params))
@@ -274,7 +280,10 @@ def train(config, *, task: Task | None = None, devices=None,
         log.info("resumed from %s/checkpoints/%d", run.workdir, latest)
     else:
         state = init_on_mesh(s.init_fn, s.shardings, s.mesh, jax.random.PRNGKey(run.seed))
-        if run.init_from:
+        if s.task.warm_start is not None:
+            state = s.task.warm_start(state, s.abstract, run.init_from)
+            log.info("initialised the networks (%s)", s.task.name)
+        elif run.init_from:
             state = init_lib.warm_start(state, run.init_from, s.abstract, _patch_size(config))
             log.info("initialised the params from %s", run.init_from)
     start = int(jax.device_get(state.step))
@@ -310,10 +319,12 @@ def train(config, *, task: Task | None = None, devices=None,
                     on_step(record)
                 if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
                     ckpt.wait()
+                    bad = ", ".join(f"{k} {v}" for k, v in record.items()
+                                    if isinstance(v, float) and not math.isfinite(v))
                     where = (f"step {last_saved} in {ckpt.directory}" if last_saved is not None
                              else f"none was saved ({ckpt.directory})")
-                    raise TrainingDiverged(f"step {step}: loss {record['loss']}, gradient norm {record['grad_norm']}: "
-                                           f"training stopped and nothing after it was saved; last good checkpoint: "
+                    raise TrainingDiverged(f"step {step}: loss {record['loss']}, gradient norm {record['grad_norm']} "
+                                           f"(non-finite: {bad}): training stopped and nothing after it was saved; last good checkpoint: "
                                            f"{where}")
                 stop = preemption.requested()
                 every = s.ckpt_cfg.every_steps

@@ -24,6 +24,7 @@ TASKS: dict[str, str] = {
     "teacher": "star_jax.train.teacher:make_teacher_task",
     "toy": "star_jax.train.toy:make_toy_task",
     "vae": "star_jax.train.vae:make_vae_task",
+    "distill": "star_jax.train.distill:make_distill_task",
 }
 
 
@@ -33,15 +34,24 @@ class Task:
     example_spec: one example's fields (no batch axis) as ShapeDtypeStructs; source: a grain
     random-access source (`len`, `[i]` -> dict) of such examples; flops_per_example: forward
     matmul FLOPs of one example (the trainer counts 3x per training step); sections: the
-    top-level config sections the task reads (besides the trainer's own)."""
+    top-level config sections the task reads (besides the trainer's own).
+
+    A task with several networks (the DMD student: generator + critics + frozen teachers) gives
+    its own state and step instead of `loss_fn`: make_state(rng, tx, ema: bool) -> a state with
+    fields step, params, ema_params, rng (boxed, traceable); make_step(tx, schedule, ema_cfg,
+    grad_accum) -> step(state, batch) -> (state, metrics with loss and grad_norm); and
+    warm_start(state, abstract_state, run.init_from) -> the fresh state with loaded weights."""
 
     name: str
     init: Callable[[jax.Array], Any]
-    loss_fn: Callable[[Any, Mapping[str, Any], jax.Array], tuple[Any, Mapping[str, Any]]]
+    loss_fn: Callable[[Any, Mapping[str, Any], jax.Array], tuple[Any, Mapping[str, Any]]] | None
     example_spec: Mapping[str, jax.ShapeDtypeStruct]
     source: Any
     flops_per_example: float = 0.0
     sections: tuple[str, ...] = ()
+    make_state: Callable[..., Any] | None = None
+    make_step: Callable[..., Any] | None = None
+    warm_start: Callable[..., Any] | None = None
 
 
 def make_task(config) -> Task:
