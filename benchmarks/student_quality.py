@@ -89,13 +89,19 @@ def _record_dit_config(path: str):
     return None
 
 
-def _abstract_params(cfg, frames: int, latent_hw, text_len: int):
-    from star_jax.models.dit import WanDiT
-    from star_jax.train.teacher import TeacherDataConfig, init_teacher
+def _init(cfg, frames: int, latent_hw, text_len: int):
+    """key -> fresh (unboxed) params of the STAR DiT `cfg` for examples of that shape."""
     import flax.linen as nn
 
+    from star_jax.models.dit import WanDiT
+    from star_jax.train.teacher import TeacherDataConfig, init_teacher
+
     data = TeacherDataConfig(latent_frames=frames, latent_hw=tuple(latent_hw), text_len=text_len)
-    return nn.meta.unbox(jax.eval_shape(lambda k: init_teacher(WanDiT(cfg), data, k), jax.random.PRNGKey(0)))
+    return lambda key: nn.meta.unbox(init_teacher(WanDiT(cfg), data, key))
+
+
+def _abstract_params(cfg, frames: int, latent_hw, text_len: int):
+    return jax.eval_shape(_init(cfg, frames, latent_hw, text_len), jax.random.PRNGKey(0))
 
 
 def distill_guidance(paths) -> tuple[float | None, float | None]:
@@ -137,13 +143,7 @@ def load_student(path: str, fallback_cfg=None, frames: int = 3, latent_hw=(4, 4)
 
 def random_student(cfg, seed: int, frames: int, latent_hw, text_len: int):
     """The block-causal student's params at a random initialisation (key `seed`)."""
-    import flax.linen as nn
-
-    from star_jax.models.dit import WanDiT
-    from star_jax.train.teacher import TeacherDataConfig, init_teacher
-
-    data = TeacherDataConfig(latent_frames=frames, latent_hw=tuple(latent_hw), text_len=text_len)
-    return nn.meta.unbox(jax.jit(lambda k: init_teacher(WanDiT(cfg), data, k))(jax.random.PRNGKey(seed)))
+    return jax.jit(_init(cfg, frames, latent_hw, text_len))(jax.random.PRNGKey(seed))
 
 
 @functools.lru_cache(maxsize=None)  # one compiled sampler per (config, steps, shift): students share it
