@@ -159,11 +159,12 @@ class DMDToyConfig:
 
 
 class DMDToyResult(NamedTuple):
-    """params: the student's final parameters; means: (steps + 1, K, D) its component means after
-    each generator update (the first row the initial ones); losses: (steps,) dmd_loss values."""
+    """params: the student's final parameters; history: its parameters before the first and after
+    every generator update (means (steps + 1, K, D), scales (steps + 1, K, D, D));
+    losses: (steps,) dmd_loss values."""
 
     params: dict
-    means: jnp.ndarray
+    history: dict
     losses: jnp.ndarray
 
 
@@ -219,7 +220,7 @@ def train_dmd(generator: AffineMixtureGenerator, params: dict, teacher: Gaussian
         loss, grads = jax.value_and_grad(gen_loss)(gparams, cparams, k_g)
         updates, g_opt = g_tx.update(grads, g_opt, gparams)
         gparams = optax.apply_updates(gparams, updates)
-        return (gparams, g_opt, cparams, c_opt), (gparams["means"], loss)
+        return (gparams, g_opt, cparams, c_opt), (gparams, loss)
 
     @jax.jit
     def run(gparams):
@@ -230,11 +231,12 @@ def train_dmd(generator: AffineMixtureGenerator, params: dict, teacher: Gaussian
             (_, cparams, c_opt), _ = jax.lax.scan(critic_update, (gparams, cparams, c_opt),
                                                   jax.random.split(rng_warm, cfg.critic_warmup))
         carry = (gparams, g_tx.init(gparams), cparams, c_opt)
-        (gparams, *_), (means, losses) = jax.lax.scan(iteration, carry, jax.random.split(rng_train, cfg.steps))
-        return gparams, means, losses
+        (gparams, *_), (history, losses) = jax.lax.scan(iteration, carry, jax.random.split(rng_train, cfg.steps))
+        return gparams, history, losses
 
-    final, means, losses = run(params)
-    return DMDToyResult(final, jnp.concatenate([params["means"][None], means]), losses)
+    final, history, losses = run(params)
+    history = jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]), params, history)
+    return DMDToyResult(final, history, losses)
 
 
 def sliced_w2(x, y, num_angles: int = 64) -> float:
