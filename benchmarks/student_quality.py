@@ -20,6 +20,9 @@ so the script runs before every network is trained):
                 direction pulls toward (a diagnostic)
     render      the warped source alone (render_rgb, holes black: what every generator is given)
     vae_recon   the target latents decoded: the VAE's ceiling for every generated row
+    flat_truth  the true target of the same world, camera and time rendered flat-shaded (the
+                synthetic appearance T_c learnt; from `--flat_pixels`, matched by example_id): the
+                realism gap between the two appearances, for scale
 Columns: PSNR / SSIM over all pixels, inside the render mask (render_valid) and in the holes,
 per clip (its frames pooled) then averaged over clips (`teacher_quality.clip_metrics`); realism =
 `star_jax.evaluation.realism_distance` of the row's frames (all clips) against the split's true
@@ -59,12 +62,13 @@ from star_jax.models.vae import decode, denormalize_latents
 
 STUDENTS = ("ode", "dmd", "jdmd")
 GENERATORS = ("untrained",) + STUDENTS + ("teacher_c", "teacher_m", "teacher_m_free")
-ROWS = GENERATORS + ("render", "vae_recon")
+ROWS = GENERATORS + ("render", "vae_recon", "flat_truth")
 LABELS = {"untrained": "untrained student (random init)", "ode": "student: ODE init",
           "dmd": "student: DMD (JDMD weight 0)", "jdmd": "student: JDMD",
           "teacher_c": "teacher T_c (conditional, flat-trained)", "teacher_m": "teacher T_m (real appearance)",
           "teacher_m_free": "T_m, render dropped (JDMD's appearance target; diagnostic)",
-          "render": "warped render alone", "vae_recon": "VAE reconstruction of the target (ceiling)"}
+          "render": "warped render alone", "vae_recon": "VAE reconstruction of the target (ceiling)",
+          "flat_truth": "the true target, flat-shaded (synthetic appearance; reference)"}
 ONE = jax.devices()[:1]
 
 
@@ -175,7 +179,7 @@ def teacher_sampler(dit, shift: float, steps: int, guidance: float, drop_render:
 
 
 def _target(ex, by_id, pixels) -> np.ndarray:
-    if "target_rgb" in ex:
+    if "target_rgb" in ex and pixels is None:
         return np.asarray(ex["target_rgb"])
     eid = int(ex["example_id"])
     if by_id is None or eid not in by_id:
@@ -185,15 +189,17 @@ def _target(ex, by_id, pixels) -> np.ndarray:
 
 
 def evaluate(latents, pixels, vae, vae_params, generators: dict, num: int, batch: int = 4, seed: int = 0,
-             repeats: int = 2) -> tuple[dict, int]:
-    """generators: {name: (fn(params, ref, render, mask, text, rng) -> latents, params)}.
+             repeats: int = 2, flat=None) -> tuple[dict, int]:
+    """generators: {name: (fn(params, ref, render, mask, text, rng) -> latents, params)}; `flat`: the
+    flat-shaded pixel split (the flat_truth row) or None.
     -> ({row: {metric/region: mean over clips, "realism": float, "batch_s": float or None}}, clips)."""
     num = min(num, len(latents))
     if num == 0:
         raise InputError("student_quality: the split has no examples")
     by_id = {int(pixels[i]["example_id"]): i for i in range(len(pixels))} if pixels is not None else None
     to_pixels = jax.jit(lambda p, z: decode(vae, p, denormalize_latents(z, vae.cfg)))
-    rows = tuple(generators) + ("render", "vae_recon")
+    flat_id = {int(flat[i]["example_id"]): i for i in range(len(flat))} if flat is not None else None
+    rows = tuple(generators) + ("render", "vae_recon") + (("flat_truth",) if flat is not None else ())
     per = {r: [] for r in rows}
     feats = {r: [] for r in rows + ("target",)}
     first = None
@@ -213,6 +219,8 @@ def evaluate(latents, pixels, vae, vae_params, generators: dict, num: int, batch
             target, valid = _target(ex, by_id, pixels), np.asarray(ex["render_valid"])
             feats["target"].append(patch_features(target))
             preds = {"render": np.asarray(ex["render_rgb"]), **{r: v[j] for r, v in videos.items()}}
+            if flat is not None:
+                preds["flat_truth"] = _target(ex, flat_id, flat)
             for r, p in preds.items():
                 if p.shape != target.shape:
                     raise InputError(f"student_quality: example {start + j}: {r} is {p.shape}, target_rgb "
@@ -263,6 +271,7 @@ def main(argv=None) -> int:
         p.add_argument(f"--{name}", default="", help=f"{LABELS[name]}: a workdir or export")
     p.add_argument("--teacher_c", default="", help="T_c: a teacher workdir or export")
     p.add_argument("--teacher_m", default="", help="T_m: a teacher workdir or export")
+    p.add_argument("--flat_pixels", default="", help="the same worlds' flat-shaded pixel dataset (flat_truth row)")
     p.add_argument("--split", default="test")
     p.add_argument("--num", type=int, default=32)
     p.add_argument("--batch", type=int, default=4)
@@ -341,7 +350,13 @@ def main(argv=None) -> int:
         missing["untrained"] = "no student or T_c to take the network's config from"
     generators = {r: generators[r] for r in GENERATORS if r in generators}  # the table's order
 
-    results, n = evaluate(latents, pixels, vae, vae_params, generators, a.num, a.batch, a.seed, a.repeats)
+    flat = None
+    if a.flat_pixels and os.path.exists(a.flat_pixels):
+        flat = records.open_split(a.flat_pixels, a.split)
+        facts.append(f"flat_truth: {a.flat_pixels} (split {a.split!r}), matched by example_id")
+    else:
+        missing["flat_truth"] = absent(a.flat_pixels)
+    results, n = evaluate(latents, pixels, vae, vae_params, generators, a.num, a.batch, a.seed, a.repeats, flat)
     frames = int(info.features["render_valid"][0][0])
     name = info.name.removeprefix("star_latents_")
     facts = [f"dataset: {info.folder} (split {a.split!r}, {n} clips of {frames} frames at {h * vae.cfg.spatial_factor}"

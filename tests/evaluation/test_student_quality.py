@@ -87,7 +87,7 @@ def test_student_quality_on_a_three_clip_standin(tmp_path, capsys):
     capsys.readouterr()
     sq.main(["--data", latents, "--vae", vae_dir, "--ode", student, "--dmd", student,
              "--jdmd", str(tmp_path / "no_such_run"), "--teacher_c", teacher, "--teacher_steps", "2",
-             "--batch", "2", "--repeats", "1", "--out", str(out)])
+             "--flat_pixels", pixels, "--batch", "2", "--repeats", "1", "--out", str(out)])
     text = out.read_text()
     assert text == capsys.readouterr().out
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
@@ -116,3 +116,5 @@ def test_student_quality_on_a_three_clip_standin(tmp_path, capsys):
     render_fd = realism_distance(np.stack([c["render_rgb"] for c in clips]), real)
     assert render[6] == pytest.approx(render_fd, abs=0.006)
     assert render[7:] == [None, None, None] and vae_row[7:] == [None, None, None]
+    flat = num("flat_truth")  # the stand-in's "flat" pixels are its true targets: a perfect row
+    assert flat[0] == np.inf and flat[3] == 1.0 and flat[6] == pytest.approx(0.0, abs=0.006)
