@@ -128,7 +128,7 @@ def load_student(path: str, fallback_cfg=None, frames: int = 3, latent_hw=(4, 4)
 
     cfg = _record_dit_config(path) or fallback_cfg
     if cfg is None:
-        raise InputError(f"{path}: no DiT config recorded (run.json config.model.dit, teacher.json / student.json) "
+        raise InputError(f"{path}: no DiT config recorded (run.json config.model.dit, teacher.json, star_model.json) "
                          f"and no teacher to take it from")
     source = read_source_params(path)
     if any(k.startswith("generator/") for k in source):  # a distillation state: generator + critic(s)
