@@ -47,29 +47,40 @@ def test_embedded_model_is_small_and_says_what_it_is():
 
 @pytest.fixture(scope="module")
 def default_runs(tmp_path_factory):
-    """The default job (1 block: 9 frames) with the embedded model, then with random weights."""
+    """The default job (1 block: 9 frames) with the embedded model, then with the same folder but a
+    randomly initialised DiT (the trained VAE kept, so what is compared is the DiT's training,
+    and every compiled function is reused)."""
     from experiments.navigate import get_config
+    from star_jax.inference.model import random_dit_params
+    from star_jax.models.dit import WanDiT
     from star_jax.navigate import run
 
-    out, logs = {}, {}
     tmp = tmp_path_factory.mktemp("runs")
-    for name, arg in (("embedded", "blocks=1"), ("random", "blocks=1,random_weights")):
-        config = get_config(arg)
+    untrained = tmp / "untrained_dit"
+    shutil.copytree(TINY_MODEL, untrained, ignore=shutil.ignore_patterns("dit"))
+    dit = WanDiT(dit_variant("tiny"), block_causal=True)
+    save_params(jax.tree_util.tree_map(np.asarray, random_dit_params(dit, jax.random.PRNGKey(0))),
+                str(untrained / "dit"))
+    out, logs = {}, {}
+    for name, checkpoint in (("embedded", ""), ("untrained", str(untrained))):
+        config = get_config("blocks=1")
         with config.unlocked():
             config.output_dir = str(tmp / name)
+            config.checkpoint = checkpoint or config.checkpoint
         logs[name] = []
         out[name] = run(config, log=logs[name].append)
     return out, logs, tmp
 
 
-def test_embedded_model_beats_random_weights_on_the_default_world(default_runs):
+@pytest.mark.slow  # ~70 s of CPU (XLA compiles the VAE, warp and DiT at 96x160 once; the second run reuses them)
+def test_embedded_model_beats_an_untrained_dit_on_the_default_world(default_runs):
     metas, logs, tmp = default_runs
-    e, r = metas["embedded"], metas["random"]
-    assert e["weights"].startswith(TINY_MODEL) and r["weights"] == "random-init (tiny)"
-    assert e["model"]["trained_resolution_hw"] == [96, 160] and r["model"] is None
-    assert e["text"].startswith("the reference's caption: prompt 'a courtyard") and r["text"] == "zeros"
+    e, r = metas["embedded"], metas["untrained"]
+    assert e["weights"].startswith(TINY_MODEL) and "untrained_dit" in r["weights"]
+    assert e["model"]["trained_resolution_hw"] == [96, 160] and e["model"]["notes"] == []  # its own setting
+    assert e["text"].startswith("the reference's caption: prompt 'a courtyard")
     pe, pr = e["ground_truth"]["psnr_db"], r["ground_truth"]["psnr_db"]
-    assert pe["all"] > pr["all"] + 3.0, (pe, pr)  # measured (stand-in teacher): 17.6 vs 8.1 dB
+    assert pe["all"] > pr["all"] + 3.0, (pe, pr)
     assert pe["rendered"] > pr["rendered"] + 3.0 and pe["holes"] > pr["holes"], (pe, pr)
     assert e["ground_truth"]["render_psnr_db"] == r["ground_truth"]["render_psnr_db"]  # the same renders
     assert any(m.startswith("PSNR against the ground truth") for m in logs["embedded"])

@@ -245,18 +245,25 @@ def _init_vae(vae: WanVAE, rng):
     return init_vae_params(vae, rng, 16, 16)
 
 
+def random_dit_params(dit: WanDiT, rng):
+    """Random params of `dit` (its zero-initialised output head and modulation perturbed by
+    N(0, 0.02^2), so the output depends on the input)."""
+    k_dit, k_noise = jax.random.split(rng)
+    params = _init_dit(dit, k_dit)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(k_noise, len(leaves))
+    return jax.tree_util.tree_unflatten(tree, [p + 0.02 * jax.random.normal(k, p.shape, p.dtype)
+                                               for p, k in zip(leaves, keys)])
+
+
 def random_star_model(variant: str, rng, dtype: str = "float32", text: str | None = None,
                       conditioning: str = DEFAULT_CONDITIONING) -> StarModel:
     """Randomly initialised networks of a variant (the DiT's zero-initialised output head and
     modulation are perturbed, so the output depends on the input)."""
     dit, vae = _models(variant, dtype)
     cfg = dit.cfg
-    k_dit, k_vae, k_noise = jax.random.split(rng, 3)
-    params = _init_dit(dit, k_dit)
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(k_noise, len(leaves))
-    params = jax.tree_util.tree_unflatten(tree, [p + 0.02 * jax.random.normal(k, p.shape, p.dtype)
-                                                 for p, k in zip(leaves, keys)])
+    k_dit, k_vae = jax.random.split(rng)
+    params = random_dit_params(dit, k_dit)
     vae_params = _init_vae(vae, k_vae)
     emb, src = load_text_embedding(text, cfg.text_dim, cfg.text_len)
     return StarModel(dit, params, vae, vae_params, emb, src, f"random-init ({variant})",
