@@ -264,3 +264,26 @@ def test_cli_reports_a_missing_teacher_in_one_line(tmp_path, pairs, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "none: teacher not found" in err[0]
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_teacher_from_a_training_workdir_is_its_newest_ema(tmp_path):
+    """A trainer workdir (run.json + checkpoints/<step>/state): the newest step's EMA params,
+    what `star_jax.checkpoint.export.export_teacher` would export."""
+    from data_pipelines.ode_pairs import load_teacher
+
+    work = tmp_path / "teacher_run"
+    for step, seed in ((3, 0), (7, 1)):
+        save_params({"params": random_params(CFG, seed), "ema_params": random_params(CFG, seed + 10)},
+                    str(work / "checkpoints" / str(step) / "state"))
+    with open(work / "run.json", "w") as f:
+        json.dump({"config": {"task": "teacher", "model": {"dit": dataclasses.asdict(CFG)}}}, f)
+    dit, params, facts = load_teacher(str(work), attention="blockwise")
+    assert facts["kind"] == "workdir" and facts["step"] == 7 and facts["conditioning"] is None
+    assert dit.cfg.attention == "blockwise" and dit.cfg.dim == CFG.dim
+    for got, want in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(random_params(CFG, 11))):
+        np.testing.assert_array_equal(got, want)
+    with open(work / "run.json", "w") as f:
+        json.dump({"config": {"task": "ode", "model": {"dit": dataclasses.asdict(CFG)}}}, f)
+    with pytest.raises(CheckpointError, match=r"teacher_run: a run of task 'ode'; the ODE pairs need the "
+                                              r"bidirectional teacher"):
+        load_teacher(str(work))
