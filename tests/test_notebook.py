@@ -1,4 +1,5 @@
-"""The navigation notebook runs headless, top to bottom, on the tiny variant."""
+"""The navigation notebook runs headless, top to bottom, on the tiny variant: the embedded trained
+model on the default world, scored against its ground truth."""
 
 import os
 
@@ -16,5 +17,7 @@ def test_navigate_notebook_executes():
                             resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}}).execute()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "block 0: 9 frames" in text and "block 1: 12 frames" in text
+    assert "tiny_model" in text and "hashed words" in text  # the embedded model, its caption embedded
+    assert "PSNR against the ground truth: all" in text
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2

@@ -44,16 +44,22 @@ EXPORT_NAMES = ("_CHECKPOINT_METADATA", "_METADATA", "_sharding", "manifest.ocdb
                 "array_metadatas", "descriptor", "commit_success.txt", VAE_JSON)
 
 
-def train_params(workdir: str, ema: bool = True) -> tuple[Any, int]:
-    """(params, step) of the newest checkpoint under <workdir>/checkpoints: the EMA params when
-    the run kept them (and `ema`), else the raw ones."""
+def newest_state(workdir: str) -> tuple[dict, int]:
+    """(the train state as a dict of arrays, its step) of the newest checkpoint under
+    <workdir>/checkpoints."""
     ckpt = os.path.join(workdir, "checkpoints")
     steps = sorted(int(s) for s in os.listdir(ckpt) if s.isdigit()) if os.path.isdir(ckpt) else []
     if not steps:
         raise CheckpointError(f"{ckpt}: expected train checkpoints (<step>/state folders), found none")
-    state = restore_params(os.path.join(ckpt, str(steps[-1]), "state"), what="vae")
+    return restore_params(os.path.join(ckpt, str(steps[-1]), "state"), what="vae"), steps[-1]
+
+
+def train_params(workdir: str, ema: bool = True) -> tuple[Any, int]:
+    """(params, step) of the newest checkpoint under <workdir>/checkpoints: the EMA params when
+    the run kept them (and `ema`), else the raw ones."""
+    state, step = newest_state(workdir)
     params = state.get("ema_params") if ema else None
-    return (params if params is not None else state["params"]), steps[-1]
+    return (params if params is not None else state["params"]), step
 
 
 def vae_config_dict(cfg: VAEConfig) -> dict:
@@ -194,14 +200,18 @@ DEFAULT_DESCRIPTION = (
     "texture-less content in the holes.")
 
 
-def _student_params(workdir: str, ema: bool) -> tuple[Any, int, dict]:
-    """(generator params, step, the run's config) of a student train workdir."""
+def _student_params(workdir: str, ema: bool) -> tuple[Any, int, str, dict]:
+    """(generator params, step, "EMA" | "raw", the run's config) of a student train workdir: the
+    generator's EMA when the run kept one (and `ema`), else its trained params (a distillation
+    state holds them beside the critics', under "generator"; an ODE-init state holds them alone)."""
     config = _run_config(workdir)
-    params, step = train_params(workdir, ema)
-    for key in ("generator", "student"):  # a distillation state holds the generator beside the critic
-        if isinstance(params, dict) and key in params and "blocks" not in params:
-            params = params[key]
-    return params, step, config
+    state, step = newest_state(workdir)
+    params, kind = state.get("ema_params") if ema else None, "EMA"
+    if not params:
+        params, kind = state["params"], "raw"
+    if isinstance(params, dict) and "generator" in params:
+        params = params["generator"]
+    return params, step, kind, config
 
 
 def export_student(source: str, vae_dir: str, out_dir: str, variant: str = "tiny", ema: bool = True,
@@ -210,9 +220,11 @@ def export_student(source: str, vae_dir: str, out_dir: str, variant: str = "tiny
                    info: dict | None = None) -> str:
     """A student -> the model folder `out_dir` (module docstring), written atomically (a previous
     export there is replaced). `source`: a student train workdir (run.json + checkpoints/; its
-    newest EMA params) or an orbax DiT params folder. `vae_dir`: a VAE export (orbax + vae.json),
-    copied. The DiT params are checked against `variant`, the VAE against its vae.json, before
-    anything is written. `info` joins the card's "training" record. Returns the folder's path."""
+    newest EMA params, else its generator's; the training resolution, latent frames, sampler and
+    conditioning then come from the run's config, not the arguments) or an orbax DiT params
+    folder. `vae_dir`: a VAE export (orbax + vae.json), copied. The DiT params are checked against
+    `variant`, the VAE against its vae.json, before anything is written. `info` joins the card's
+    "training" record. Returns the folder's path."""
     import shutil
 
     import jax
@@ -225,12 +237,17 @@ def export_student(source: str, vae_dir: str, out_dir: str, variant: str = "tiny
     from star_jax.text import prompt_encoder
 
     cfg = dit_variant(variant)
-    training = dict(info or {})
+    training, latent_hw = dict(info or {}), None
     if os.path.isfile(os.path.join(source, "run.json")):
-        params, step, config = _student_params(source, ema)
-        training.update(workdir=os.path.abspath(source), step=step, params="EMA" if ema else "raw",
-                        task=config.get("task"))
-        conditioning = conditioning or (config.get("data") or {}).get("conditioning")
+        params, step, kind, config = _student_params(source, ema)
+        training.update(workdir=os.path.abspath(source), step=step, params=kind, task=config.get("task"))
+        data, distill = config.get("data") or {}, config.get("distill") or {}
+        conditioning = conditioning or data.get("conditioning")
+        latent_hw = data.get("latent_hw")
+        latent_frames = data.get("latent_frames", latent_frames)
+        steps, shift = distill.get("steps", steps), distill.get("shift", shift)
+        training.update({k: distill[k] for k in ("jdmd_weight", "guidance", "teacher", "real_teacher")
+                         if k in distill})
         where = os.path.join(source, "checkpoints", str(step))
     else:
         params = restore_params(source, what="dit")
@@ -243,6 +260,8 @@ def export_student(source: str, vae_dir: str, out_dir: str, variant: str = "tiny
         raise CheckpointError(f"{os.path.join(vae_dir, VAE_JSON)}: expected a VAE export's config (python -m "
                               f"star_jax.checkpoint.export vae), found no such file")
     check_vae_folder(vae_dir, vae_cfg)
+    if latent_hw:  # a workdir's clips: latents x the VAE's stride
+        resolution_hw = [vae_cfg.spatial_factor * int(x) for x in latent_hw]
     training.setdefault("vae_source", os.path.abspath(vae_dir))
     training.setdefault("what", "trained tiny STAR student")
     arch = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items() if k in ARCH_FIELDS}
@@ -253,8 +272,8 @@ def export_student(source: str, vae_dir: str, out_dir: str, variant: str = "tiny
     with files.staged_folder(out_dir, STUDENT_NAMES, create=False) as d:
         save_params(params, os.path.join(d, "dit"))
         top = os.path.abspath(vae_dir)  # the export's own files only (a stray file there stays behind)
-        shutil.copytree(vae_dir, os.path.join(d, "vae"), ignore=lambda where, names: [
-            n for n in names if os.path.abspath(where) == top and n not in EXPORT_NAMES])
+        shutil.copytree(vae_dir, os.path.join(d, "vae"), ignore=lambda folder, names: [
+            n for n in names if os.path.abspath(folder) == top and n not in EXPORT_NAMES])
         files.write_json(os.path.join(d, "star_model.json"), card.to_json())
         check_model_folder(d, variant, conditioning=card.conditioning)  # the folder reads back as written
     return os.path.abspath(out_dir)
