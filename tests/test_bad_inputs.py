@@ -26,6 +26,7 @@ FAIL_FAST_S = 20.0  # generous for a loaded 2-core CPU; measured 2-6 s (see the 
 NAVIGATE = ("-m", "star_jax.navigate", "--config", "experiments/navigate.py:variant=tiny,blocks=1,height=32,width=64")
 RENDER = ("-m", "star_jax.render", "--config", "experiments/render.py:variant=tiny,max_frames=9,height=32,width=64")
 CONVERT = ("-m", "star_jax.checkpoint.convert", "--variant", "tiny")
+EXPORT = ("-m", "star_jax.checkpoint.export")
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,18 @@ def w(tmp_path_factory):
 
     save_params({"a": np.zeros(2, np.float32)}, str(d / "ckpt_wrong" / "dit"))
     (d / "exists").mkdir()
+    # model folders: copies of the embedded tiny model, each with one thing wrong
+    import json
+    import shutil
+
+    from star_jax.assets import TINY_MODEL
+
+    for name, edit in (("model_ok", {}), ("model_13b", {"variant": "1.3B"}), ("model_v0", {"conditioning": "star-jax-v0"}),
+                       ("model_novaejson", {})):
+        shutil.copytree(TINY_MODEL, d / name)
+        card = json.loads((d / name / "star_model.json").read_text())
+        (d / name / "star_model.json").write_text(json.dumps({**card, **edit}))
+    os.remove(d / "model_novaejson" / "vae" / "vae.json")
 
     class Paths(dict):
         def __missing__(self, name):
@@ -132,6 +145,17 @@ CASES = [
      "ckpt_garbage/dit: expected an orbax checkpoint"),
     ("checkpoint-wrong-model", NAVIGATE, ["--checkpoint", "<ckpt_wrong>"],
      "the stored DiT params do not match the model"),
+    ("random-and-checkpoint", NAVIGATE, ["--random_weights", "--checkpoint", "<model_ok>"],
+     "--random_weights / --checkpoint: expected at most one source of weights"),
+    ("model-other-variant", NAVIGATE, ["--checkpoint", "<model_13b>"],
+     "model_13b/star_model.json: field 'variant': expected 'tiny' (config.variant), found '1.3B'"),
+    ("model-other-conditioning", NAVIGATE, ["--checkpoint", "<model_v0>", "--config.conditioning=inspatio-release"],
+     "model_v0/star_model.json: the DiT was trained with conditioning 'star-jax-v0'"),
+    ("model-no-vae-json", NAVIGATE, ["--checkpoint", "<model_novaejson>"],
+     "model_novaejson/vae/vae.json: expected the trained VAE's config"),
+    ("ground-truth-missing", NAVIGATE, ["--ground_truth", "<missing.mp4>"], "config.ground_truth: "),
+    ("ground-truth-too-short", NAVIGATE, ["--ground_truth", "<clip.mp4>", "--config.num_blocks=2"],
+     "expected at least 21 frames at the reference's 15 fps, found 12"),
     ("text-wrong-dim", NAVIGATE, ["--text", "<text_wrong_dim.npy>"], "text embedding must be"),
     ("text-garbage", NAVIGATE, ["--text", "<text_garbage.npy>"], "cannot read a text embedding"),
     # the output folder
@@ -156,6 +180,15 @@ CASES = [
      "not writable"),
     ("convert-bad-variant", CONVERT, ["--src", "<partial.safetensors>", "--variant", "huge"],
      "invalid choice: 'huge'"),
+    # the student export (a model folder)
+    ("export-student-wrong-shapes", EXPORT, ["student", "--dit", "<ckpt_wrong>/dit", "--vae", "<model_ok>/vae"],
+     "ckpt_wrong/dit: the student's DiT params do not match the tiny variant"),
+    ("export-student-vae-without-json", EXPORT, ["student", "--dit", "<model_ok>/dit", "--vae",
+                                                 "<model_novaejson>/vae"], "expected a VAE export's config"),
+    ("export-student-no-workdir", EXPORT, ["student", "--workdir", "<nowhere>", "--vae", "<model_ok>/vae"],
+     "nowhere: no such folder (expected a student train workdir"),
+    ("export-student-two-sources", EXPORT, ["student", "--workdir", "<nowhere>", "--dit", "<model_ok>/dit",
+                                            "--vae", "<model_ok>/vae"], "not allowed with argument"),
 ]
 
 
@@ -165,6 +198,8 @@ def _command(cmd, extra, w, out):
         base = ["--video", w["clip.mp4"], "--trajectory", w["traj.txt"], "--output_dir", out]
     elif cmd is RENDER:
         base = [f"--config.video={w['clip.mp4']}", f"--config.trajectory={w['traj.txt']}", f"--config.output_dir={out}"]
+    elif cmd is EXPORT:
+        return [*cmd, *args, "--out", out]  # the subcommand's own --out
     else:
         base = ["--out", out]
     return [*cmd, *base, *args]  # later flags win

@@ -238,7 +238,10 @@ def export_student(source: str, vae_dir: str, out_dir: str, variant: str = "tiny
 
     cfg = dit_variant(variant)
     training, latent_hw = dict(info or {}), None
-    if os.path.isfile(os.path.join(source, "run.json")):
+    if not os.path.isdir(source):
+        raise CheckpointError(f"{source}: no such folder (expected a student train workdir, run.json + "
+                              f"checkpoints/, or an orbax DiT params folder)")
+    if os.path.exists(os.path.join(source, "run.json")) or os.path.isdir(os.path.join(source, "checkpoints")):
         params, step, kind, config = _student_params(source, ema)
         training.update(workdir=os.path.abspath(source), step=step, params=kind, task=config.get("task"))
         data, distill = config.get("data") or {}, config.get("distill") or {}
