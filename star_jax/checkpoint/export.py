@@ -331,6 +331,8 @@ def main(argv=None) -> None:
     s.add_argument("--resolution", default="96x160", help="HxW the model was trained at")
     s.add_argument("--latent_frames", type=int, default=6, help="latent frames of its training clips")
     s.add_argument("--summary", default="trained tiny STAR student", help="one line: what these weights are")
+    s.add_argument("--description", default=DEFAULT_DESCRIPTION, help="a paragraph: what the model is and can do "
+                   "(default: the tiny student's)")
     s.add_argument("--no_ema", action="store_true", help="export the raw params, not the EMA")
     a = p.parse_args(argv)
     if a.what == "student":
@@ -339,8 +341,8 @@ def main(argv=None) -> None:
             assert len(hw) == 2 and min(hw) > 0
         except (ValueError, AssertionError):
             raise CheckpointError(f"--resolution: expected HxW like 96x160, found {a.resolution!r}") from None
-        out = export_student(a.workdir or a.dit, a.vae, a.out, a.variant, not a.no_ema, resolution_hw=hw,
-                             latent_frames=a.latent_frames, info={"what": a.summary})
+        out = export_student(a.workdir or a.dit, a.vae, a.out, a.variant, not a.no_ema, a.description,
+                             resolution_hw=hw, latent_frames=a.latent_frames, info={"what": a.summary})
         print(f"exported {out}")
         return
     if a.what == "teacher":
