@@ -3,7 +3,8 @@
     python -m data_pipelines.precompute --pixels /work/data/worlds_tiny --vae /work/runs/vae/export \\
         --out /work/data/latents_tiny [--batch 8]
     # 320 clips of 96x160x9 with the tiny VAE: 616 s on a shared 2-core machine (~1 min of it
-    # compiling), 101 MB
+    # compiling), 101 MB; 120 clips of 96x160x21 (6 latent frames): 636 s / 247 s (CPU shared with
+    # other jobs / less so), 83 MB textured, 36 MB flat
 
 For each clip of every split, exactly what inference computes from the same inputs
 (`star_jax.inference.session`, one block of the clip's length):
