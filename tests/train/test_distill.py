@@ -100,6 +100,7 @@ def student_config(tmp_path, name="run", **args):
     return get_config(arg)
 
 
+@pytest.mark.slow
 def test_distill_resumes_bit_for_bit_and_jdmd_runs(tmp_path):
     """4 iterations straight vs 2 + a restart for 2 more: the same metrics, float for float; the
     generator moves only on its update iterations; JDMD (two streams) runs and logs both."""
@@ -168,9 +169,10 @@ def test_nan_in_the_dmd_step_stops_with_its_name(tmp_path):
     run, naming the non-finite DMD metrics; nothing is saved."""
     config = student_config(tmp_path, "nan")
     task = make_task(config)
+    warm_start = task.warm_start
 
     def poisoned(state, abstract, init_from):
-        state = task.warm_start(state, abstract, init_from)
+        state = warm_start(state, abstract, init_from)
         g = jax.tree_util.tree_map(lambda x: x.at[(0,) * x.ndim].set(jnp.nan), state.params["generator"])
         return state.replace(params={**state.params, "generator": g})
 
