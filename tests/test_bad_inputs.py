@@ -84,8 +84,8 @@ def w(tmp_path_factory):
 
     from star_jax.assets import TINY_MODEL
 
-    for name, edit in (("model_ok", {}), ("model_13b", {"variant": "1.3B"}), ("model_v0", {"conditioning": "star-jax-v0"}),
-                       ("model_novaejson", {})):
+    for name, edit in (("model_ok", {}), ("model_13b", {"variant": "1.3B"}),
+                       ("model_v0", {"conditioning": "star-jax-v0"}), ("model_novaejson", {})):
         shutil.copytree(TINY_MODEL, d / name)
         card = json.loads((d / name / "star_model.json").read_text())
         (d / name / "star_model.json").write_text(json.dumps({**card, **edit}))

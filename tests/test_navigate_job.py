@@ -118,3 +118,27 @@ def test_render_coverage_floor(clip, tmp_path):
     meta = run(c, log=logs.append)
     assert meta["render_coverage_per_block"] == [0.0] and meta["min_render_coverage"] == 0.0
     assert any(m.startswith("warning: block 0 (frames 0-8): render coverage 0.0% is low") for m in logs)
+
+
+@pytest.mark.slow  # ~1.5 min of CPU: 150 frames of 1352x760 decoded, then 2 blocks at 96x160
+def test_default_model_on_the_shared_real_video(shared_data, tmp_path):
+    """The README's real-clip command on the embedded model: it runs, no ground truth is claimed,
+    and the metadata says honestly where the input leaves the model's training."""
+    from star_jax.assets import TINY_MODEL
+
+    c = get_config("blocks=2")
+    with c.unlocked():
+        c.video = os.path.join(shared_data, "reference_videos", "coffee_martini.mp4")
+        c.trajectory = os.path.join(shared_data, "trajectories", "x_y_circle_cycle.txt")
+        c.output_dir = str(tmp_path / "real")
+        c.ground_truth = ""  # what the command line does for --video
+    logs = []
+    meta = run(c, log=logs.append)
+    assert meta["frames"] == 21 and meta["depth"] == "planar-prior" and meta["ground_truth"] is None
+    assert meta["weights"].startswith(TINY_MODEL) and meta["size_hw"] == [96, 160]
+    notes = " | ".join(meta["model"]["notes"])
+    assert "planar depth prior" in notes and "real video above all" in notes, notes
+    assert "never seen real footage" in meta["model"]["description"]
+    assert any(m.startswith("note: not the default world") for m in logs)
+    assert sorted(os.listdir(tmp_path / "real")) == sorted(
+        ["navigate.mp4", "renders.mp4", "contact_sheet.png", "metadata.json"])

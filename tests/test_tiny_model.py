@@ -99,7 +99,8 @@ def student_workdir(tmp_path_factory):
     params = jax.tree_util.tree_map(np.asarray, restore_params(os.path.join(TINY_MODEL, "dit")))
     ema = jax.tree_util.tree_map(lambda p: p + np.float32(0.01), params)
     save_params({"params": params, "ema_params": ema}, str(w / "checkpoints" / "7" / "state"))
-    (w / "run.json").write_text(json.dumps({"config": {"task": "student", "data": {"conditioning": "inspatio-release"}}}))
+    config = {"task": "distill", "data": {"conditioning": "inspatio-release", "latent_hw": [12, 20], "latent_frames": 6}}
+    (w / "run.json").write_text(json.dumps({"config": config}))
     return str(w), params, ema
 
 
