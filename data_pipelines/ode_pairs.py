@@ -84,6 +84,7 @@ def load_teacher(path: str, attention: str = ""):
         cfg = section(DiTConfig, {"dit": dit_fields}, "dit", path)
     except InputError as e:
         raise CheckpointError(str(e)) from e
+    recorded = cfg
     try:
         cfg = dataclasses.replace(cfg, remat="none", attention=attention or cfg.attention)  # memory / speed only
     except ValueError as e:
@@ -103,7 +104,7 @@ def load_teacher(path: str, attention: str = ""):
 
         conv = read_star_model_json(os.path.join(path, "star_model.json")).name
     data = config.get("data") or {}
-    facts = {"path": path, "kind": kind, "step": step, "fingerprint": vae_fingerprint(cfg, params),
+    facts = {"path": path, "kind": kind, "step": step, "fingerprint": vae_fingerprint(recorded, params),
              "conditioning": conv or data.get("conditioning"),
              "data": data.get("path") if data.get("source") == "records" else None}
     return dit, jax.device_put(params), facts
