@@ -163,3 +163,16 @@ def test_train_dmd_rejects_jdmd_without_a_second_teacher():
     gen = AffineMixtureGenerator(TWO_MODES.weights)
     with pytest.raises(InputError, match="teacher_m"):
         train_dmd(gen, gen.init(jax.random.PRNGKey(0), 2), TWO_MODES, DMDToyConfig(steps=1, jdmd_weight=0.5))
+
+
+@pytest.mark.slow
+def test_benchmark_writes_its_tables(tmp_path):
+    """benchmarks/dmd_gmm.py --quick (~90 s CPU): one row per DMD setup, one per JDMD weight."""
+    from benchmarks import dmd_gmm
+
+    out = tmp_path / "dmd_gmm.md"
+    dmd_gmm.main(["--quick", "--out", str(out)])
+    lines = out.read_text().splitlines()
+    assert sum(line.startswith(("| 3 modes", "| 2 modes")) for line in lines) == 4
+    weights = [line.split("|")[1].strip() for line in lines if line.startswith("| 0.") or line.startswith("| 1.")]
+    assert weights == ["0.00", "0.25", "0.50", "0.75", "1.00"]
