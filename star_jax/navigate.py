@@ -256,10 +256,12 @@ def run(config, log=print, dry_run: bool = False) -> dict:
     plan = validate(config)
     entry = plan.entry
     if dry_run:
+        weights = config.checkpoint or f"random-init ({config.variant})"
         log(f"dry run: inputs usable ({entry.video}: {plan.probe.size_hw[0]}x{plan.probe.size_hw[1]}, "
-            f"{plan.cameras.kind} {plan.cameras.path}, {plan.num_frames} frames); output folder "
+            f"{plan.cameras.kind} {plan.cameras.path}, {plan.num_frames} frames; weights {weights}); output folder "
             f"{config.output_dir} writable")
-        return {"dry_run": True, "video": entry.video, "camera": plan.cameras.kind, "frames": plan.num_frames}
+        return {"dry_run": True, "video": entry.video, "camera": plan.cameras.kind, "frames": plan.num_frames,
+                "weights": weights}
     from star_jax.inference.model import load_model_folder, model_text_encoder, random_star_model
     from star_jax.inference.session import NavigationSession, bounce_index
 
