@@ -127,3 +127,8 @@ def test_job_defaults_live_in_the_package():
             assert os.path.isfile(path) and os.path.commonpath([path, root]) == root
             assert "shared" not in path.split(os.sep)
         assert (config.video_spec.height, config.video_spec.width) == (96, 160)  # the world's own size
+    from star_jax.assets import TINY_MODEL
+
+    config = navigate.get_config()  # the embedded trained model and the world's ground truth by default
+    assert config.checkpoint == TINY_MODEL and config.ground_truth == default_world_path("target.mp4")
+    assert navigate.get_config("random_weights").checkpoint == "" == navigate.get_config("variant=1.3B").checkpoint
