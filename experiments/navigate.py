@@ -20,8 +20,9 @@ and the PSNR against the ground truth. `--checkpoint` names another model folder
 `random_weights` (or another variant without --checkpoint) runs randomly initialised networks,
 and the outputs say so. `ground_truth` is the default world's target video; the job clears it
 when --video, --trajectory, --w2c or --keys is given (set --ground_truth to score those).
-Runtime: about 1 min on 2 CPU cores for the tiny default (4 blocks = 45 frames at 96x160), most of it
-XLA compilation; ~40 s with blocks=2.
+Runtime: the tiny default (4 blocks = 45 frames at 96x160) took 61 s of CPU time (3 min wall on a
+2-core machine shared with training runs), most of it XLA compilation of the first two blocks, so
+blocks=2 costs nearly as much; a later block runs in ~0.4 s.
 """
 
 from __future__ import annotations
