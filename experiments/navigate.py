@@ -22,7 +22,7 @@ and the outputs say so. `ground_truth` is the default world's target video; the 
 when --video, --trajectory, --w2c or --keys is given (set --ground_truth to score those).
 Runtime: the tiny default (4 blocks = 45 frames at 96x160) took 61 s of CPU time (3 min wall on a
 2-core machine shared with training runs), most of it XLA compilation of the first two blocks, so
-blocks=2 costs nearly as much; a later block runs in ~0.4 s.
+blocks=2 costs nearly as much; a later block took 5.4 s (VAE encode 2.7, decode 1.6, warp 1.1, DiT 0.03).
 """
 
 from __future__ import annotations
