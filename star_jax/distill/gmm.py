@@ -11,8 +11,9 @@ N(0, I) noise into a sample, so its own distribution is again a mixture and its 
 analytic (`critic="analytic"`) or learned (`critic="learned"`: a small MLP trained by flow
 matching on the student's samples, `critic_ratio` critic updates per generator update, as
 Self-Forcing does). Training (`train_dmd`) uses the production `jdmd_direction` (weight 0:
-`dmd_direction`), `dmd_loss`, `sample_dmd_sigmas` and optax. `sliced_w2` (float64 NumPy) measures how far samples are from the
-target. tests/distill/test_gmm.py asserts on it; benchmarks/dmd_gmm.py tabulates it.
+`dmd_direction`), `dmd_loss`, `sample_dmd_sigmas` and optax. `sliced_w2` (float64 NumPy)
+measures how far samples are from the target. tests/distill/test_gmm.py asserts on it;
+benchmarks/dmd_gmm.py tabulates it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from star_jax.diffusion.flow_matching import FlowMatchingConfig, flow_matching_l
 from star_jax.diffusion.schedule import x0_from_flow
 from star_jax.distill.dmd import dmd_loss, jdmd_direction, sample_dmd_sigmas
 from star_jax.errors import InputError
-
 
 
 class GaussianMixture(NamedTuple):
@@ -54,24 +54,29 @@ def mixture(weights, means, covs) -> GaussianMixture:
     return GaussianMixture(*(jnp.asarray(a, jnp.float32) for a in (w / w.sum(), m, c)))
 
 
-def sample_mixture(rng, gmm: GaussianMixture, n: int) -> jnp.ndarray:
-    """(n, D) float32 samples of the mixture."""
+def _affine_sample(rng, weights, means, factors, n: int) -> jnp.ndarray:
+    """(n, 2): k ~ Cat(weights), z ~ N(0, I), x = means[k] + factors[k] z (differentiable in
+    means and factors)."""
     k_cat, k_z = jax.random.split(rng)
-    comp = jax.random.categorical(k_cat, jnp.log(gmm.weights), shape=(n,))
-    z = jax.random.normal(k_z, (n, gmm.means.shape[1]), jnp.float32)
-    chol = jnp.linalg.cholesky(gmm.covs)
-    return gmm.means[comp] + jnp.einsum("nij,nj->ni", chol[comp], z)
+    comp = jax.random.categorical(k_cat, jnp.log(weights), shape=(n,))
+    z = jax.random.normal(k_z, (n, means.shape[1]), jnp.float32)
+    return means[comp] + jnp.einsum("nij,nj->ni", factors[comp], z)
+
+
+def sample_mixture(rng, gmm: GaussianMixture, n: int) -> jnp.ndarray:
+    """(n, 2) float32 samples of the mixture."""
+    return _affine_sample(rng, gmm.weights, gmm.means, jnp.linalg.cholesky(gmm.covs), n)
 
 
 def mixture_x0(gmm: GaussianMixture, x_s, s) -> jnp.ndarray:
     """E[x | x_s] for x ~ gmm, x_s = (1 - s) x + s eps: x_s (B, 2), s (B,) -> (B, 2) float32
     (2x2 covariances inverted in closed form)."""
     x_s = jnp.asarray(x_s, jnp.float32)
-    s = jnp.asarray(s, jnp.float32)[:, None, None, None]  # (B, 1, 1, 1) against (B, K, D, D)
+    s = jnp.asarray(s, jnp.float32)[:, None, None, None]  # (B, 1, 1, 1) against (B, K, 2, 2)
     a = 1.0 - s
     eye = jnp.eye(gmm.means.shape[1], dtype=jnp.float32)
-    cov_s = a ** 2 * gmm.covs[None] + s ** 2 * eye  # (B, K, D, D)
-    resid = x_s[:, None, :] - a[..., 0] * gmm.means[None]  # (B, K, D)
+    cov_s = a ** 2 * gmm.covs[None] + s ** 2 * eye  # (B, K, 2, 2)
+    resid = x_s[:, None, :] - a[..., 0] * gmm.means[None]  # (B, K, 2)
     det = cov_s[..., 0, 0] * cov_s[..., 1, 1] - cov_s[..., 0, 1] * cov_s[..., 1, 0]  # (B, K)
     adj = jnp.stack([jnp.stack([cov_s[..., 1, 1], -cov_s[..., 0, 1]], -1),
                      jnp.stack([-cov_s[..., 1, 0], cov_s[..., 0, 0]], -1)], -2)  # the 2x2 inverse * det
@@ -85,31 +90,28 @@ def mixture_x0(gmm: GaussianMixture, x_s, s) -> jnp.ndarray:
 
 class AffineMixtureGenerator(NamedTuple):
     """The student: x = means[k] + scales[k] z, k ~ Cat(weights) (fixed), z ~ N(0, I).
-    weights (K,), means (K, D), scales (K, D, D); its distribution is
-    mixture(weights, means, scales scales^T)."""
+    weights (K,); params: means (K, 2), scales (K, 2, 2)."""
 
     weights: jnp.ndarray
 
-    def init(self, rng, dim: int, mean_std: float = 1.0, scale: float = 1.0) -> dict:
+    def init(self, rng, dim: int = 2, mean_std: float = 1.0, scale: float = 1.0) -> dict:
         """Means ~ N(0, mean_std^2 I), scales = scale * I: the untrained student."""
         k = self.weights.shape[0]
         return {"means": mean_std * jax.random.normal(rng, (k, dim), jnp.float32),
                 "scales": scale * jnp.broadcast_to(jnp.eye(dim, dtype=jnp.float32), (k, dim, dim))}
 
     def sample(self, params, rng, n: int) -> jnp.ndarray:
-        """(n, D) samples, differentiable in params."""
-        k_cat, k_z = jax.random.split(rng)
-        comp = jax.random.categorical(k_cat, jnp.log(self.weights), shape=(n,))
-        z = jax.random.normal(k_z, (n, params["means"].shape[1]), jnp.float32)
-        return params["means"][comp] + jnp.einsum("nij,nj->ni", params["scales"][comp], z)
+        """(n, 2) samples, differentiable in params."""
+        return _affine_sample(rng, self.weights, params["means"], params["scales"], n)
 
     def distribution(self, params) -> GaussianMixture:
+        """The student's distribution: the mixture (weights, means, scales scales^T)."""
         scales = params["scales"]
         return GaussianMixture(self.weights, params["means"], scales @ jnp.swapaxes(scales, -1, -2))
 
 
 class FlowCritic(nn.Module):
-    """The learned fake score: an MLP (x_s (B, D), t (B,) in [0, 1000]) -> flow v (B, D)."""
+    """The learned fake score: an MLP (x_s (B, 2), t (B,) in [0, 1000]) -> flow v (B, 2)."""
 
     hidden: int = 128
     depth: int = 3
@@ -160,7 +162,7 @@ class DMDToyConfig:
 
 class DMDToyResult(NamedTuple):
     """params: the student's final parameters; history: its parameters before the first and after
-    every generator update (means (steps + 1, K, D), scales (steps + 1, K, D, D));
+    every generator update (means (steps + 1, K, 2), scales (steps + 1, K, 2, 2));
     losses: (steps,) dmd_loss values."""
 
     params: dict
