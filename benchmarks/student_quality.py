@@ -344,7 +344,11 @@ def main(argv=None) -> int:
     student_cfg = None
     for name in STUDENTS:
         path = getattr(a, name)
-        if path and os.path.exists(path):
+        ckpt = os.path.join(path, "checkpoints")
+        if path and os.path.exists(os.path.join(path, "run.json")) and not (
+                os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt))):  # a run just started
+            missing[name] = f"{path}: no finished checkpoint yet"
+        elif path and os.path.exists(path):
             s = load_student(path, fallback, n_lat, (h, w), text_len)
             student_cfg = student_cfg or s["cfg"]
             generators[name] = (student_sampler(s["cfg"], steps, a.student_shift), s["params"])
