@@ -14,7 +14,10 @@ default 6 = 2 blocks; its levels must be the config's, `few_step_schedule((1000,
 `init=DIR` is the generator's start (`config.run.init_from`), the conditional teacher (an export
 or a workdir): the student has the teacher's parameter tree; "" starts from a random init.
 Hyperparameters: AdamW, clip 10 (REFERENCE.md); tiny: lr 3e-4 constant after a short warmup.
-Rerunning the same command resumes from the newest checkpoint.
+Runtime (tiny, 6 latent frames of 12x20, batch 8, shared 2-core CPU): 23 s compile, ~1.05 s per
+step; /work/runs/s21/student_ode (init T_c, 108 pairs of latents21_tex) took 300 steps in 363 s,
+loss 0.106 (first 10 steps) -> 0.0176 (last 50), still falling slowly.
+Rerunning the same command resumes from the newest checkpoint (a larger steps= continues it).
 """
 
 from __future__ import annotations
