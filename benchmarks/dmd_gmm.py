@@ -14,8 +14,8 @@ floor is the same distance between two independent target samples (what "equal" 
    learned critic at the fast test's budget. A run converged when its final distance is below
    1.5x the floor. The others had not yet escaped a symmetric start (two components sharing two
    modes as one broad blob) when the cosine-decayed learning rate froze them; `--long` reruns the
-   same seeds with more updates (in exploratory runs, 6000 updates brought the four stuck seeds
-   of the three-mode analytic row to the floor, 1500 the two stuck two-mode seeds).
+   same seeds with more updates (benchmarks/results/dmd_gmm_long.md: 8 / 8 three-mode seeds reach
+   the floor in 6000 updates, 3 / 3 two-mode seeds with the learned critic in 1500).
 2. JDMD between two equal-covariance Gaussians T_c = N(mu_c, S), T_m = N(mu_m, S) (analytic
    critic): the fixed point should be N((1 - w) mu_c + w mu_m, S). Two rules for the direction:
    ours (`jdmd_direction`: the w-mixed teacher and critic predictions, one normaliser) and the
