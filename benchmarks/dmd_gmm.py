@@ -131,7 +131,8 @@ def main(argv=None):
              learned_seeds),
         ]
     lines = ["# DMD / JDMD on 2-D Gaussian mixtures with analytic denoisers", "",
-             "Produced by `python -m benchmarks.dmd_gmm" + (" --quick" if a.quick else "") + (" --long" if a.long else "")
+             "Produced by `python -m benchmarks.dmd_gmm" + (" --quick" if a.quick else "")
+             + (" --long" if a.long else "")
              + "` (see its docstring; "
              "tests/distill/test_gmm.py asserts the same facts at smaller budgets). Distances: sliced W2 between "
              f"{N_EVAL} student and {N_EVAL} target samples; floor: two independent target samples. CPU s: process "
@@ -152,7 +153,8 @@ def main(argv=None):
     steps = n(400)
     ours, rejected = jdmd_sweep(weights, jdmd_direction, steps), jdmd_sweep(weights, separately_normalised, steps)
     lines += ["", "## JDMD: the fixed point is the geometric mixture of the two teachers", "",
-              f"T_c = N({np.asarray(TEACHER_C.means[0]).tolist()}, S), T_m = N({np.asarray(TEACHER_M.means[0]).tolist()}, S), "
+              f"T_c = N({np.asarray(TEACHER_C.means[0]).tolist()}, S), "
+              f"T_m = N({np.asarray(TEACHER_M.means[0]).tolist()}, S), "
               f"S = {JDMD_COV}; analytic critic, {steps} generator updates. Position: the student's mean projected "
               "on mu_c -> mu_m (0 = T_c, 1 = T_m; the answer is w). Mean error in units of |mu_m - mu_c|; covariance "
               "error max |entry - S|; variance ratio tr(cov) / tr(S) (the answer is 1).", "",
@@ -160,7 +162,8 @@ def main(argv=None):
               "| mean error | cov error | var ratio |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for o, r in zip(ours, rejected):
-        lines.append(f"| {o['w']:.2f} | {o['along']:.4f} | {o['mean_err']:.1e} | {o['cov_err']:.1e} | {o['var_ratio']:.3f} "
+        lines.append(f"| {o['w']:.2f} | {o['along']:.4f} | {o['mean_err']:.1e} | {o['cov_err']:.1e} "
+                     f"| {o['var_ratio']:.3f} "
                      f"| {r['along']:.4f} | {r['mean_err']:.1e} | {r['cov_err']:.2f} | {r['var_ratio']:.2f} |")
     _write(a.out, lines)
 

@@ -52,7 +52,8 @@ def test_mixture_x0_matches_float64_quadrature(s):
     dens = np.zeros(len(pts))
     for w, m, c in zip(*(np.asarray(a, np.float64) for a in THREE_MODES)):
         r = pts - m
-        dens += w * np.exp(-0.5 * np.einsum("ni,ij,nj->n", r, np.linalg.inv(c), r)) / (2 * np.pi * np.sqrt(np.linalg.det(c)))
+        quad = np.einsum("ni,ij,nj->n", r, np.linalg.inv(c), r)
+        dens += w * np.exp(-0.5 * quad) / (2 * np.pi * np.sqrt(np.linalg.det(c)))
     x_s = np.array([[-1.0, 0.2], [1.5, 0.4], [0.0, 2.0], [0.3, -0.8]])
     want = []
     for q in x_s:
