@@ -244,7 +244,7 @@ def export_student(source: str, vae_dir: str, out_dir: str, variant: str = "tiny
     if os.path.exists(os.path.join(source, "run.json")) or os.path.isdir(os.path.join(source, "checkpoints")):
         params, step, kind, config = _student_params(source, ema)
         training.update(workdir=os.path.abspath(source), step=step, params=kind, task=config.get("task"))
-        data, distill = config.get("data") or {}, config.get("distill") or {}
+        data, distill = config.get("data") or {}, config.get("distill") or config.get("ode") or {}  # its sampler
         conditioning = conditioning or data.get("conditioning")
         latent_hw = data.get("latent_hw")
         latent_frames = data.get("latent_frames", latent_frames)
