@@ -11,7 +11,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["star_jax", "star_jax.*", "data_pipelines", "data_pipelines.*", "experiments"]),
     # the embedded default world (a procedural scene made by data_pipelines.make_default_world)
-    package_data={"star_jax": ["assets/default_world/*.*", "assets/default_world/depth/*.png"]},
+    package_data={"star_jax": ["assets/default_world/*.*", "assets/default_world/depth/*.png",
+                               "assets/tiny_model/**/*"]},
     install_requires=[
         "jax>=0.4.35",
         "flax>=0.10",
