@@ -185,7 +185,7 @@ def main(argv=None) -> int:
     p.add_argument("--vae", required=True, help="tiny VAE export folder (params + vae.json)")
     p.add_argument("--students", required=True, help="name=path,... (student workdirs or exports)")
     p.add_argument("--teacher_c", default="", help="a teacher folder whose DiT config a student without one shares")
-    p.add_argument("--seeds", default="9,19,29,39", help="world seeds (held out: seed % 10 == 9)")
+    p.add_argument("--seeds", default="9,19,29,39", help="world seeds (held out: seed %% 10 == 9)")
     p.add_argument("--blocks", type=int, default=4)
     p.add_argument("--yaw", type=float, default=30.0, help="the loop's turn in degrees")
     p.add_argument("--seed", type=int, default=0, help="noise key")

@@ -72,3 +72,9 @@ def test_no_cache_removes_the_previous_block_from_the_context():
     np.testing.assert_array_equal(with_cache[:, :3], without[:, :3])  # block 0 has no previous block either way
     assert np.max(np.abs(run(other, True)[:, 3:] - with_cache[:, 3:])) > 1e-3  # block 1 sees block 0 ...
     np.testing.assert_allclose(run(other, False)[:, 3:], without[:, 3:], atol=1e-6)  # ... unless the cache is off
+
+
+def test_help_prints(capsys):
+    with pytest.raises(SystemExit) as e:
+        cache_loop.main(["--help"])
+    assert e.value.code == 0 and "seed % 10 == 9" in capsys.readouterr().out

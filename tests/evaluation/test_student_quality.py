@@ -118,3 +118,9 @@ def test_student_quality_on_a_three_clip_standin(tmp_path, capsys):
     assert render[7:] == [None, None, None] and vae_row[7:] == [None, None, None]
     flat = num("flat_truth")  # the stand-in's "flat" pixels are its true targets: a perfect row
     assert flat[0] == np.inf and flat[3] == 1.0 and flat[6] == pytest.approx(0.0, abs=0.006)
+
+
+def test_help_prints(capsys):
+    with pytest.raises(SystemExit) as e:
+        sq.main(["--help"])
+    assert e.value.code == 0 and "--flat_pixels" in capsys.readouterr().out
