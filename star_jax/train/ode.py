@@ -37,7 +37,7 @@ from star_jax.models.variants import DiTConfig
 from star_jax.train.config import section
 from star_jax.train.synthetic import LATENT_CHANNELS, MASK_CHANNELS
 from star_jax.train.task import Task
-from star_jax.train.teacher import teacher_velocity
+from star_jax.train.teacher import TeacherRecords, teacher_velocity
 
 FIELDS = ("ref", "render", "mask", "text", "ode_x", "ode_x0")
 DEFAULT_LEVELS = (1000, 750, 500, 250)
@@ -149,22 +149,11 @@ class OdeConfig:
     shift: float = 5.0
 
 
-class OdeRecords:
+class OdeRecords(TeacherRecords):
     """A random-access source (`len`, `[i]`) of the task's FIELDS of a pairs split."""
 
-    def __init__(self, source, where: str):
-        self.source, self.where = source, where
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int) -> dict:
-        ex = self.source[index]
-        missing = [k for k in FIELDS if k not in ex]
-        if missing:
-            raise InputError(f"{self.where}, example {index}: missing field(s) {missing}; the ODE task needs "
-                             f"{list(FIELDS)}, the example has {sorted(ex)}")
-        return {k: np.asarray(ex[k], np.float32) for k in FIELDS}
+    fields = FIELDS
+    task = "ODE task"
 
     def check(self, spec) -> None:
         if len(self) == 0:

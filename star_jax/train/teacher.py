@@ -80,7 +80,11 @@ class TeacherDataConfig:
 
 class TeacherRecords:
     """A random-access source (`len`, `[i]`) of the teacher's fields (FIELDS) of the examples of
-    `source` (e.g. `records.open_split(path, split)`, whose examples carry more fields)."""
+    `source` (e.g. `records.open_split(path, split)`, whose examples carry more fields).
+    Subclasses name other `fields` (and the `task` that needs them, for errors)."""
+
+    fields: tuple[str, ...] = FIELDS
+    task: str = "teacher"
 
     def __init__(self, source, where: str):
         self.source, self.where = source, where
@@ -90,11 +94,11 @@ class TeacherRecords:
 
     def __getitem__(self, index: int) -> dict:
         ex = self.source[index]
-        missing = [k for k in FIELDS if k not in ex]
+        missing = [k for k in self.fields if k not in ex]
         if missing:
-            raise InputError(f"{self.where}, example {index}: missing field(s) {missing}; the teacher needs "
-                             f"{list(FIELDS)}, the example has {sorted(ex)}")
-        return {k: np.asarray(ex[k], np.float32) for k in FIELDS}
+            raise InputError(f"{self.where}, example {index}: missing field(s) {missing}; the {self.task} needs "
+                             f"{list(self.fields)}, the example has {sorted(ex)}")
+        return {k: np.asarray(ex[k], np.float32) for k in self.fields}
 
     def check(self, spec, conv) -> None:
         """Example 0 has the shapes of `spec` and mask values within the convention's range."""
