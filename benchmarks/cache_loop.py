@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.student_quality import load_student
-from benchmarks.teacher_quality import _to_unit
+from benchmarks.teacher_quality import nan_mean, to_unit
 from star_jax.errors import InputError
 from star_jax.evaluation import psnr
 from star_jax.inference.conditions import StarConditions
@@ -136,12 +136,7 @@ KEYS = ("truth/all", "truth/holes", "loop/all", "loop/holes", "seam/boundary", "
 
 
 def _mean(rows: list[dict]) -> dict:
-    out = {}
-    for k in KEYS:
-        v = np.array([r[k] for r in rows], np.float64)
-        v = v[~np.isnan(v)]
-        out[k] = float(np.mean(v)) if len(v) else float("nan")
-    return out
+    return {k: nan_mean([r[k] for r in rows]) for k in KEYS}
 
 
 def evaluate(clips, examples, vae, vae_params, students: dict, seed: int = 0) -> dict:
@@ -160,7 +155,7 @@ def evaluate(clips, examples, vae, vae_params, students: dict, seed: int = 0) ->
     rng = jax.random.PRNGKey(seed)
     for name, (dit, params) in students.items():
         for mode, cache in (("cache", True), ("no cache", False)):
-            videos = _to_unit(to_pixels(vae_params, generate(dit, params, text, cond, rng, cache)))
+            videos = to_unit(to_pixels(vae_params, generate(dit, params, text, cond, rng, cache)))
             rows[f"{name}/{mode}"] = _mean([loop_metrics(v, t, m, blocks_of)
                                             for v, t, m in zip(videos, targets, valids)])
     return rows

@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.teacher_quality import REGIONS, _json, _mean, _to_unit, clip_metrics, load_teacher
+from benchmarks.teacher_quality import REGIONS, clip_metrics, load_teacher, nan_mean, read_json, to_unit
 from star_jax.errors import InputError
 from star_jax.evaluation.realism import frechet_distance, gaussian_stats, patch_features
 from star_jax.inference.conditions import StarConditions
@@ -80,14 +80,14 @@ def _record_dit_config(path: str):
     for name in ("student.json", "teacher.json", "star_model.json"):  # star_model.json format 2: a model card
         f = os.path.join(path, name)
         if os.path.exists(f):
-            meta = _json(f)
+            meta = read_json(f)
             if isinstance(meta.get("dit"), dict):
                 return DiTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["dit"].items()})
             if "model" in meta.get("config", {}):
                 return section(DiTConfig, meta["config"]["model"], "dit", f"{f}: config.model")
     run = os.path.join(path, "run.json")
     if os.path.exists(run):
-        model = _json(run)["config"].get("model", {})
+        model = read_json(run)["config"].get("model", {})
         if "dit" in model:
             return section(DiTConfig, model, "dit", f"{run}: config.model")
     return None
@@ -114,7 +114,7 @@ def distill_guidance(paths) -> tuple[float | None, float | None]:
     for path in paths:
         run = os.path.join(path, "run.json") if path else ""
         if run and os.path.exists(run):
-            d = _json(run)["config"].get("distill")
+            d = read_json(run)["config"].get("distill")
             if isinstance(d, dict) and "guidance" in d:
                 return float(d["guidance"]), float(d.get("real_guidance", 0.0))
     return None, None
@@ -211,9 +211,9 @@ def evaluate(latents, pixels, vae, vae_params, generators: dict, num: int, batch
         rng = jax.random.PRNGKey(seed + start)
         if first is None:
             first = (cond, rng)
-        videos = {name: _to_unit(to_pixels(vae_params, fn(params, *cond, rng))) for name, (fn, params) in
+        videos = {name: to_unit(to_pixels(vae_params, fn(params, *cond, rng))) for name, (fn, params) in
                   generators.items()}
-        videos["vae_recon"] = _to_unit(to_pixels(vae_params, jnp.asarray(np.stack([e["target"] for e in exs]))))
+        videos["vae_recon"] = to_unit(to_pixels(vae_params, jnp.asarray(np.stack([e["target"] for e in exs]))))
         for j in range(min(batch, num - start)):
             ex = exs[j]
             target, valid = _target(ex, by_id, pixels), np.asarray(ex["render_valid"])
@@ -230,7 +230,7 @@ def evaluate(latents, pixels, vae, vae_params, generators: dict, num: int, batch
     real = gaussian_stats(np.concatenate(feats["target"]))
     out = {}
     for r in rows:
-        out[r] = {k: _mean([m[k] for m in per[r]]) for k in per[r][0]}
+        out[r] = {k: nan_mean([m[k] for m in per[r]]) for k in per[r][0]}
         out[r]["realism"] = frechet_distance(*gaussian_stats(np.concatenate(feats[r])), *real)
         out[r]["batch_s"] = out[r]["latent_s"] = None
     cond, rng = first

@@ -52,7 +52,7 @@ REGIONS = ("all", "rendered", "holes")
 ONE = jax.devices()[:1]
 
 
-def _json(path: str) -> dict:
+def read_json(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -69,7 +69,7 @@ def load_teacher(path: str) -> dict:
     if os.path.exists(os.path.join(path, "teacher.json")):  # an export
         from star_jax.checkpoint.storage import restore_params
 
-        meta = _json(os.path.join(path, "teacher.json"))
+        meta = read_json(os.path.join(path, "teacher.json"))
         config = ml_collections.ConfigDict(meta["config"])
         params = restore_params(os.path.join(path, "dit"))
         facts = {k: meta.get(k) for k in ("step", "train_wall_s", "params")}
@@ -77,7 +77,7 @@ def load_teacher(path: str) -> dict:
         from star_jax.train import CheckpointConfig, Checkpointer
         from star_jax.train.loop import setup
 
-        config = ml_collections.ConfigDict(_json(os.path.join(path, "run.json"))["config"])
+        config = ml_collections.ConfigDict(read_json(os.path.join(path, "run.json"))["config"])
         s = setup(config, devices=ONE)
         ckpt = Checkpointer(os.path.join(path, "checkpoints"), CheckpointConfig())
         step = ckpt.latest_step()
@@ -93,7 +93,7 @@ def load_teacher(path: str) -> dict:
             "shift": float(config.flow.shift), "config": config, "facts": facts}
 
 
-def _to_unit(frames) -> np.ndarray:
+def to_unit(frames) -> np.ndarray:
     """Decoder frames in [-1, 1] -> [0, 1] float64 (clipped, as a saved video would be)."""
     return np.clip((np.asarray(frames, np.float64) + 1.0) / 2.0, 0.0, 1.0)
 
@@ -108,7 +108,7 @@ def clip_metrics(pred, target, valid) -> dict:
     return out
 
 
-def _mean(values) -> float:
+def nan_mean(values) -> float:
     """The mean of the values that are not NaN (a region the clip lacks); NaN when none is."""
     kept = [v for v in values if not np.isnan(v)]
     return float(np.mean(kept)) if kept else float("nan")
@@ -134,7 +134,7 @@ def evaluate(latents, pixels, vae, vae_params, teacher, num: int, steps: int, gu
         cond = conditions_from_batch({"ref": ref, "render": render, "mask": mask})
         return sample_teacher(dit, params, cond, text, rng, num_steps=steps, shift=shift, guidance=guidance)
 
-    to_pixels = lambda z: _to_unit(decode(vae, vae_params, denormalize_latents(jnp.asarray(z), vae.cfg)))
+    to_pixels = lambda z: to_unit(decode(vae, vae_params, denormalize_latents(jnp.asarray(z), vae.cfg)))
     per = {m: [] for m in METHODS}
     for start in range(0, num, batch):
         exs = [latents[i] for i in range(start, min(start + batch, num))]
@@ -160,7 +160,7 @@ def evaluate(latents, pixels, vae, vae_params, teacher, num: int, steps: int, gu
                     raise InputError(f"teacher_quality: example {start + j}: {m} is {p.shape}, target_rgb "
                                      f"{target.shape}")
                 per[m].append(clip_metrics(p, target, valid))
-    means = {m: {k: _mean([r[k] for r in rows]) for k in rows[0]} for m, rows in per.items()}
+    means = {m: {k: nan_mean([r[k] for r in rows]) for k in rows[0]} for m, rows in per.items()}
     return means, num
 
 
