@@ -41,11 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.student_quality import load_student
-from benchmarks.teacher_quality import nan_mean, to_unit
+from benchmarks.teacher_quality import nan_mean, to_unit, write_results
 from star_jax.errors import InputError
 from star_jax.evaluation import psnr
 from star_jax.inference.conditions import StarConditions
-from star_jax.io.files import atomic_path
 
 HW = (96, 160)
 
@@ -230,9 +229,7 @@ def main(argv=None) -> int:
              f"{jax.devices()[0].device_kind}"]
     text = "# The cache on a loop\n\n" + table(rows) + "\n" + "".join(f"- {x}\n" for x in facts)
     sys.stdout.write(text)
-    out = a.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cache_loop.md")
-    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    write_results(text, a.out, "cache_loop.md")
     return 0
 
 

@@ -53,11 +53,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.teacher_quality import REGIONS, clip_metrics, load_teacher, nan_mean, read_json, to_unit
+from benchmarks.teacher_quality import (
+    REGIONS,
+    clip_metrics,
+    load_teacher,
+    nan_mean,
+    open_eval_data,
+    read_json,
+    to_unit,
+    write_results,
+)
 from star_jax.errors import InputError
 from star_jax.evaluation.realism import frechet_distance, gaussian_stats, patch_features
 from star_jax.inference.conditions import StarConditions
-from star_jax.io.files import atomic_path
 from star_jax.models.vae import decode, denormalize_latents
 
 STUDENTS = ("ode", "dmd", "jdmd")
@@ -296,22 +304,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="timed calls per generator (after the evaluation's)")
     p.add_argument("--out", default="", help="results file (default benchmarks/results/student_quality.md)")
     a = p.parse_args(argv)
-    from data_pipelines.precompute import load_vae
     from star_jax.inference.conditions import get_conditioning
     from star_jax.train import records
 
     t0 = time.perf_counter()
-    info = records.dataset_info(a.data)
-    latents = records.open_split(a.data, a.split)
-    pixels_dir = a.pixels or (info.metadata.get("pixels") or {}).get("path", "")
-    if "target_rgb" not in info.features and not pixels_dir:
-        raise InputError(f"{info.folder}: no target_rgb and no pixel dataset in its metadata; give --pixels")
-    pixels = records.open_split(pixels_dir, a.split) if "target_rgb" not in info.features else None
-    vae, vae_params, fingerprint = load_vae(a.vae)
-    made_by = (info.metadata.get("vae") or {}).get("fingerprint")
-    if made_by is not None and made_by != fingerprint:
-        raise InputError(f"{a.vae}: VAE fingerprint {fingerprint}, but {info.folder} was encoded by VAE {made_by}: "
-                         f"decoding would not match its latents")
+    info, latents, pixels, pixels_dir, (vae, vae_params, fingerprint) = open_eval_data(a.data, a.pixels, a.split,
+                                                                                        a.vae)
     conv = get_conditioning((info.metadata.get("conditioning") or {}).get("name") or "inspatio-release")
     n_lat, h, w, _ = info.features["target"][0]
     text_len = info.features["text"][0][0]
@@ -385,9 +383,7 @@ def main(argv=None) -> int:
     text = (f"# Student quality: {name}\n\n" + table(results, frames, a.batch, missing) + "\n"
             + "".join(f"- {x}\n" for x in facts))
     sys.stdout.write(text)
-    out = a.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "student_quality.md")
-    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    write_results(text, a.out, "student_quality.md")
     return 0
 
 

@@ -175,6 +175,34 @@ def table(means: dict) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def open_eval_data(data: str, pixels: str, split: str, vae_dir: str):
+    """A latent dataset's split, the pixel split with its true targets (None when the latents carry
+    target_rgb), the pixel folder, and the VAE (vae, params, fingerprint), refused when the
+    latents were encoded by another VAE."""
+    from data_pipelines.precompute import load_vae
+    from star_jax.train import records
+
+    info = records.dataset_info(data)
+    latents = records.open_split(data, split)
+    pixels_dir = pixels or (info.metadata.get("pixels") or {}).get("path", "")
+    if "target_rgb" not in info.features and not pixels_dir:
+        raise InputError(f"{info.folder}: no target_rgb and no pixel dataset in its metadata; give --pixels")
+    pixel_split = records.open_split(pixels_dir, split) if "target_rgb" not in info.features else None
+    vae = load_vae(vae_dir)
+    made_by = (info.metadata.get("vae") or {}).get("fingerprint")
+    if made_by is not None and made_by != vae[2]:
+        raise InputError(f"{vae_dir}: VAE fingerprint {vae[2]}, but {info.folder} was encoded by VAE {made_by} "
+                         f"({(info.metadata.get('vae') or {}).get('path')}): decoding would not match its latents")
+    return info, latents, pixel_split, pixels_dir, vae
+
+
+def write_results(text: str, out: str, default_name: str) -> None:
+    """`text` to `out` (default benchmarks/results/<default_name>), atomically."""
+    out = out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", default_name)
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="latent dataset folder (star_latents_<name>)")
@@ -189,21 +217,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--out", default="", help="results file (default benchmarks/results/teacher_quality_<dataset>.md)")
     a = p.parse_args(argv)
-    from data_pipelines.precompute import load_vae
-    from star_jax.train import records
-
     t0 = time.perf_counter()
-    info = records.dataset_info(a.data)
-    latents = records.open_split(a.data, a.split)
-    pixels_dir = a.pixels or (info.metadata.get("pixels") or {}).get("path", "")
-    if "target_rgb" not in info.features and not pixels_dir:
-        raise InputError(f"{info.folder}: no target_rgb and no pixel dataset in its metadata; give --pixels")
-    pixels = records.open_split(pixels_dir, a.split) if "target_rgb" not in info.features else None
-    vae, vae_params, fingerprint = load_vae(a.vae)
-    made_by = (info.metadata.get("vae") or {}).get("fingerprint")
-    if made_by is not None and made_by != fingerprint:
-        raise InputError(f"{a.vae}: VAE fingerprint {fingerprint}, but {info.folder} was encoded by VAE {made_by} "
-                         f"({(info.metadata.get('vae') or {}).get('path')}): decoding would not match its latents")
+    info, latents, pixels, pixels_dir, (vae, vae_params, _) = open_eval_data(a.data, a.pixels, a.split, a.vae)
     teacher = load_teacher(a.teacher)
     means, n = evaluate(latents, pixels, vae, vae_params, teacher, a.num, a.steps, a.guidance, a.seed, a.batch)
     name = info.name.removeprefix("star_latents_")
@@ -222,9 +237,7 @@ def main(argv=None) -> int:
              f"evaluation took {time.perf_counter() - t0:.0f} s on {jax.devices()[0].device_kind}"]
     text = f"# Teacher quality: {name}\n\n" + table(means) + "\n" + "".join(f"- {x}\n" for x in facts)
     sys.stdout.write(text)
-    out = a.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"teacher_quality_{name}.md")
-    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    write_results(text, a.out, f"teacher_quality_{name}.md")
     return 0
 
 
