@@ -63,7 +63,7 @@ from star_jax.train.teacher import (
     conditions_from_batch,
     example_spec,
     init_teacher,
-    open_records,
+    open_source,
     teacher_velocity,
 )
 
@@ -130,27 +130,30 @@ def drop_render(cond: StarConditions, mask_hole: float) -> StarConditions:
     return StarConditions(cond.ref, jnp.zeros_like(cond.render), jnp.full_like(cond.mask, mask_hole))
 
 
+def _truncated_rollout(gen: WanDiT, params, text, cond: StarConditions, rng, exit_step, steps, shift):
+    """The inference rollout stopped at `exit_step` in every block, without gradient. Returns the
+    blocks and their exit inputs, each (k, B, F, h, w, 16)."""
+    f = gen.cfg.frames_per_block
+    b, n, h, w, _ = cond.ref.shape
+    params = jax.lax.stop_gradient(params)
+
+    def body(state, i):
+        c = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_slice_in_dim(a, i * f, f, axis=1), cond)
+        state, x, x_in = star_block_exit(gen, params, state, text, c, exit_step, steps, shift)
+        return state, (x, x_in)
+
+    _, (blocks, inputs) = jax.lax.scan(body, init_rollout_state(gen.cfg, b, (h, w), rng), jnp.arange(n // f))
+    return jax.lax.stop_gradient(blocks), jax.lax.stop_gradient(inputs)
+
+
 def self_forcing_sample(gen: WanDiT, params, text, cond: StarConditions, rng, exit_step, steps, shift):
     """The student's sample X (B, n, h, w, 16) of a truncated rollout (module docstring, 1.),
     differentiable in `params` through the exit forwards only. exit_step: () int32."""
     f = gen.cfg.frames_per_block
-    b, n, h, w, _ = cond.ref.shape
+    b, n = cond.ref.shape[:2]
     k = n // f
-    sched = few_step_schedule(steps, shift)
-
-    def phase1(p):
-        state = init_rollout_state(gen.cfg, b, (h, w), rng)
-
-        def body(state, i):
-            c = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_slice_in_dim(a, i * f, f, axis=1), cond)
-            state, x, x_in = star_block_exit(gen, p, state, text, c, exit_step, steps, shift)
-            return state, (x, x_in)
-
-        _, (blocks, inputs) = jax.lax.scan(body, state, jnp.arange(k))
-        return blocks, inputs  # (k, B, f, h, w, 16)
-
-    blocks, inputs = jax.lax.stop_gradient(phase1(jax.lax.stop_gradient(params)))
-    t_exit = jnp.asarray(sched.timesteps)[exit_step]
+    blocks, inputs = _truncated_rollout(gen, params, text, cond, rng, exit_step, steps, shift)
+    t_exit = jnp.asarray(few_step_schedule(steps, shift).timesteps)[exit_step]
     fold = lambda a: a.reshape((-1,) + a.shape[2:])  # (k', B, ...) -> (k' B, ...)  # noqa: E731
     by_block = lambda a: jnp.moveaxis(a.reshape((b, k, f) + a.shape[2:]), 1, 0)  # (B, n, ...) -> (k, B, f, ...)  # noqa: E731
     ref, mask, render = by_block(cond.ref), by_block(cond.mask), by_block(cond.render)
@@ -165,16 +168,7 @@ def self_forcing_sample(gen: WanDiT, params, text, cond: StarConditions, rng, ex
 
 def rollout_sample(gen: WanDiT, params, text, cond: StarConditions, rng, exit_step, steps, shift):
     """A no-gradient truncated rollout (the critic's samples), (B, n, h, w, 16)."""
-    f = gen.cfg.frames_per_block
-    b, n, h, w, _ = cond.ref.shape
-    params = jax.lax.stop_gradient(params)
-
-    def body(state, i):
-        c = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_slice_in_dim(a, i * f, f, axis=1), cond)
-        state, x, _ = star_block_exit(gen, params, state, text, c, exit_step, steps, shift)
-        return state, x
-
-    _, blocks = jax.lax.scan(body, init_rollout_state(gen.cfg, b, (h, w), rng), jnp.arange(n // f))
+    blocks, _ = _truncated_rollout(gen, params, text, cond, rng, exit_step, steps, shift)
     return jnp.moveaxis(blocks, 0, 1).reshape(cond.ref.shape[:-1] + (gen.cfg.out_dim,))
 
 
@@ -312,15 +306,7 @@ def make_distill_task(config) -> Task:
     gen, bidir = WanDiT(dit_cfg, block_causal=True), WanDiT(dit_cfg, block_causal=False)
     conv = get_conditioning(data.conditioning)
     spec = example_spec(dit_cfg, data)
-    source = open_records(data) if data.source == "records" else None
-    if source is None:
-        from star_jax.train.synthetic import SyntheticStarSource
-
-        n, (h, w) = data.latent_frames, data.latent_hw
-        source = SyntheticStarSource(data.num_examples, n, (h, w), data.text_len, dit_cfg.text_dim, data.seed,
-                                     data.max_shift, conv.mask_hole, conv.mask_valid)
-    else:
-        source.check(spec, conv)
+    source = open_source(data, dit_cfg, spec)
     critic_names = ("critic_c", "critic_m") if dcfg.joint else ("critic_c",)
     teacher_names = ("teacher_c", "teacher_m") if dcfg.joint else ("teacher_c",)
     run_steps = int(config.run.num_steps)

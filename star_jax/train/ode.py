@@ -156,14 +156,7 @@ class OdeRecords(TeacherRecords):
     task = "ODE task"
 
     def check(self, spec) -> None:
-        if len(self) == 0:
-            raise InputError(f"{self.where}: the split has no examples")
-        ex = self[0]
-        for k, want in spec.items():
-            if ex[k].shape != tuple(want.shape):
-                raise InputError(f"{self.where}, example 0: field {k!r} is {ex[k].shape}, the config needs "
-                                 f"{tuple(want.shape)} (config.data latent_frames / latent_hw / text_len, "
-                                 f"config.ode.steps)")
+        self.check_shapes(spec, "config.data latent_frames / latent_hw / text_len, config.ode.steps")
 
 
 def open_pairs(data: OdeDataConfig, ode: OdeConfig) -> OdeRecords:

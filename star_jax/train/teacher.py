@@ -100,15 +100,20 @@ class TeacherRecords:
                              f"{list(self.fields)}, the example has {sorted(ex)}")
         return {k: np.asarray(ex[k], np.float32) for k in self.fields}
 
-    def check(self, spec, conv) -> None:
-        """Example 0 has the shapes of `spec` and mask values within the convention's range."""
+    def check_shapes(self, spec, fields_hint: str = "config.data latent_frames / latent_hw / text_len") -> dict:
+        """Example 0 (returned) has the shapes of `spec`; `fields_hint` names the config fields that set them."""
         if len(self) == 0:
             raise InputError(f"{self.where}: the split has no examples")
         ex = self[0]
         for k, want in spec.items():
             if ex[k].shape != tuple(want.shape):
                 raise InputError(f"{self.where}, example 0: field {k!r} is {ex[k].shape}, the config needs "
-                                 f"{tuple(want.shape)} (config.data latent_frames / latent_hw / text_len)")
+                                 f"{tuple(want.shape)} ({fields_hint})")
+        return ex
+
+    def check(self, spec, conv) -> None:
+        """Example 0 has the shapes of `spec` and mask values within the convention's range."""
+        ex = self.check_shapes(spec)
         lo, hi = sorted((conv.mask_hole, conv.mask_valid))
         if ex["mask"].min() < lo - 1e-3 or ex["mask"].max() > hi + 1e-3:
             raise InputError(f"{self.where}, example 0: mask values in [{ex['mask'].min():.3g}, "
@@ -225,6 +230,18 @@ def initial_params(config):
     return nn.meta.unbox(jax.jit(lambda k: init_teacher(teacher_model(config), data, k))(k_init))
 
 
+def open_source(data: TeacherDataConfig, dit_cfg: DiTConfig, spec):
+    """The examples of config.data: the latent records (checked against `spec` and the
+    convention) or the synthetic source shaped by `data`."""
+    conv = get_conditioning(data.conditioning)
+    if data.source == "records":
+        source = open_records(data)
+        source.check(spec, conv)
+        return source
+    return SyntheticStarSource(data.num_examples, data.latent_frames, data.latent_hw, data.text_len,
+                               dit_cfg.text_dim, data.seed, data.max_shift, conv.mask_hole, conv.mask_valid)
+
+
 def make_teacher_task(config) -> Task:
     """config.model.dit (DiTConfig fields), config.flow (FlowMatchingConfig), config.data
     (TeacherDataConfig) -> the teacher Task."""
@@ -238,12 +255,7 @@ def make_teacher_task(config) -> Task:
 
     conv = get_conditioning(data.conditioning)
     spec = example_spec(dit_cfg, data)
-    if data.source == "records":
-        source = open_records(data)
-        source.check(spec, conv)
-    else:
-        source = SyntheticStarSource(data.num_examples, n, (h, w), data.text_len, dit_cfg.text_dim, data.seed,
-                                     data.max_shift, conv.mask_hole, conv.mask_valid)
+    source = open_source(data, dit_cfg, spec)
     _, ph, pw = dit_cfg.patch_size
     flops = dit_flops(dit_cfg, 2 * n, (h // ph) * (w // pw), dit_cfg.text_len)
     return Task(name="teacher", init=init, loss_fn=lambda p, b, r: teacher_loss(dit, fm, p, b, r, conv.mask_hole),
