@@ -30,13 +30,16 @@ setup(
         "av",
         "safetensors",
         "tqdm",
+        # evaluation (star_jax.evaluate): DIS optical flow, feature tracks, PnP; the one-page report
+        "opencv-python-headless",
+        "matplotlib",
     ],
     extras_require={
         # parity references: the CPU torch build (pinned: it lies on disk), diffusers' Wan models
         "test": ["pytest", "pytest-xdist", "torch==2.13.0", "diffusers>=0.33", "transformers", "accelerate",
                  "nbclient", "nbformat", "ipykernel", "sentencepiece", "tokenizers",
-                 "opencv-python-headless", "scikit-image"],
-        "notebook": ["jupyter", "ipywidgets", "matplotlib"],
+                 "scikit-image"],
+        "notebook": ["jupyter", "ipywidgets"],
         "train": ["tensorboardX"],  # optional TensorBoard events beside metrics.jsonl
         # umT5 prompts: tokenizer.json / spiece.model, and torch to read Wan's .pth (all imported lazily)
         "text": ["tokenizers", "sentencepiece", "torch==2.13.0"],

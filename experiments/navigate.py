@@ -54,6 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.text_encoder = ""  # umT5: Wan2.1 model folder, models_t5_umt5-xxl-enc-bf16.pth, or a transformers/diffusers folder
     c.tokenizer = ""  # tokenizer.json / spiece.model or its folder; empty: found beside the weights
     c.prompt_cache = "~/.cache/star_jax/prompts"  # one .npz per (encoder, prompt); empty: no cache
+    c.evaluate = False  # measure the video at the end (star_jax.evaluate): metrics.json + report.png
     c.min_render_coverage = 0.02  # a block whose renders cover less of the frame stops the job; 0 disables
     c.output_dir = "outputs/navigate"
     c.seed = 0

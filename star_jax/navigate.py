@@ -34,10 +34,15 @@ Writes to `config.output_dir`:
   renders.mp4        the reference warped into the target cameras (the explicit spatial constraint)
   comparison.mp4     ground truth | generated, side by side (only with a ground truth)
   contact_sheet.png  rows of reference | render | mask | output at a few frames
+  cameras.npz        what the frames were generated for: target w2c (T, 4, 4), intrinsics K (T, 3, 3)
+                     and the render masks (T, H, W) bool, so `python -m star_jax.evaluate --run` can
+                     measure the video later
   metadata.json      inputs, the source video's size / frames / fps and the distinct reference
                      frames used, weights (random or which model folder) and the model's card,
                      text source, depth source, render coverage and latency (warp / encode / DiT /
                      decode) per block, frames per second, and the PSNR against the ground truth
+  metrics.json, report.png   with `config.evaluate` (--evaluate): `star_jax.evaluate` run on the
+                     frames before compression (WorldScore-style metrics, ground-truth metrics)
 """
 
 from __future__ import annotations
@@ -68,7 +73,8 @@ from star_jax.render import (
     validate_reference,
 )
 
-OUTPUTS = ("navigate.mp4", "renders.mp4", "comparison.mp4", "contact_sheet.png", "metadata.json")
+OUTPUTS = ("navigate.mp4", "renders.mp4", "comparison.mp4", "contact_sheet.png", "cameras.npz", "metadata.json")
+EVALUATION_OUTPUTS = ("metrics.json", "report.png")  # with config.evaluate
 MIN_RENDER_COVERAGE = 0.02  # default of config.min_render_coverage: a block below it stops the job
 LOW_RENDER_COVERAGE = 0.10  # a block below it is logged as a warning
 
@@ -338,7 +344,15 @@ def run(config, log=print, dry_run: bool = False) -> dict:
     distinct_used = int(np.unique(clip.source_indices[shown]).size)
     quality = None if truth is None else {"video": os.path.abspath(config.ground_truth),
                                           **score(frames, truth, renders, masks)}
-    with io.staged_folder(config.output_dir, OUTPUTS) as out:
+    target_w2c = np.concatenate([b.target_w2c for b in blocks])
+    target_K = np.asarray(geometry.K, np.float32)[shown if freeze is None else np.full(n_total, freeze)]
+    evaluation = None
+    if config.get("evaluate"):
+        from star_jax.evaluate import evaluate, summary
+
+        evaluation = evaluate(frames, w2c=target_w2c, K=target_K[0], truth=truth, masks=masks, renders=renders)
+        log(summary(evaluation))
+    with io.staged_folder(config.output_dir, OUTPUTS + EVALUATION_OUTPUTS) as out:
         codec = io.write_mp4(os.path.join(out, "navigate.mp4"), frames, clip.fps)
         io.write_mp4(os.path.join(out, "renders.mp4"), renders, clip.fps)
         if truth is not None:
@@ -346,6 +360,12 @@ def run(config, log=print, dry_run: bool = False) -> dict:
             io.write_mp4(os.path.join(out, "comparison.mp4"), np.concatenate([truth, gutter, frames], axis=2), clip.fps)
         mask_rgb = np.repeat(io.to_uint8(masks)[..., None], 3, axis=-1)
         io.write_png(os.path.join(out, "contact_sheet.png"), contact_sheet([reference, renders, mask_rgb, frames]))
+        io.write_npz(os.path.join(out, "cameras.npz"), w2c=target_w2c, K=target_K, masks=masks)
+        if evaluation is not None:
+            from star_jax.evaluate import write_outputs
+
+            write_outputs(out, evaluation, frames, truth=truth, renders=renders, masks=masks,
+                          title=f"navigate: {os.path.basename(entry.video)}")
         meta = {
             "video": entry.video, "caption": entry.caption, "frames": int(len(frames)), "size_hw": [H, W],
             "fps": clip.fps, "reference": dict(clip.provenance(), distinct_source_frames_used=distinct_used),
@@ -364,6 +384,8 @@ def run(config, log=print, dry_run: bool = False) -> dict:
             "steady_state": {"frames_per_s": steady_frames / steady_total,
                              "share": {k: sum(x[k] for x in steady) / steady_total
                                        for k in ("warp", "encode", "dit", "decode")}},
+            "evaluation": None if evaluation is None else {"aggregate": evaluation.aggregate,
+                                                           "seconds": evaluation.seconds},
             "total_s": time.perf_counter() - t0,
         }
         io.write_json(os.path.join(out, "metadata.json"), meta)
@@ -374,6 +396,7 @@ def run(config, log=print, dry_run: bool = False) -> dict:
             f"mask {fmt(q['rendered'])} dB, holes {fmt(q['holes'])} dB ({quality['hole_fraction']:.1%} of pixels); "
             f"the render alone inside its mask {fmt(quality['render_psnr_db']['rendered'])} dB")
     written = [n for n in OUTPUTS if truth is not None or n != "comparison.mp4"]
+    written += list(EVALUATION_OUTPUTS) if evaluation is not None else []
     log(f"wrote {config.output_dir}/: {' '.join(written)} ({len(frames)} frames, "
         f"steady state {meta['steady_state']['frames_per_s']:.2f} frames/s, total {meta['total_s']:.1f}s)")
     return meta
@@ -389,6 +412,8 @@ def main(argv):
                  "checkpoint": F.checkpoint, "text_embedding": F.text, "prompt": F.prompt,
                  "text_encoder": F.text_encoder, "tokenizer": F.tokenizer, "output_dir": F.output_dir,
                  "ground_truth": F.ground_truth}
+    if F.evaluate:
+        overrides["evaluate"] = True
     if F.random_weights and F.checkpoint:
         raise InputError("--random_weights / --checkpoint: expected at most one source of weights, found both")
     with config.unlocked():
@@ -419,6 +444,8 @@ if __name__ == "__main__":
     flags.DEFINE_bool("random_weights", False, "randomly initialised networks instead of the default model")
     flags.DEFINE_string("ground_truth", "", "true target video along the camera path: scored (PSNR) and shown "
                         "side by side in comparison.mp4")
+    flags.DEFINE_bool("evaluate", False, "measure the generated video at the end (star_jax.evaluate): metrics.json "
+                      "and report.png beside it")
     flags.DEFINE_string("text", "", "precomputed umT5 text embedding (.npy)")
     flags.DEFINE_string("prompt", "", "caption, embedded by umT5 (--text_encoder) or, for tiny, a hashed-word table")
     flags.DEFINE_string("text_encoder", "", "umT5 weights: Wan2.1 folder, models_t5_umt5-xxl-enc-bf16.pth, or a "
