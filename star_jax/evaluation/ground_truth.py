@@ -8,7 +8,7 @@ frames (T, H, W, 3) against the true target views, pooled over the clip (`image_
 number per region, not a mean of per-frame numbers) in three regions: "all" pixels, "rendered"
 (inside the warp mask, where the render shows the scene) and "holes" (outside it, where the model
 invents). The render's own PSNR inside its mask is the baseline the model must beat there. These
-are not WorldScore aspects: `score` is None and `unit` says so.
+are not WorldScore aspects: `score` is None and details["normalisation"] says so.
 
 Revisit consistency: a world model should show the same place the same way when the camera comes
 back to it (a loop: the returning pass against the first pass). Pairs of frames at least `min_gap`
@@ -41,18 +41,18 @@ def ground_truth_metrics(frames, truth, masks=None, renders=None) -> list[Metric
     region is empty (or no mask is given). details: per-frame series per region, the hole fraction
     and, with `renders` (T, H, W, 3), the render's PSNR inside its mask ("render_rendered" in raw).
     An SSIM that cannot be measured (frames under 11 pixels on a side) is a failed "ssim" Metric."""
-    frames = _video(frames, "frames")
-    truth = _video(truth, "truth", frames.shape)
+    frames = check_clip(frames, "frames")
+    truth = check_clip(truth, "truth", frames.shape)
     masks = None if masks is None else _masks(masks, frames.shape)
     if renders is not None:
-        renders = _video(renders, "renders", frames.shape)
+        renders = check_clip(renders, "renders", frames.shape)
         if masks is None:
             raise InputError("renders: the render's PSNR is measured inside its mask: give masks (T, H, W) bool too")
     regions = {"all": None} if masks is None else {"all": None, "rendered": masks, "holes": ~masks}
     t = len(frames)
     holes = None if masks is None else 1.0 - masks.mean(axis=(1, 2))
     common = {"frames": t, "hole_fraction": None if holes is None else float(holes.mean()),
-              "hole_fraction_per_frame": None if holes is None else holes.tolist(), "normalisation": NO_SCORE}
+              "hole_fraction_by_frame": None if holes is None else holes.tolist(), "normalisation": NO_SCORE}
 
     raw = {k: _num(psnr(frames, truth, r)) for k, r in regions.items()}
     per_frame = {k: [_num(psnr(frames[i], truth[i], None if r is None else r[i])) for i in range(t)]
@@ -62,7 +62,7 @@ def ground_truth_metrics(frames, truth, masks=None, renders=None) -> list[Metric
         raw["render_rendered"] = _num(psnr(renders, truth, masks))
         details["render_per_frame"] = [_num(psnr(renders[i], truth[i], masks[i])) for i in range(t)]
     raw.update({k: None for k in ("rendered", "holes") if k not in raw})
-    out = [Metric("psnr", raw, None, unit=f"dB vs ground truth ({NO_SCORE})", details=details)]
+    out = [Metric("psnr", raw, None, unit="dB vs ground truth", details=details)]
 
     if min(frames.shape[1:3]) < 2 * SSIM_RADIUS + 1:
         return out + [Metric.failed("ssim", f"frames of {frames.shape[1]}x{frames.shape[2]} pixels: SSIM needs at "
@@ -73,14 +73,15 @@ def ground_truth_metrics(frames, truth, masks=None, renders=None) -> list[Metric
     raw = {k: _region_mean(maps, m) for k, m in inner.items()}
     raw.update({k: None for k in ("rendered", "holes") if k not in raw})
     per_frame = {k: [_region_mean(maps[i], None if m is None else m[i]) for i in range(t)] for k, m in inner.items()}
-    return out + [Metric("ssim", raw, None, unit=f"SSIM vs ground truth ({NO_SCORE})",
+    return out + [Metric("ssim", raw, None, unit="SSIM vs ground truth",
                          details=dict(common, per_frame=per_frame))]
 
 
 def revisit_consistency(frames, w2c, K, truth=None, masks=None, min_gap: int = MIN_GAP, image_shift: float = 0.02,
                         translation_frac: float = 0.05) -> Metric:
     """"revisit_consistency": how alike the generated frames (T, H, W, 3) are where the commanded
-    cameras w2c (T, 4, 4) (OpenCV world-to-camera, intrinsics K (3, 3)) come back to where they
+    cameras w2c (T, 4, 4) (OpenCV world-to-camera, intrinsics K (3, 3); of (T, 3, 3) the first)
+    come back to where they
     were (module docstring). A pair: frames i < j with j - i >= `min_gap`, relative rotation at
     most atan(image_shift * W / fx), camera centres at most `translation_frac` x the path's extent
     (the largest distance between two centres) apart, mutual nearest neighbours in
@@ -89,9 +90,9 @@ def revisit_consistency(frames, w2c, K, truth=None, masks=None, min_gap: int = M
     "psnr_gap", "ssim_gap" (generated - truth; the PSNR gap is None when the truth's pairs are
     identical, inf dB); with `masks` (T, H, W) "psnr_holes": pixels in the holes of either frame.
     Fails (Metric.failed) when the clip is too short, the camera never moves, or no pair revisits."""
-    name, unit = "revisit_consistency", f"dB / SSIM between revisiting frames ({NO_SCORE})"
-    frames = _video(frames, "frames")
-    truth = None if truth is None else _video(truth, "truth", frames.shape)
+    name, unit = "revisit_consistency", "dB / SSIM between revisiting frames"
+    frames = check_clip(frames, "frames")
+    truth = None if truth is None else check_clip(truth, "truth", frames.shape)
     masks = None if masks is None else _masks(masks, frames.shape)
     w2c = _cameras(w2c, len(frames))
     fx = _intrinsics(K)[0, 0]
@@ -131,7 +132,7 @@ def revisit_consistency(frames, w2c, K, truth=None, masks=None, min_gap: int = M
             closest={"frames": [i, j], "rotation_deg": float(angles[i, j]), "translation": float(dists[i, j])},
             **settings)
     a, b = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    raw, details = {"pairs": len(pairs)}, dict(settings, pairs=[list(p) for p in pairs],
+    raw, details = {"pairs": len(pairs)}, dict(settings, normalisation=NO_SCORE, pairs=[list(p) for p in pairs],
                                                pair_rotation_deg=angles[a, b].tolist(),
                                                pair_translation=dists[a, b].tolist())
     _compare(frames, a, b, "", raw, details)
@@ -182,8 +183,9 @@ def _num(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
-def _video(x, name: str, shape=None) -> np.ndarray:
-    """A clip (T, H, W, 3): uint8, or float in [0, 1] with no NaN; `shape` when it must match another."""
+def check_clip(x, name: str, shape=None) -> np.ndarray:
+    """A clip (T, H, W, 3): uint8, or float in [0, 1] with no NaN; `shape` when it must match
+    another; else InputError naming `name` (and the first bad frame)."""
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] == 0:
         raise InputError(f"{name}: expected a clip (T, H, W, 3), found shape {x.shape}")
@@ -222,6 +224,7 @@ def _intrinsics(K) -> np.ndarray:
     from star_jax.geometry.trajectory import check_intrinsics
 
     K = np.asarray(K)
-    if K.shape != (3, 3):
-        raise InputError(f"revisit_consistency: K: expected one (3, 3) intrinsics matrix, found shape {K.shape}")
-    return check_intrinsics(K, "revisit_consistency: K")[0]
+    if K.shape[-2:] != (3, 3) or K.ndim not in (2, 3) or K.size == 0:
+        raise InputError(f"revisit_consistency: K: expected (3, 3) intrinsics (or (T, 3, 3): the first is used), "
+                         f"found shape {K.shape}")
+    return check_intrinsics(K.reshape(-1, 3, 3)[0], "revisit_consistency: K")[0]

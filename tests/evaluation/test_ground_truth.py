@@ -48,7 +48,7 @@ def test_regions_equal_direct_image_metric_calls(gt_case):
     assert p.details["render_per_frame"][1] == pytest.approx(psnr(renders[1], truth[1], masks[1]), rel=1e-12)
     assert p.details["hole_fraction"] == pytest.approx(1 - masks.mean())
     assert p.raw["rendered"] > p.raw["render_rendered"]  # sigma 20 beats the sigma-40 "render"
-    assert "not a WorldScore aspect" in p.unit
+    assert "not a WorldScore aspect" in p.details["normalisation"] and p.unit == "dB vs ground truth"
 
 
 def test_without_masks_and_empty_regions():
@@ -177,8 +177,9 @@ def test_revisit_bad_inputs():
         revisit_consistency(frames, bad, K)
     with pytest.raises(InputError, match=r"w2c: expected one camera per frame \(30\), found 29"):
         revisit_consistency(frames, w2c[:29], K)
-    with pytest.raises(InputError, match=r"K: expected one \(3, 3\) intrinsics matrix, found shape \(2, 3, 3\)"):
-        revisit_consistency(frames, w2c, np.stack([K, K]))
+    with pytest.raises(InputError, match=r"K: expected \(3, 3\) intrinsics .* found shape \(3, 4\)"):
+        revisit_consistency(frames, w2c, np.eye(3, 4))
+    assert revisit_consistency(frames, w2c, K[None], min_gap=5).raw["pairs"] == 10  # (T, 3, 3): the first
     with pytest.raises(InputError, match="focal lengths"):
         revisit_consistency(frames, w2c, np.diag([-1.0, 1.0, 1.0]))
     with pytest.raises(InputError, match="min_gap: expected an integer >= 1, found 0"):
