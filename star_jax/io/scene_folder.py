@@ -477,9 +477,10 @@ def write_scene(folder: str | os.PathLike, scene: Scene) -> None:
         if scene.depth is None:
             return
         os.mkdir(dep)
-        lo, hi = 0.0, float(scene.depth.max())
+        text = f"{0.0:.9g} {float(scene.depth.max()):.9g}"
+        lo, hi = (float(v) for v in text.split())  # encode with the range exactly as the reader will see it
         with open(os.path.join(dep, "metadata.txt"), "w", encoding="utf-8") as f:
-            f.write(f"{lo:.9g} {hi:.9g}\n")
+            f.write(text + "\n")
         q = encode_depth(scene.depth, lo, hi)
         if scene.kind == "video":
             rgb = np.zeros(q.shape + (3,), np.uint8)
