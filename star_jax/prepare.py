@@ -112,7 +112,8 @@ def prepare(opts: PrepareOptions, log=print) -> Scene:
         target = np.concatenate([target, np.repeat(target[-1:], pad - valid, axis=0)])
     view0 = "frame_000000" if kind == "video" else "view_00"  # 1.5's label: targets use view 0's K
     scene = Scene(
-        kind=kind, views=views, depth=depth, source_K=K, source_w2c=w2c, target_w2c=target.astype(np.float32),
+        kind=kind, views=views, depth=np.asarray(depth, np.float32), source_K=np.asarray(K, np.float32),
+        source_w2c=np.asarray(w2c, np.float32), target_w2c=np.asarray(target, np.float32),
         fps=float(spec.fps), output_id=opts.output_id or os.path.basename(os.path.abspath(opts.output)),
         valid_frames=valid, prompt=opts.prompt, geometry=geometry,
         target_intrinsics=f"{geometry.replace('-', '_')}_source_{view0}_fixed",
@@ -189,12 +190,8 @@ def _poses(opts: PrepareOptions, n: int, what: str) -> np.ndarray:
     m = np.concatenate([load_w2c_file(p) for p in files])
     if len(m) != n:
         raise InputError(f"{flag} {' '.join(files)}: expected {n} camera matrices (one per {what}), found {len(m)}")
-    if opts.w2c:
-        return m
-    R, t = m[:, :3, :3], m[:, :3, 3:]  # checked rigid by load_w2c_file: the inverse is [R^T | -R^T t]
-    out = np.broadcast_to(np.eye(4), m.shape).copy()
-    out[:, :3, :3], out[:, :3, 3:] = np.swapaxes(R, 1, 2), -np.swapaxes(R, 1, 2) @ t
-    return out
+    # the exact inverse, not [R^T | -R^T t]: real poses (7-Scenes) are orthonormal to ~1e-4 only
+    return m if opts.w2c else np.linalg.inv(m)
 
 
 def _image_sources(opts: PrepareOptions, hw: tuple[int, int]):
