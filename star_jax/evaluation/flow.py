@@ -57,8 +57,6 @@ so the metric fails naming that frame rather than reporting a perfect score for 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
-
 import cv2
 import numpy as np
 
@@ -70,6 +68,7 @@ from star_jax.evaluation.worldscore import (
     motion_magnitude_score,
     motion_smoothness_score,
 )
+from star_jax.errors import InputError
 from star_jax.io.video import VideoError
 
 _PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -89,9 +88,9 @@ class FlowSettings:
 
     def __post_init__(self):
         if self.preset not in _PRESETS:
-            raise VideoError(f"FlowSettings.preset: expected one of {sorted(_PRESETS)}, found {self.preset!r}")
+            raise InputError(f"FlowSettings.preset: expected one of {sorted(_PRESETS)}, found {self.preset!r}")
         if self.max_side < 16 or self.crop < 0 or self.occlusion_px <= 0:
-            raise VideoError(f"FlowSettings: expected max_side >= 16, crop >= 0, occlusion_px > 0, found "
+            raise InputError(f"FlowSettings: expected max_side >= 16, crop >= 0, occlusion_px > 0, found "
                              f"{self.max_side}, {self.crop}, {self.occlusion_px}")
 
 
@@ -244,23 +243,22 @@ def motion_magnitude(frames, flow_set: FlowSet | None = None, settings: FlowSett
 def _splat(target_x: np.ndarray, target_y: np.ndarray, values: np.ndarray, weight: np.ndarray):
     """Bilinear forward splat of values (H, W, C) from each pixel to (target_x, target_y) (H, W),
     scaled by weight (H, W). -> (sum of weight * bilinear * value (H, W, C), sum of weight *
-    bilinear (H, W), sum of bilinear alone (H, W): the plain density)."""
+    bilinear (H, W), sum of bilinear alone (H, W): the plain density). Taps that fall outside the
+    image land in a 2-pixel border that is cut off."""
     h, w = weight.shape
-    x0, y0 = np.floor(target_x), np.floor(target_y)
-    fx, fy = target_x - x0, target_y - y0
-    sums = np.zeros((values.shape[-1] + 2, h * w))
-    for dx in (0, 1):
-        for dy in (0, 1):
-            xi, yi = x0 + dx, y0 + dy
-            bil = (fx if dx else 1 - fx) * (fy if dy else 1 - fy)
-            bil = np.where((xi >= 0) & (xi < w) & (yi >= 0) & (yi < h), bil, 0.0).ravel()
-            idx = (np.clip(yi, 0, h - 1) * w + np.clip(xi, 0, w - 1)).astype(np.intp).ravel()
-            wb = bil * weight.ravel()
-            sums[0] += np.bincount(idx, bil, h * w)
-            sums[1] += np.bincount(idx, wb, h * w)
-            for c in range(values.shape[-1]):
-                sums[2 + c] += np.bincount(idx, wb * values[..., c].ravel(), h * w)
-    return np.moveaxis(sums[2:], 0, -1).reshape(h, w, -1), sums[1].reshape(h, w), sums[0].reshape(h, w)
+    x0 = np.clip(np.floor(target_x), -2, w)
+    y0 = np.clip(np.floor(target_y), -2, h)
+    fx = np.clip(target_x - x0, 0.0, 1.0).ravel()
+    fy = np.clip(target_y - y0, 0.0, 1.0).ravel()
+    pw, size = w + 4, (h + 4) * (w + 4)
+    idx = ((y0 + 2) * pw + (x0 + 2)).astype(np.intp).ravel()
+    sources = [None, weight.ravel()] + [weight.ravel() * values[..., c].ravel() for c in range(values.shape[-1])]
+    sums = np.zeros((len(sources), size))
+    for offset, bil in ((0, (1 - fx) * (1 - fy)), (1, fx * (1 - fy)), (pw, (1 - fx) * fy), (pw + 1, fx * fy)):
+        for k, src in enumerate(sources):
+            sums[k] += np.bincount(idx + offset, bil if src is None else bil * src, size)
+    sums = sums.reshape(-1, h + 4, w + 4)[:, 2:-2, 2:-2]
+    return np.moveaxis(sums[2:], 0, -1), sums[1], sums[0]
 
 
 def _remap(image: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray, cubic: bool = False) -> np.ndarray:
