@@ -223,10 +223,7 @@ def depth_paths(kind: str, views: int) -> list[str]:
 
 def load_scene(folder: str | os.PathLike) -> Scene:
     """Reads and checks a scene folder (module docstring); SceneError names the file and field."""
-    folder = os.path.abspath(os.fspath(folder))
-    if not os.path.isdir(folder):
-        found = "a file" if os.path.exists(folder) else "nothing"
-        raise SceneError(f"{folder}: expected a scene folder, found {found}")
+    folder = _scene_folder(folder)
     meta = read_scene_json(os.path.join(folder, "scene.json"))
     kind, V, F = meta["kind"], meta["views"], meta["frames"]
     H, W = meta["resolution"]
@@ -248,6 +245,65 @@ def load_scene(folder: str | os.PathLike) -> Scene:
                  fps=meta["fps"], output_id=meta["output_id"], valid_frames=meta["valid_frames"], prompt=prompt,
                  geometry=geometry, target_intrinsics=meta["target_intrinsics"],
                  provenance=meta.get("provenance", {}))
+
+
+def _scene_folder(folder: str | os.PathLike) -> str:
+    folder = os.path.abspath(os.fspath(folder))
+    if not os.path.isdir(folder):
+        found = "a file" if os.path.exists(folder) else "nothing"
+        raise SceneError(f"{folder}: expected a scene folder, found {found}")
+    return folder
+
+
+def is_scene_folder(path: str | os.PathLike) -> bool:
+    """True for a folder holding a scene.json (what navigate takes in place of a video)."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "scene.json"))
+
+
+def check_scene_folder(folder: str | os.PathLike) -> dict:
+    """The cheap check before a job (milliseconds, no pixel decoded): scene.json, the camera and
+    range files in full, the view / depth files present with the right size in their headers.
+    Returns scene.json's object; raises the SceneError `load_scene` would raise for those."""
+    from PIL import Image
+
+    from star_jax.io.video import VideoError, probe_video
+
+    folder = _scene_folder(folder)
+    meta = read_scene_json(os.path.join(folder, "scene.json"))
+    kind, V, hw = meta["kind"], meta["views"], tuple(meta["resolution"])
+    inp, dep = os.path.join(folder, "input"), os.path.join(folder, "depth")
+    _read_w2c(os.path.join(inp, "target_tcw.txt"), meta["frames"], "output frame (scene.json frames)")
+    files = [os.path.join(inp, "video.mp4")] if kind == "video" else [os.path.join(inp, n) for n in _view_names(inp, V)]
+    if os.path.isdir(dep):
+        read_depth_range(os.path.join(dep, "metadata.txt"))
+        kpath = os.path.join(dep, "source_intrinsics.txt")
+        K = _checked(load_intrinsics_file, kpath) if os.path.isfile(kpath) else None
+        if K is None or len(K) != V:
+            raise SceneError(f"{kpath}: expected {V} matrices (one per view, scene.json views), found "
+                             + ("no such file" if K is None else str(len(K))))
+        check_plausible_intrinsics(K, hw, kpath)
+        _read_w2c(os.path.join(dep, "source_tcw.txt"), V, "view (scene.json views)")
+        files += [os.path.join(dep, n) for n in depth_paths(kind, V)]
+    elif kind != "video":
+        raise SceneError(f"{dep}: expected the depth folder of an image scene, found nothing")
+    for path in files:
+        if not os.path.isfile(path):
+            raise SceneError(f"{path}: no such file")
+        try:
+            if path.endswith(".mp4"):
+                probe = probe_video(path)
+                size, n = probe.size_hw, probe.num_frames
+            else:
+                with Image.open(path) as im:
+                    size, n = (im.height, im.width), None
+        except VideoError as e:
+            raise SceneError(str(e)) from e
+        except Exception as e:  # noqa: BLE001 - PIL raises many types
+            raise SceneError(f"{path}: cannot read ({type(e).__name__}: {e})") from e
+        if tuple(size) != hw or n not in (None, V):
+            raise SceneError(f"{path}: expected {V if path.endswith('.mp4') else 1} frame(s) of {hw[0]}x{hw[1]} "
+                             f"(scene.json views, resolution), found {n or 1} of {size[0]}x{size[1]}")
+    return meta
 
 
 def read_scene_json(path: str) -> dict:
@@ -299,12 +355,19 @@ def _read_views(inp: str, kind: str, V: int, hw: tuple[int, int]) -> np.ndarray:
         raise SceneError(f"{inp}: expected the input folder, found nothing")
     if kind == "video":
         return _read_rgb_video(os.path.join(inp, "video.mp4"), V, hw, "views (scene.json)")
+    return np.stack([_read_image(os.path.join(inp, n), hw) for n in _view_names(inp, V)])
+
+
+def _view_names(inp: str, V: int) -> list[str]:
+    """view_00.png ... view_{V-1}.png, checked to be exactly the view files in `inp`."""
+    if not os.path.isdir(inp):
+        raise SceneError(f"{inp}: expected the input folder, found nothing")
     names = sorted(f for f in os.listdir(inp) if re.fullmatch(r"view_\d+\.png", f))
     want = [f"view_{i:02d}.png" for i in range(V)]
     if names != want:
         raise SceneError(f"{inp}: expected {', '.join(want)} (views = {V} in scene.json), found "
                          f"{', '.join(names) or 'no view_XX.png'}")
-    return np.stack([_read_image(os.path.join(inp, n), hw) for n in names])
+    return names
 
 
 def _read_image(path: str, hw: tuple[int, int]) -> np.ndarray:
@@ -519,15 +582,35 @@ def write_lossless_video(path: str, frames: np.ndarray, fps: float) -> None:
 # what navigate consumes
 
 
-def scene_reference(scene: Scene) -> tuple[np.ndarray, SceneGeometry]:
-    """The reference clip and its geometry, one entry per output frame, as navigate and the session
-    take them: frames (F, H, W, 3) uint8 and SceneGeometry (depth (F, H, W), K, w2c). A single
-    image becomes a static clip (1.5: the image repeated); a video maps frame f to frame f.
+def scene_reference(scene: Scene, num_frames: int | None = None) -> tuple[np.ndarray, SceneGeometry]:
+    """The reference clip and its geometry as navigate and `NavigationSession` take them, one entry
+    per output frame (`num_frames`, default the scene's): frames (T, H, W, 3) uint8 and a
+    SceneGeometry (depth (T, H, W), K (T, 3, 3), w2c (T, 4, 4)). A single image becomes a static
+    clip (1.5: the image repeated); a video maps frame f to frame f (its last frame past its end).
     Four-image scenes need the multi-view render (issue 15) and raise SceneError."""
     scene.require_geometry(scene.output_id)
     if scene.kind == "image" and len(scene.views) != 1:
         raise SceneError(f"{scene.output_id}: a {len(scene.views)}-view image scene needs the multi-view render "
                          f"(every view fused by a z-test, issue 15), not available yet")
-    idx = np.minimum(np.arange(scene.frames), len(scene.views) - 1)
+    idx = np.minimum(np.arange(num_frames or scene.frames), len(scene.views) - 1)
     kind = "planar-prior" if scene.geometry == "planar-prior" else "measured"
     return scene.views[idx], SceneGeometry(scene.depth[idx], scene.source_K[idx], scene.source_w2c[idx], kind)
+
+
+def resize_scene(scene: Scene, hw: tuple[int, int]) -> Scene:
+    """`scene` at (H, W): views resized to cover and centre-cropped (as videos are ingested), depth
+    by nearest neighbour on the same grid, intrinsics moved with them; cameras unchanged."""
+    from star_jax.geometry.cameras import resize_intrinsics
+    from star_jax.io.manifest import crop_depth
+    from star_jax.io.video import crop_info, resize_center_crop
+
+    hw = tuple(int(v) for v in hw)
+    if hw == scene.resolution:
+        return scene
+    info = crop_info(scene.resolution, hw)
+    views = np.stack([resize_center_crop(v, hw) for v in scene.views])
+    if scene.depth is None:
+        return dataclasses.replace(scene, views=views)
+    depth = np.stack([crop_depth(d, hw, info) for d in scene.depth]).astype(np.float32)
+    K = np.asarray(resize_intrinsics(scene.source_K, info.scale, info.offset), np.float32)
+    return dataclasses.replace(scene, views=views, depth=depth, source_K=K)

@@ -11,7 +11,17 @@ from PIL import Image
 
 from star_jax.errors import InputError
 from star_jax.io import scene_folder as sf
-from star_jax.io.scene_folder import Scene, SceneError, load_scene, padded_frame_count, scene_reference, write_scene
+from star_jax.io.scene_folder import (
+    Scene,
+    SceneError,
+    check_scene_folder,
+    is_scene_folder,
+    load_scene,
+    padded_frame_count,
+    resize_scene,
+    scene_reference,
+    write_scene,
+)
 
 H, W = 32, 48
 
@@ -256,16 +266,27 @@ CORRUPTIONS = {
 }
 
 
+PIXEL_LEVEL = {"view 16-bit", "prompt not UTF-8", "depth 8-bit", "depth RGB", "depth all zero"}  # load only
+
+
 @pytest.mark.parametrize("name", list(CORRUPTIONS))
 def test_every_corruption_names_its_file_and_field(tmp_path, name):
     edit, message = CORRUPTIONS[name]
     write_scene(tmp_path / "s", make_scene("image", 4))
+    check_scene_folder(tmp_path / "s")
     edit(tmp_path / "s")
     with pytest.raises(SceneError) as e:
         load_scene(tmp_path / "s")
     text = str(e.value)
     assert message in text and "\n" not in text, text
     assert isinstance(e.value, InputError)
+    # the cheap check (no pixel decoded) catches all but pixel-level faults, naming the same file
+    if name in PIXEL_LEVEL:
+        check_scene_folder(tmp_path / "s")
+    else:
+        with pytest.raises(SceneError) as e:
+            check_scene_folder(tmp_path / "s")
+        assert message.split(":")[0] in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
 def test_video_corruptions(tmp_path):
@@ -351,3 +372,27 @@ def test_scene_reference_for_navigate(tmp_path):
     assert geo.kind == "planar-prior"
     with pytest.raises(SceneError, match="4-view image scene needs the multi-view render"):
         scene_reference(make_scene("image", 4))
+
+
+def test_resize_scene_moves_intrinsics_and_depth_with_the_pixels():
+    scene = make_scene("image", 4)
+    small = resize_scene(scene, (16, 24))
+    assert small.views.shape == (4, 16, 24, 3) and small.resolution == (16, 24)
+    K = scene.source_K[0].astype(np.float64)
+    # pixel centres at integer coordinates: u -> 0.5 (u + 0.5) - 0.5
+    want = [[K[0, 0] / 2, 0, (K[0, 2] + 0.5) / 2 - 0.5], [0, K[1, 1] / 2, (K[1, 2] + 0.5) / 2 - 0.5], [0, 0, 1]]
+    np.testing.assert_allclose(small.source_K[0], want, rtol=1e-6)
+    np.testing.assert_array_equal(small.depth, scene.depth[:, 1::2, 1::2])  # nearest source pixel 2 i + 1
+    np.testing.assert_array_equal(small.source_w2c, scene.source_w2c)
+    np.testing.assert_array_equal(small.target_w2c, scene.target_w2c)
+    assert resize_scene(scene, (H, W)) is scene
+
+
+def test_scene_reference_pads_a_short_video_and_is_scene_folder(tmp_path):
+    video = make_scene("video", frames=5)
+    frames, geo = scene_reference(video, num_frames=9)
+    np.testing.assert_array_equal(frames[:5], video.views)
+    assert (frames[5:] == video.views[4]).all() and (geo.depth[5:] == video.depth[4]).all()
+    write_scene(tmp_path / "v", video)
+    assert is_scene_folder(tmp_path / "v") and not is_scene_folder(tmp_path / "v" / "input")
+    assert check_scene_folder(tmp_path / "v")["views"] == 5
