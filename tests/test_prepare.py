@@ -113,6 +113,38 @@ def test_video_planar_prior_with_a_trajectory(tmp_path):
     assert short.frames == 5 and len(short.views) == 5
 
 
+def test_video_with_a_depth_folder_and_cameras(tmp_path):
+    """A video's depth folder is matched to its frames by number (as manifests are); its per-frame
+    w2c and K come along; --target_w2c gives the first T targets."""
+    y, x = np.mgrid[:H, :W]
+    frames = np.stack([np.stack([(x * 3 + 5 * t) % 256, (y * 4) % 256, np.full_like(x, 9 * t)], -1)
+                       for t in range(9)]).astype(np.uint8)
+    io.write_mp4(tmp_path / "clip.mp4", frames, fps=15)
+    rng = np.random.default_rng(4)
+    depth = rng.uniform(1, 5, (9, H, W)).astype(np.float32)
+    (tmp_path / "depth").mkdir()
+    for t in range(9):
+        np.save(tmp_path / "depth" / f"depth_{t + 100:04d}.npy", depth[t])
+    w2c = np.stack([_rigid(0.02 * t, (0.05 * t, 0, 0)) for t in range(9)])
+    np.savetxt(tmp_path / "w2c.txt", w2c.reshape(9, 16))
+    np.savetxt(tmp_path / "K.txt", [[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
+    targets = np.stack([_rigid(-0.03 * t, (0, 0, 0.01 * t)) for t in range(12)])
+    np.savetxt(tmp_path / "targets.txt", targets.reshape(12, 16))
+    common = ["--source", str(tmp_path / "clip.mp4"), "--depth", str(tmp_path / "depth"), "--intrinsics",
+              str(tmp_path / "K.txt"), "--w2c", str(tmp_path / "w2c.txt"), "--height", str(H), "--width", str(W)]
+    main([*common, "--output", str(tmp_path / "v"), "--target_w2c", str(tmp_path / "targets.txt")])
+    scene = load_scene(tmp_path / "v")
+    assert (scene.kind, len(scene.views), scene.frames, scene.geometry) == ("video", 9, 9, "user-depth")
+    assert np.abs(scene.depth - depth).max() <= 0.5 * depth.max() / 65535 + 1e-6
+    np.testing.assert_allclose(scene.source_w2c, w2c, atol=1e-7)
+    np.testing.assert_allclose(scene.target_w2c, targets[:9], atol=1e-7)
+    np.testing.assert_allclose(scene.source_K[0], [[50, 0, 31.5], [0, 50, 23.5], [0, 0, 1]])
+    np.savetxt(tmp_path / "few.txt", targets[:5].reshape(5, 16))
+    with pytest.raises(InputError, match=r"few\.txt: --target_w2c: expected a camera matrix per output frame \(9\)"):
+        main([*common, "--output", str(tmp_path / "w"), "--target_w2c", str(tmp_path / "few.txt")])
+    assert not os.path.exists(tmp_path / "w")
+
+
 def _bad_cases(tmp_path):
     ok = _image(tmp_path / "ok.png")
     garbage = tmp_path / "garbage.png"
