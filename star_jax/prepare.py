@@ -106,7 +106,7 @@ def prepare(opts: PrepareOptions, log=print) -> Scene:
         views, depth, K, w2c = _image_sources(opts, (spec.height, spec.width))
     geometry = "user-depth" if opts.depth else "planar-prior"
     valid = len(views) if kind == "video" else None
-    target, valid, cam_info = _targets(opts, kind, valid, depth[0], w2c)
+    target, valid, cam_info = _targets(opts, valid, depth[0], w2c)
     if kind == "image":
         pad = padded_frame_count(valid)
         target = np.concatenate([target, np.repeat(target[-1:], pad - valid, axis=0)])
@@ -119,7 +119,8 @@ def prepare(opts: PrepareOptions, log=print) -> Scene:
         target_intrinsics=f"{geometry.replace('-', '_')}_source_{view0}_fixed",
         provenance={"job": "star_jax.prepare", "sources": [os.path.abspath(p) for p in opts.source],
                     "depth": [os.path.abspath(p) for p in opts.depth], "depth_scale": _depth_scale(opts),
-                    "intrinsics": opts.intrinsics, "source_poses": list(opts.w2c or opts.c2w),
+                    "intrinsics": opts.intrinsics and os.path.abspath(opts.intrinsics),
+                    "source_poses": [os.path.abspath(p) for p in opts.w2c or opts.c2w],
                     "source_poses_kind": "c2w" if opts.c2w else "w2c", "target_cameras": cam_info},
     )
     write_scene(opts.output, scene)
@@ -260,7 +261,7 @@ def _video_sources(opts: PrepareOptions, spec: VideoSpec):
     return clip.frames, g.depth, g.K, g.w2c
 
 
-def _targets(opts: PrepareOptions, kind: str, n: int | None, depth0: np.ndarray, source_w2c: np.ndarray):
+def _targets(opts: PrepareOptions, n: int | None, depth0: np.ndarray, source_w2c: np.ndarray):
     """(target w2c (n, 4, 4), n, record): n is the video's frame count, or for images --frames,
     else the target file's count, else DEFAULT_IMAGE_FRAMES."""
     if opts.target_w2c:

@@ -180,7 +180,8 @@ def _bad_cases(tmp_path):
                                 "sheared.txt:2: matrix 1: not a rigid"),
         "source poses count": ([ok], ["--depth", d, "--intrinsics", K, "--w2c", str(tmp_path / "two.txt")],
                                "expected 1 camera matrices (one per image), found 2"),
-        "geometry encoder": ([ok], ["--geometry_checkpoint", "ckpt"], "geometry encoder is not available yet (issue 11)"),
+        "geometry encoder": ([ok], ["--geometry_checkpoint", "ckpt"],
+                             "geometry encoder is not available yet (issue 11)"),
         "bad size": ([ok], ["--height", "50"], "expected height and width positive multiples of 16"),
         "bad frames": ([ok], ["--frames", "0"], "--frames: expected an integer >= 1"),
     }, size

@@ -40,7 +40,6 @@ import re
 
 import numpy as np
 
-from star_jax.errors import InputError
 from star_jax.geometry.trajectory import (
     TrajectoryError,
     check_intrinsics,

@@ -42,7 +42,8 @@ def make_scene(kind: str = "image", views: int = 4, frames: int = 9, valid: int 
     K[2, 2] = 1
     fields = dict(
         kind=kind, views=rng.integers(0, 256, (V, H, W, 3), dtype=np.uint8), depth=depth,
-        source_K=np.stack([K] * V), source_w2c=np.stack([_rot_y(0.1 * i + 0.01, (0.3 * i, -0.1, 0.2)) for i in range(V)]),
+        source_K=np.stack([K] * V),
+        source_w2c=np.stack([_rot_y(0.1 * i + 0.01, (0.3 * i, -0.1, 0.2)) for i in range(V)]),
         target_w2c=np.stack([_rot_y(-0.05 * i, (0.01 * i, 0, 0.02)) for i in range(frames)]), fps=15.0,
         output_id=f"{kind}_{V}", valid_frames=valid if kind == "image" else frames, prompt="a room with a red chair",
         geometry="user-depth", target_intrinsics="user_depth_source_view_00_fixed", provenance={"note": [1, 2]},
