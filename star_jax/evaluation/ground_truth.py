@@ -49,32 +49,54 @@ def ground_truth_metrics(frames, truth, masks=None, renders=None) -> list[Metric
         if masks is None:
             raise InputError("renders: the render's PSNR is measured inside its mask: give masks (T, H, W) bool too")
     regions = {"all": None} if masks is None else {"all": None, "rendered": masks, "holes": ~masks}
-    t = len(frames)
+    t, h, w = frames.shape[:3]
     holes = None if masks is None else 1.0 - masks.mean(axis=(1, 2))
     common = {"frames": t, "hole_fraction": None if holes is None else float(holes.mean()),
               "hole_fraction_by_frame": None if holes is None else holes.tolist(), "normalisation": NO_SCORE}
 
-    raw = {k: _num(psnr(frames, truth, r)) for k, r in regions.items()}
-    per_frame = {k: [_num(psnr(frames[i], truth[i], None if r is None else r[i])) for i in range(t)]
+    # one psnr call per frame and region; the clip's pooled value follows from them (pooled_psnr)
+    counts = {k: np.full(t, h * w) if r is None else r.sum(axis=(1, 2)) for k, r in regions.items()}
+    per_frame = {k: [psnr(frames[i], truth[i], None if r is None else r[i]) for i in range(t)]
                  for k, r in regions.items()}
-    details = dict(common, per_frame=per_frame)
+    raw = {k: pooled_psnr(v, counts[k]) for k, v in per_frame.items()}
+    details = dict(common, per_frame={k: [_num(x) for x in v] for k, v in per_frame.items()})
     if renders is not None:
-        raw["render_rendered"] = _num(psnr(renders, truth, masks))
-        details["render_per_frame"] = [_num(psnr(renders[i], truth[i], masks[i])) for i in range(t)]
+        render = [psnr(renders[i], truth[i], masks[i]) for i in range(t)]
+        raw["render_rendered"] = pooled_psnr(render, counts["rendered"])
+        details["render_per_frame"] = [_num(x) for x in render]
     raw.update({k: None for k in ("rendered", "holes") if k not in raw})
     out = [Metric("psnr", raw, None, unit="dB vs ground truth", details=details)]
 
-    if min(frames.shape[1:3]) < 2 * SSIM_RADIUS + 1:
-        return out + [Metric.failed("ssim", f"frames of {frames.shape[1]}x{frames.shape[2]} pixels: SSIM needs at "
-                                    f"least {2 * SSIM_RADIUS + 1} on a side", unit="SSIM vs ground truth")]
-    maps = np.stack([ssim_map(frames[i], truth[i]) for i in range(t)])  # (T, H - 10, W - 10), one frame at a time
+    if min(h, w) < 2 * SSIM_RADIUS + 1:
+        return out + [Metric.failed("ssim", f"frames of {h}x{w} pixels: SSIM needs at least {2 * SSIM_RADIUS + 1} "
+                                    f"on a side", unit="SSIM vs ground truth")]
     r = SSIM_RADIUS
-    inner = {k: None if m is None else m[:, r:-r, r:-r] for k, m in regions.items()}
-    raw = {k: _region_mean(maps, m) for k, m in inner.items()}
+    inner = {k: None if m is None else m[:, r:-r, r:-r] for k, m in regions.items()}  # the map pixels' centres
+    sums = {k: np.zeros(t) for k in regions}
+    sizes = {k: np.zeros(t) for k in regions}
+    for i in range(t):  # one frame at a time: a 480x832 map is 3 MB, a clip's would be 140 MB
+        m = ssim_map(frames[i], truth[i])
+        for k, region in inner.items():
+            sel = m if region is None else m[region[i]]
+            sums[k][i], sizes[k][i] = sel.sum(), sel.size
+    raw = {k: float(sums[k].sum() / sizes[k].sum()) if sizes[k].sum() else None for k in regions}
     raw.update({k: None for k in ("rendered", "holes") if k not in raw})
-    per_frame = {k: [_region_mean(maps[i], None if m is None else m[i]) for i in range(t)] for k, m in inner.items()}
+    per_frame = {k: [float(a / n) if n else None for a, n in zip(sums[k], sizes[k])] for k in regions}
     return out + [Metric("ssim", raw, None, unit="SSIM vs ground truth",
                          details=dict(common, per_frame=per_frame))]
+
+
+def pooled_psnr(values, counts) -> float | None:
+    """The PSNR (dB) of a clip pooled over its frames (image_metrics' convention: one MSE over all
+    the region's pixels) from the frames' own PSNRs `values` (inf for an exact frame, NaN for an
+    empty region) and their region sizes `counts`: MSE_i = 10^(-PSNR_i / 10), weighted by size.
+    None when every region is empty."""
+    v, n = np.asarray(values, np.float64), np.asarray(counts, np.float64)
+    keep = n > 0
+    if not keep.any():
+        return None
+    mse = float(np.sum(10.0 ** (-v[keep] / 10.0) * n[keep]) / n[keep].sum())
+    return math.inf if mse == 0 else float(-10.0 * np.log10(mse))
 
 
 def revisit_consistency(frames, w2c, K, truth=None, masks=None, min_gap: int = MIN_GAP, image_shift: float = 0.02,
@@ -162,20 +184,15 @@ def pose_distances(w2c: np.ndarray):
 
 
 def _compare(video, a, b, prefix: str, raw: dict, details: dict) -> None:
-    raw[prefix + "psnr"] = _num(psnr(video[a], video[b]))
-    details[prefix + "per_pair_psnr"] = [_num(psnr(video[i], video[j])) for i, j in zip(a, b)]
+    per_pair = [psnr(video[i], video[j]) for i, j in zip(a, b)]
+    raw[prefix + "psnr"] = pooled_psnr(per_pair, np.ones(len(a)))
+    details[prefix + "per_pair_psnr"] = per_pair  # inf for identical frames
     if min(video.shape[1:3]) < 2 * SSIM_RADIUS + 1:
         raw[prefix + "ssim"] = None
         return
     per_pair = [float(ssim_map(video[i], video[j]).mean()) for i, j in zip(a, b)]
     raw[prefix + "ssim"] = float(np.mean(per_pair))
     details[prefix + "per_pair_ssim"] = per_pair
-
-
-def _region_mean(maps: np.ndarray, region) -> float | None:
-    if region is None:
-        return float(maps.mean())
-    return float(maps[region].mean()) if region.any() else None
 
 
 def _num(x: float) -> float | None:

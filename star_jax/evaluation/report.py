@@ -38,6 +38,7 @@ PANELS = (("vs ground truth", ("psnr", "ssim")),
           ("flow", ("photometric_consistency", "motion_magnitude", "motion_smoothness")),
           ("revisit", ("revisit_consistency",)))
 SAMPLES = 6  # frames in the strip
+STRIP_WIDTH = 1500  # pixels: the strip's frames are shrunk (area mean) to at most this width together
 HOLE_RGB = (255, 0, 255)
 
 
@@ -200,7 +201,8 @@ def _trajectory(top, side, by_name: Mapping[str, Metric]) -> None:
 
 
 def _positions(p) -> np.ndarray:
-    p = np.asarray(p, np.float64)
+    """(T, 3) camera centres; a None row (a frame whose camera was not recovered) becomes NaN: a gap."""
+    p = np.array([[np.nan] * 3 if row is None else row for row in p], np.float64)
     if p.ndim != 2 or p.shape[1] != 3:
         raise InputError(f"report: camera positions: expected (T, 3), found shape {p.shape}")
     return p
@@ -280,12 +282,21 @@ def _strip(ax, frames, truth, renders, masks) -> None:
         if masks is not None:
             r[~masks] = HOLE_RGB
         rows.append(("render (holes magenta)" if masks is not None else "render", r))
-    h, w = frames.shape[1:3]
-    gap = max(2, h // 40)
+    scale = min(1.0, STRIP_WIDTH / (len(idx) * frames.shape[2]))  # no more pixels than the page shows
+    h, w = max(1, round(frames.shape[1] * scale)), max(1, round(frames.shape[2] * scale))
+    gap = 3
     mosaic = np.full((len(rows) * (h + gap) - gap, len(idx) * (w + gap) - gap, 3), 255, np.uint8)
     for r, (_, clip) in enumerate(rows):
         for c, i in enumerate(idx):
-            mosaic[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = to_uint8(clip[i])
+            mosaic[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = _shrink(to_uint8(clip[i]), h, w)
     ax.imshow(mosaic, interpolation="antialiased")
     ax.set_title("sample frames: " + " / ".join(name for name, _ in rows) + "  (frames "
                  + ", ".join(str(i) for i in idx) + ")", fontsize=10)
+
+
+def _shrink(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    if img.shape[:2] == (h, w):
+        return img
+    import cv2
+
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
