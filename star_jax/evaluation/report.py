@@ -5,15 +5,17 @@
 Layout (1600 x 1000 pixels, top to bottom):
   trajectory (top view x-z, side view z-up) | table of aspects: raw, score x 100 or why it failed;
                                             | the WorldScore-style aggregate
-  four per-frame panels: vs ground truth | camera | flow | revisit
+  five per-frame panels: vs ground truth | camera | flow | smoothness | revisit
   sample frames: generated, truth and render (holes magenta) when given
 The trajectory is the "camera_control" metric's details "commanded_positions" and
 "recovered_positions" ((T, 3) camera centres, the recovered path already aligned to the commanded
 one); without them the commanded centres of "revisit_consistency" (details "positions"), its
 revisit pairs marked. A panel's curves are every details entry of its metrics whose key starts with
-"per_frame" or "per_pair" or ends with "_per_frame" (a list of numbers, or a dict of such lists:
-one curve each); per-pair series are drawn at the first frame of each pair ("pairs"), or at
-0, 1, ... A failed metric shows its reason in its panel. Any subset of metrics works.
+"per_" or holds "_per_" ("per_frame", "per_pair_median", "render_per_frame": a list of numbers, or
+a dict of such lists, one curve each; None and inf are gaps); "per_pair" series are drawn at the
+first frame of each pair when details hold "pairs", else at k (frames k, k + 1), "per_triplet" at
+2k + 1 (the odd frame interpolated). A failed metric shows its reason in its panel. Any subset of
+metrics works.
 
 matplotlib (Agg, through a `Figure` of its own: no pyplot state, no rc changes) is imported when a
 report is written. The file is written atomically.
@@ -35,7 +37,8 @@ from star_jax.io.files import atomic_path, to_uint8
 SIZE_IN, DPI = (16.0, 10.0), 100  # -> a 1600 x 1000 PNG
 PANELS = (("vs ground truth", ("psnr", "ssim")),
           ("camera", ("camera_control", "3d_consistency")),
-          ("flow", ("photometric_consistency", "motion_magnitude", "motion_smoothness")),
+          ("flow", ("photometric_consistency", "motion_magnitude")),
+          ("smoothness", ("motion_smoothness",)),
           ("revisit", ("revisit_consistency",)))
 SAMPLES = 6  # frames in the strip
 STRIP_WIDTH = 1500  # pixels: the strip's frames are shrunk (area mean) to at most this width together
@@ -78,8 +81,9 @@ def write_report(path_png, metrics, frames, truth=None, renders=None, masks=None
             "table": fig.add_subplot(grid[0, 2:])}
     _trajectory(axes["top view"], axes["side view"], by_name)
     _table(axes["table"], ms, agg)
+    row = grid[1, :].subgridspec(1, len(PANELS), wspace=0.32)
     for k, (panel, names) in enumerate(PANELS):
-        axes[panel] = fig.add_subplot(grid[1, k])
+        axes[panel] = fig.add_subplot(row[0, k])
         _curves(axes[panel], panel, [by_name.get(n) for n in names], names, t)
     axes["frames"] = fig.add_subplot(grid[2, :])
     _strip(axes["frames"], frames, truth, renders, masks)
@@ -213,9 +217,9 @@ def _series(m: Metric) -> list[tuple[str, np.ndarray, np.ndarray]]:
     pairs = m.details.get("pairs")
     out = []
     for key, v in m.details.items():
-        if not (key.startswith(("per_frame", "per_pair")) or "_per_frame" in key or "_per_pair" in key):
+        if not (key.startswith("per_") or "_per_" in key):
             continue
-        name = "_".join(p for p in key.replace("per_frame", "").replace("per_pair", "").split("_") if p)
+        name = "_".join(p for p in key.split("_") if p != "per" and p not in ("frame", "pair", "triplet"))
         for sub, ys in (v.items() if isinstance(v, Mapping) else [("", v)]):
             if not isinstance(ys, (list, tuple, np.ndarray)):
                 continue
@@ -225,6 +229,8 @@ def _series(m: Metric) -> list[tuple[str, np.ndarray, np.ndarray]]:
             x = np.arange(len(y), dtype=np.float64)
             if "per_pair" in key and pairs is not None and len(pairs) == len(y):
                 x = np.array([p[0] for p in pairs], np.float64)
+            elif "per_triplet" in key:  # WorldScore's smoothness: odd frame 2k + 1 from its even neighbours
+                x = 2 * x + 1
             out.append((" ".join(s for s in (m.name, name, str(sub)) if s), x, y))
     return out
 

@@ -46,7 +46,9 @@ def _flow_metrics():
     rng = np.random.default_rng(2)
     return [Metric("photometric_consistency", 0.5, 0.58, unit="px", details={"per_pair": rng.random(T - 1).tolist()}),
             Metric("motion_magnitude", 2.0, 0.41, unit="px", details={"per_pair_median": rng.random(T - 1).tolist()}),
-            Metric("motion_smoothness", {"mse": 20.0, "ssim": 0.95}, 0.7)]
+            Metric("motion_smoothness", {"mse_worldscore": 20.0, "mse": 30.0, "ssim": 0.95}, 0.7,
+                   details={"per_triplet": {"mse_worldscore": (30 * rng.random(T // 2 - 1)).tolist(),
+                                            "ssim": (0.9 + 0.1 * rng.random(T // 2 - 1)).tolist()}})]
 
 
 def _read(path):
@@ -67,11 +69,12 @@ def test_full_report_has_the_size_and_no_blank_panel(tmp_path, clip):
     boxes = write_report(path, ms, frames, truth=truth, renders=renders, masks=masks, title="test")
     img = _read(path)
     assert img.shape == (int(SIZE_IN[1] * DPI), int(SIZE_IN[0] * DPI), 3)
-    assert set(boxes) == {"top view", "side view", "table", "vs ground truth", "camera", "flow", "revisit", "frames"}
+    assert set(boxes) == {"top view", "side view", "table", "vs ground truth", "camera", "flow", "smoothness", "revisit",
+                          "frames"}
     for name, (x0, y0, x1, y1) in boxes.items():
         assert 0 <= x0 < x1 <= img.shape[1] and 0 <= y0 < y1 <= img.shape[0], name
         assert img[y0:y1, x0:x1].std() > 8.0, f"panel {name} looks blank"
-    for name in ("top view", "side view", "vs ground truth", "camera", "flow", "frames"):
+    for name in ("top view", "side view", "vs ground truth", "camera", "flow", "smoothness", "frames"):
         assert _coloured(img, boxes[name]) > 150, f"panel {name} draws no curve / image"
     # the strip holds three rows of frames: magenta holes in the render row
     x0, y0, x1, y1 = boxes["frames"]
