@@ -80,7 +80,7 @@ def _raster(quad, px, py):
     return covered, w, 1.0 / jnp.where(covered, inv_z, 1.0)
 
 
-def mesh_splat(uv, z, valid, src_depth, colours, out_hw, depth_cut: float, window: int):
+def mesh_splat(uv, z, valid, src_depth, colours, out_hw, depth_cut: float, window: int, footprint: int = 1):
     """Triangle-mesh render (module docstring). src_depth (H, W): the cut's source depths."""
     H, W = z.shape
     Ho, Wo = out_hw
@@ -124,12 +124,15 @@ def mesh_splat(uv, z, valid, src_depth, colours, out_hw, depth_cut: float, windo
     lin_t = jnp.where(ok_t, py * Wo + px, n_out).reshape(-1)
     key_t = jnp.where(ok_t, zt, jnp.inf).reshape(-1)
 
-    # every valid point at its rounded pixel, pushed back by the cut factor
-    pu = jnp.round(uv[..., 0]).astype(jnp.int32).reshape(-1)
-    pv = jnp.round(uv[..., 1]).astype(jnp.int32).reshape(-1)
-    ok_p = valid.reshape(-1) & (pu >= 0) & (pu < Wo) & (pv >= 0) & (pv < Ho)
+    # every valid point as a footprint x footprint square from its rounded pixel (offsets from
+    # -((footprint - 1) // 2), as the square splat), pushed back by the cut factor
+    r = jnp.arange(footprint, dtype=jnp.int32) - (footprint - 1) // 2
+    pu = (jnp.round(uv[..., 0]).astype(jnp.int32).reshape(-1, 1) + jnp.tile(r, footprint)[None]).reshape(-1)
+    pv = (jnp.round(uv[..., 1]).astype(jnp.int32).reshape(-1, 1) + jnp.repeat(r, footprint)[None]).reshape(-1)
+    pvalid = jnp.repeat(valid.reshape(-1), footprint * footprint)
+    ok_p = pvalid & (pu >= 0) & (pu < Wo) & (pv >= 0) & (pv < Ho)
     lin_p = jnp.where(ok_p, pv * Wo + pu, n_out)
-    key_p = jnp.where(ok_p, zs.reshape(-1) * (1.0 + depth_cut), jnp.inf)
+    key_p = jnp.where(ok_p, jnp.repeat(zs.reshape(-1), footprint * footprint) * (1.0 + depth_cut), jnp.inf)
 
     lin = jnp.concatenate([lin_t, lin_p])
     key = jnp.concatenate([key_t, key_p])
@@ -153,7 +156,7 @@ def mesh_splat(uv, z, valid, src_depth, colours, out_hw, depth_cut: float, windo
     a_idx = i * W + j
     flat = colours.reshape(H * W, C).astype(jnp.float32)
     tri_rgb = sum(w_[:, None] * flat[idx] for w_, idx in zip(w, (a_idx, a_idx + 1, a_idx + W, a_idx + W + 1)))
-    p = jnp.clip(best - n_t, 0, H * W - 1)
+    p = jnp.clip((best - n_t) // (footprint * footprint), 0, H * W - 1)
     rgb = jnp.where(is_tri[:, None], tri_rgb, flat[p])
     depth = jnp.where(is_tri, zw, zs.reshape(-1)[p])
     rgb = jnp.where(hit[:, None], rgb, 0.0).reshape(Ho, Wo, C)

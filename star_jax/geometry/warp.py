@@ -180,7 +180,7 @@ def warp_frame(
     if rc.splat != "square":
         grid = (uv.reshape(H, W, 2), z.reshape(H, W), valid.reshape(H, W))
         if rc.splat == "mesh":
-            out = mesh_splat(*grid, depth, rgb, (Ho, Wo), rc.depth_cut, rc.window)
+            out = mesh_splat(*grid, depth, rgb, (Ho, Wo), rc.depth_cut, rc.window, rc.footprint)
         else:
             out = bilinear_splat(*grid, rgb, (Ho, Wo), rc.softness, rc.z_max)
         return WarpResult(_cast(out[0], rgb.dtype), out[1], out[2])
