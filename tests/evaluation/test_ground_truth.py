@@ -2,6 +2,7 @@
 whose revisits are planted (an out-and-back loop) or absent (a straight dolly, a still camera)."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -197,3 +198,34 @@ def test_revisit_bad_inputs():
         revisit_consistency(frames, w2c, K, min_gap=0)
     with pytest.raises(InputError, match="image_shift: expected a number in"):
         revisit_consistency(frames, w2c, K, image_shift=float("nan"))
+
+
+def _seven_scenes(folder, frames):
+    from PIL import Image
+
+    rgb = np.stack([np.asarray(Image.open(os.path.join(folder, f"frame-{i:06d}.color.png")).reduce(4))
+                    for i in frames])  # 120x160
+    c2w = np.stack([np.loadtxt(os.path.join(folder, f"frame-{i:06d}.pose.txt")) for i in frames])
+    K = np.loadtxt(os.path.join(folder, "camera-intrinsics.txt")) * np.array([[0.25], [0.25], [1.0]])
+    return rgb, np.linalg.inv(c2w), K
+
+
+def test_revisits_on_real_frames_and_poses(shared_data):
+    """7-Scenes redkitchen 150-174 played out and back (50 frames, true poses): the pairs are
+    i <-> 49 - i; the returning pass shifted by 2 pixels (a drifting model) scores below the exact
+    return and above frames of the way out that are not revisits. The real path 150-199 itself
+    never returns: a failure naming the closest approach."""
+    folder = os.path.join(shared_data, "rgbd_7scenes_redkitchen")
+    rgb, w2c, K = _seven_scenes(folder, range(150, 200))
+    m = revisit_consistency(rgb, w2c, K)
+    assert not m.ok and m.reason.startswith("no revisit") and m.details["closest"]["translation"] > 0.05
+    idx = np.concatenate([np.arange(25), np.arange(24, -1, -1)])
+    loop, loop_w2c = rgb[idx], w2c[idx]
+    exact = revisit_consistency(loop, loop_w2c, K)
+    assert exact.details["pairs"] == [[i, 49 - i] for i in range(19)]  # j - i >= 12 (MIN_GAP)
+    assert exact.raw["psnr"] == math.inf
+    drift = loop.copy()
+    drift[25:] = np.roll(loop[25:], 2, axis=2)
+    m = revisit_consistency(drift, loop_w2c, K, truth=loop)
+    unrelated = psnr(loop[0:7], loop[12:19])  # the way out 12 frames apart: not a revisit
+    assert unrelated < m.raw["psnr"] < math.inf and m.raw["ssim"] < 1.0 and m.raw["ssim_gap"] < 0
