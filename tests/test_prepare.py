@@ -258,3 +258,26 @@ def test_coffee_martini_video(shared_data, tmp_path):
     assert (back.kind, len(back.views), back.frames, back.geometry) == ("video", 9, 9, "planar-prior")
     np.testing.assert_array_equal(back.views, scene.views)
     assert back.prompt == "a bartender" and back.provenance["sources"] == [video]
+
+
+@pytest.mark.slow
+def test_prepared_photo_drives_a_navigation_session(tmp_path):
+    """The integration navigate needs: a prepared one-image scene, through `scene_reference`, into
+    the streaming session (random tiny model), following the scene's own target cameras."""
+    import jax
+
+    from star_jax.inference import NavigationSession, random_star_model
+    from star_jax.io.scene_folder import scene_reference
+
+    src = _image(tmp_path / "photo.png", hw=(32, 48))
+    prepare(PrepareOptions(source=(src,), output=str(tmp_path / "s"), height=32, width=48, frames=9), log=_quiet)
+    scene = load_scene(tmp_path / "s")
+    frames, geometry = scene_reference(scene)
+    assert frames.shape == (9, 32, 48, 3) and geometry.kind == "planar-prior"
+    session = NavigationSession(random_star_model("tiny", jax.random.PRNGKey(0)), frames, geometry,
+                                rng=jax.random.PRNGKey(1))
+    n = session.frames_needed()
+    out = session.step(target_w2c=scene.target_w2c[:n])
+    assert n == 9 and out.frames.shape == (9, 32, 48, 3)
+    np.testing.assert_allclose(out.target_w2c, scene.target_w2c[:9], atol=1e-6)
+    assert out.masks[0].mean() > 0.95 and out.masks.mean() > 0.5  # the orbit starts at the photo's camera
