@@ -397,3 +397,51 @@ def test_scene_reference_pads_a_short_video_and_is_scene_folder(tmp_path):
     write_scene(tmp_path / "v", video)
     assert is_scene_folder(tmp_path / "v") and not is_scene_folder(tmp_path / "v" / "input")
     assert check_scene_folder(tmp_path / "v")["views"] == 5
+
+
+# camera lines from the 1.5 release's examples (multiview_example_00 source_tcw.txt and
+# source_intrinsics.txt's first line, image_example_00 target_tcw.txt's first lines): real files
+# our checks must accept (float32 text, rotations orthonormal to ~1e-7, identities with 1e-20 noise)
+RELEASE_SOURCE_TCW = "".join([
+    "1 -2.49568404e-20 8.91901356e-21 0 8.57804309e-21 1 9.23964137e-21 0 "
+    "-3.9689289e-20 1.78416412e-20 1 -5.56797449e-19 0 0 0 1\n",
+    "-0.213095084 0.192790627 -0.957821727 2.32255006 -0.141728908 0.963869691 0.225539669 -0.370830894 "
+    "0.966697216 0.18381241 -0.178071931 2.50790286 0 0 0 1\n",
+    "-0.742409348 -0.112085581 0.660503626 -1.4321847 0.162756726 0.926193416 0.340111762 -0.700765729 "
+    "-0.64987576 0.360003561 -0.669372022 3.46000981 0 0 0 1\n",
+    "0.797280252 -0.15165703 0.584246755 -1.38161397 0.13731955 0.988113523 0.0691012666 -0.0139760887 "
+    "-0.587781787 0.0251354352 0.808628976 0.139540866 0 0 0 1\n",
+])
+RELEASE_K = "534.487305 0 416 0 534.246582 240 0 0 1\n"
+RELEASE_TARGET_TCW = "".join([
+    "0.93178755 -0.0471493788 -0.359929085 0.848658562 0.0527247861 0.998592913 0.00568239903 0.194300115 "
+    "0.359154701 -0.0242719725 0.932962358 0.927227855 0 0 0 1\n",
+    "0.93715626 -0.0462330431 -0.345833272 0.844530582 0.0509807095 0.998688877 0.00463942112 0.194217891 "
+    "0.345165342 -0.0219786875 0.938284516 0.894059181 0 0 0 1\n",
+    "0.942311525 -0.045282159 -0.331660271 0.839598775 0.0492523126 0.998780012 0.00357024092 0.194249809 "
+    "0.331093967 -0.0196993146 0.943392158 0.861237228 0 0 0 1\n",
+])
+
+
+def test_release_camera_files_load(tmp_path):
+    root = tmp_path / "multiview_example_00"
+    (root / "input").mkdir(parents=True)
+    (root / "depth").mkdir()
+    meta = {"output_id": "multiview_example_00", "kind": "image", "views": 4, "frames": 3, "valid_frames": 3,
+            "fps": 15.0, "resolution": [480, 832], "target_intrinsics": "estimated_source_view_00_fixed",
+            "depth_encoding": "uint16_minmax_v1"}
+    (root / "scene.json").write_text(json.dumps(meta, indent=2))
+    q = np.full((480, 832), 20000, np.uint16)
+    for i in range(4):
+        Image.fromarray(np.full((480, 832, 3), 40 * i, np.uint8)).save(root / "input" / f"view_{i:02d}.png")
+        Image.fromarray(q).save(root / "depth" / f"depth_{i:02d}.png")
+    (root / "input" / "target_tcw.txt").write_text(RELEASE_TARGET_TCW)
+    (root / "depth" / "source_tcw.txt").write_text(RELEASE_SOURCE_TCW)
+    (root / "depth" / "source_intrinsics.txt").write_text(RELEASE_K * 4)
+    (root / "depth" / "metadata.txt").write_text("0 53.3735733\n")  # image_example_00's range
+    check_scene_folder(root)
+    scene = load_scene(root)
+    assert scene.geometry == "geometry-encoder" and scene.prompt == "" and scene.frames == 3
+    np.testing.assert_allclose(scene.depth, 20000 / 65535 * 53.3735733, rtol=1e-6)
+    np.testing.assert_allclose(scene.target_K, [[534.487305, 0, 416], [0, 534.246582, 240], [0, 0, 1]])
+    assert abs(scene.source_w2c[1, 0, 3] - 2.32255006) < 1e-7
