@@ -48,7 +48,7 @@ from star_jax.geometry.trajectory import (
     load_w2c_file,
 )
 from star_jax.io.files import staged_folder
-from star_jax.io.manifest import ManifestError, SceneGeometry
+from star_jax.io.manifest import ManifestEntry, ManifestError, SceneGeometry
 
 KINDS = ("image", "video")
 IMAGE_VIEWS = (1, 4)  # what 1.5 runs: one photo or four
@@ -613,3 +613,31 @@ def resize_scene(scene: Scene, hw: tuple[int, int]) -> Scene:
     depth = np.stack([crop_depth(d, hw, info) for d in scene.depth]).astype(np.float32)
     K = np.asarray(resize_intrinsics(scene.source_K, info.scale, info.offset), np.float32)
     return dataclasses.replace(scene, views=views, depth=depth, source_K=K)
+
+
+def probe_scene(folder: str | os.PathLike) -> tuple:
+    """What a job's cheap check learns of a scene folder given where a video is accepted:
+    (ManifestEntry(video=folder, caption=the scene's prompt), VideoProbe(reference frames, fps,
+    (H, W))), after `check_scene_folder`. Raises SceneError."""
+    from star_jax.io.video import VideoProbe
+
+    meta = check_scene_folder(folder)
+    prompt = _read_prompt(os.path.join(folder, "input", "prompt.txt"))
+    n = meta["views"] if meta["kind"] == "video" else meta["frames"]
+    probe = VideoProbe(n, float(meta["fps"]), tuple(meta["resolution"]))
+    return ManifestEntry(video=os.fspath(folder), caption=prompt), probe
+
+
+def scene_clip(scene: Scene, source: str, hw: tuple[int, int] | None = None):
+    """`scene` as navigate's reference, at (H, W) = `hw` (default: the scene's): (VideoClip,
+    SceneGeometry) as `render.load_reference` returns for a video, `source` naming the folder. A
+    single image is a static clip over the scene's frames; a video is its frames."""
+    from star_jax.io.video import VideoClip, crop_info
+
+    hw = scene.resolution if hw is None else tuple(int(v) for v in hw)
+    frames, geometry = scene_reference(resize_scene(scene, hw))
+    index = np.minimum(np.arange(len(frames)), len(scene.views) - 1)  # the view each reference frame shows
+    clip = VideoClip(frames=frames, fps=float(scene.fps), source=os.fspath(source), source_size=scene.resolution,
+                     source_fps=float(scene.fps), source_indices=index, crop=crop_info(scene.resolution, hw),
+                     source_num_frames=len(scene.views))
+    return clip, geometry

@@ -445,3 +445,26 @@ def test_release_camera_files_load(tmp_path):
     np.testing.assert_allclose(scene.depth, 20000 / 65535 * 53.3735733, rtol=1e-6)
     np.testing.assert_allclose(scene.target_K, [[534.487305, 0, 416], [0, 534.246582, 240], [0, 0, 1]])
     assert abs(scene.source_w2c[1, 0, 3] - 2.32255006) < 1e-7
+
+
+def test_scene_as_navigate_reference(tmp_path):
+    """probe_scene / scene_clip: what render.load_reference and navigate's validate need of a scene
+    given where a video is accepted; the scene's target_tcw.txt is a per-frame w2c file."""
+    from star_jax.geometry import load_w2c_file
+    from star_jax.io.scene_folder import probe_scene, scene_clip
+
+    scene = make_scene("image", 1, frames=21, valid=19)
+    write_scene(tmp_path / "s", scene)
+    entry, probe = probe_scene(tmp_path / "s")
+    assert entry.video == str(tmp_path / "s") and entry.caption == scene.prompt
+    assert (probe.num_frames, probe.fps, probe.size_hw) == (21, 15.0, (H, W))
+    clip, geo = scene_clip(load_scene(tmp_path / "s"), entry.video, (16, 32))
+    assert clip.frames.shape == (21, 16, 32, 3) and geo.depth.shape == (21, 16, 32) and clip.fps == 15.0
+    assert clip.num_distinct_frames == 1 and clip.provenance()["source_size_hw"] == [H, W]
+    np.testing.assert_allclose(load_w2c_file(tmp_path / "s" / "input" / "target_tcw.txt"), scene.target_w2c,
+                               atol=1e-7)
+    video = make_scene("video", frames=5)
+    write_scene(tmp_path / "v", video)
+    clip, geo = scene_clip(load_scene(tmp_path / "v"), str(tmp_path / "v"))
+    np.testing.assert_array_equal(clip.frames, video.views)
+    assert list(clip.source_indices) == [0, 1, 2, 3, 4] and probe_scene(tmp_path / "v")[1].num_frames == 5
