@@ -99,7 +99,8 @@ class FlowSettings:
 class FlowSet:
     """Flows of each consecutive pair, in pixels of the input frames. `forward[i]` (H, W, 2) is the
     (dx, dy) that moves pixel (x, y) of frame i to frame i + 1; `backward[i]` moves frame i + 1's
-    pixels to frame i. `work_hw` is the size DIS ran at."""
+    pixels to frame i. `work_hw` is the size DIS ran at. Memory: 16 (T - 1) H W bytes, 280 MB for
+    45 frames at 480x832."""
 
     forward: np.ndarray  # (T - 1, H, W, 2) float32
     backward: np.ndarray  # (T - 1, H, W, 2) float32
