@@ -43,7 +43,7 @@ def ground_truth_metrics(frames, truth, masks=None, renders=None) -> list[Metric
     An SSIM that cannot be measured (frames under 11 pixels on a side) is a failed "ssim" Metric."""
     frames = check_clip(frames, "frames")
     truth = check_clip(truth, "truth", frames.shape)
-    masks = None if masks is None else _masks(masks, frames.shape)
+    masks = None if masks is None else check_masks(masks, frames.shape)
     if renders is not None:
         renders = check_clip(renders, "renders", frames.shape)
         if masks is None:
@@ -115,7 +115,7 @@ def revisit_consistency(frames, w2c, K, truth=None, masks=None, min_gap: int = M
     name, unit = "revisit_consistency", "dB / SSIM between revisiting frames"
     frames = check_clip(frames, "frames")
     truth = None if truth is None else check_clip(truth, "truth", frames.shape)
-    masks = None if masks is None else _masks(masks, frames.shape)
+    masks = None if masks is None else check_masks(masks, frames.shape)
     w2c = _cameras(w2c, len(frames))
     fx = _intrinsics(K)[0, 0]
     if not (isinstance(min_gap, (int, np.integer)) and min_gap >= 1):
@@ -219,12 +219,18 @@ def check_clip(x, name: str, shape=None) -> np.ndarray:
     return x
 
 
-def _masks(m, shape) -> np.ndarray:
+def check_masks(m, shape, name: str = "masks") -> np.ndarray:
+    """Render masks (T, H, W) matching clips of `shape` (T, H, W, 3): bool, or integers 0 / 1
+    (True where the render shows the scene) -> bool; else InputError naming `name`."""
     m = np.asarray(m)
     if m.shape != tuple(shape[:3]):
-        raise InputError(f"masks: expected (T, H, W) = {tuple(shape[:3])} like the frames, found {m.shape}")
+        raise InputError(f"{name}: expected (T, H, W) = {tuple(shape[:3])} like the frames, found {m.shape}")
     if m.dtype != bool:
-        raise InputError(f"masks: expected bool (True where the render shows the scene), found dtype {m.dtype}")
+        if not np.issubdtype(m.dtype, np.integer) or m.size and not np.isin(m, (0, 1)).all():
+            raise InputError(f"{name}: expected bool (or 0 / 1) per pixel, True where the render shows the scene; "
+                             f"found dtype {m.dtype}" + (f" with values {np.unique(m)[:4].tolist()}"
+                                                         if np.issubdtype(m.dtype, np.number) else ""))
+        m = m.astype(bool)
     return m
 
 

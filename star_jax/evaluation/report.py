@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from star_jax.errors import InputError
-from star_jax.evaluation.ground_truth import check_clip
+from star_jax.evaluation.ground_truth import check_clip, check_masks
 from star_jax.evaluation.worldscore import Metric, aggregate as worldscore_aggregate
 from star_jax.io.files import atomic_path, to_uint8
 
@@ -62,11 +62,7 @@ def write_report(path_png, metrics, frames, truth=None, renders=None, masks=None
     frames = check_clip(frames, "report: frames")
     truth = None if truth is None else check_clip(truth, "report: truth", frames.shape)
     renders = None if renders is None else check_clip(renders, "report: renders", frames.shape)
-    if masks is not None:
-        masks = np.asarray(masks)
-        if masks.shape != frames.shape[:3] or masks.dtype != bool:
-            raise InputError(f"report: masks: expected bool (T, H, W) = {frames.shape[:3]}, found {masks.dtype} "
-                             f"{masks.shape}")
+    masks = None if masks is None else check_masks(masks, frames.shape, "report: masks")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

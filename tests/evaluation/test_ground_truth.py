@@ -68,7 +68,7 @@ def test_without_masks_and_empty_regions():
     p, s = ground_truth_metrics(truth, truth)
     assert p.raw == {"all": math.inf, "rendered": None, "holes": None} and s.raw["all"] == pytest.approx(1.0)
     assert p.details["hole_fraction"] is None
-    p, s = ground_truth_metrics(_noisy(truth, 10, 5), truth, np.ones((T, H, W), bool))
+    p, s = ground_truth_metrics(_noisy(truth, 10, 5), truth, np.ones((T, H, W), np.uint8))  # 0 / 1 masks
     assert p.raw["holes"] is None and s.raw["holes"] is None and p.raw["rendered"] == p.raw["all"]
     tiny = _clip(6, t=2, h=8, w=8)  # SSIM needs 11 pixels a side: a failed metric, PSNR still measured
     p, s = ground_truth_metrics(tiny, tiny)
@@ -170,7 +170,7 @@ def test_a_turn_in_place_revisits_by_rotation_alone():
     ({"frames": _clip(0).astype(np.int32)}, "frames: expected uint8 .* found dtype int32"),
     ({"frames": np.where(np.arange(T)[:, None, None, None] == 3, np.nan, 0.5)
       * np.ones((T, H, W, 3))}, "frames: frame 3: expected values in \\[0, 1\\], found nan"),
-    ({"masks": np.ones((T, H, W), np.uint8)}, "masks: expected bool"),
+    ({"masks": np.full((T, H, W), 0.5)}, "masks: expected bool .* found dtype float64"),
     ({"masks": np.ones((T, H, W + 1), bool)}, r"masks: expected \(T, H, W\) = \(6, 24, 32\)"),
     ({"renders": _clip(2)}, "renders: .* give masks"),
     ({"frames": _clip(0)[0]}, r"frames: expected a clip \(T, H, W, 3\), found shape \(24, 32, 3\)"),
