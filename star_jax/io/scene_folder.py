@@ -274,14 +274,7 @@ def check_scene_folder(folder: str | os.PathLike) -> dict:
     _read_w2c(os.path.join(inp, "target_tcw.txt"), meta["frames"], "output frame (scene.json frames)")
     files = [os.path.join(inp, "video.mp4")] if kind == "video" else [os.path.join(inp, n) for n in _view_names(inp, V)]
     if os.path.isdir(dep):
-        read_depth_range(os.path.join(dep, "metadata.txt"))
-        kpath = os.path.join(dep, "source_intrinsics.txt")
-        K = _checked(load_intrinsics_file, kpath) if os.path.isfile(kpath) else None
-        if K is None or len(K) != V:
-            raise SceneError(f"{kpath}: expected {V} matrices (one per view, scene.json views), found "
-                             + ("no such file" if K is None else str(len(K))))
-        check_plausible_intrinsics(K, hw, kpath)
-        _read_w2c(os.path.join(dep, "source_tcw.txt"), V, "view (scene.json views)")
+        _read_depth_metadata(dep, V, hw)
         files += [os.path.join(dep, n) for n in depth_paths(kind, V)]
     elif kind != "video":
         raise SceneError(f"{dep}: expected the depth folder of an image scene, found nothing")
@@ -445,8 +438,9 @@ def read_depth_range(path: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _read_depth_folder(dep: str, kind: str, V: int, hw: tuple[int, int]):
-    lo, hi = read_depth_range(os.path.join(dep, "metadata.txt"))
+def _read_depth_metadata(dep: str, V: int, hw: tuple[int, int]):
+    """depth/'s text files, checked: ((min, max), K (V, 3, 3) float32, w2c (V, 4, 4) float32)."""
+    depth_range = read_depth_range(os.path.join(dep, "metadata.txt"))
     kpath = os.path.join(dep, "source_intrinsics.txt")
     if not os.path.isfile(kpath):
         raise SceneError(f"{kpath}: no such file (one 3x3 intrinsics, 9 numbers a line, per view)")
@@ -455,6 +449,11 @@ def _read_depth_folder(dep: str, kind: str, V: int, hw: tuple[int, int]):
         raise SceneError(f"{kpath}: expected {V} matrices (one per view, scene.json views), found {len(K)}")
     check_plausible_intrinsics(K, hw, kpath)
     w2c = _read_w2c(os.path.join(dep, "source_tcw.txt"), V, "view (scene.json views)")
+    return depth_range, K.astype(np.float32), w2c
+
+
+def _read_depth_folder(dep: str, kind: str, V: int, hw: tuple[int, int]):
+    (lo, hi), K, w2c = _read_depth_metadata(dep, V, hw)
     if kind == "video":
         q = _read_depth_video(os.path.join(dep, "depth.mp4"), V, hw)
     else:
@@ -464,7 +463,7 @@ def _read_depth_folder(dep: str, kind: str, V: int, hw: tuple[int, int]):
         if not (d > 0).any():
             name = depth_paths(kind, V)[0 if kind == "video" else i]
             raise SceneError(f"{os.path.join(dep, name)}: view {i}: expected some positive depth, found none")
-    return depth, K.astype(np.float32), w2c
+    return depth, K, w2c
 
 
 def _read_depth_png(path: str, hw: tuple[int, int]) -> np.ndarray:
