@@ -13,13 +13,14 @@ are valid and its source depths agree, max / min <= 1 + depth_cut (else it spans
 the disocclusion stays a hole). Each quad tests the output pixel centres of its bounding box, a
 static window x window block from its top-left integer corner; a quad whose box is wider or taller
 than `window` pixels (stretched over an uncut edge, or magnified more than ~window - 1 times) is
-dropped. A pixel centre inside a triangle (barycentric weights >= -1e-5, so shared edges leave no
+dropped, and its vertices splat window x window squares instead (below). A pixel centre inside a triangle (barycentric weights >= -1e-5, so shared edges leave no
 seam) gets colour by screen-space barycentric interpolation of the vertex colours and depth by
 perspective-correct interpolation (1 / z linear in screen space, exact on a planar triangle).
-Every valid point is also splatted to its rounded pixel, with its depth pushed back by the factor
-1 + depth_cut in the z-test: it shows only where no triangle covers the pixel (isolated points,
-thin structures whose triangles were all cut) or where it lies in front of the surface there by
-more than the cut. Nearest wins; ties go to the lowest candidate index (triangles before points).
+Every valid point is also splatted to its rounded pixel (a vertex of a dropped quad: a centred
+window x window square, so a zoom beyond the window degrades to blocks, not to scattered dots),
+with its depth pushed back by the factor 1 + depth_cut in the z-test: it shows only where no
+triangle covers the pixel (isolated points, thin structures whose triangles were all cut) or where
+it lies in front of the surface there by more than the cut. Nearest wins; ties go to the lowest candidate index (triangles before points).
 
 `bilinear_splat` ("inspatio-1.5"): the InSpatio-World 1.5 release's forward splat
 (pipeline/depth_warper.py, `bilinear_splatting`, as render_scene.py calls it). Each point adds to
@@ -80,7 +81,7 @@ def _raster(quad, px, py):
     return covered, w, 1.0 / jnp.where(covered, inv_z, 1.0)
 
 
-def mesh_splat(uv, z, valid, src_depth, colours, out_hw, depth_cut: float, window: int, footprint: int = 1):
+def mesh_splat(uv, z, valid, src_depth, colours, out_hw, depth_cut: float, window: int):
     """Triangle-mesh render (module docstring). src_depth (H, W): the cut's source depths."""
     H, W = z.shape
     Ho, Wo = out_hw
@@ -124,15 +125,23 @@ def mesh_splat(uv, z, valid, src_depth, colours, out_hw, depth_cut: float, windo
     lin_t = jnp.where(ok_t, py * Wo + px, n_out).reshape(-1)
     key_t = jnp.where(ok_t, zt, jnp.inf).reshape(-1)
 
-    # every valid point as a footprint x footprint square from its rounded pixel (offsets from
-    # -((footprint - 1) // 2), as the square splat), pushed back by the cut factor
-    r = jnp.arange(footprint, dtype=jnp.int32) - (footprint - 1) // 2
-    pu = (jnp.round(uv[..., 0]).astype(jnp.int32).reshape(-1, 1) + jnp.tile(r, footprint)[None]).reshape(-1)
-    pv = (jnp.round(uv[..., 1]).astype(jnp.int32).reshape(-1, 1) + jnp.repeat(r, footprint)[None]).reshape(-1)
-    pvalid = jnp.repeat(valid.reshape(-1), footprint * footprint)
+    # every valid point at its rounded pixel, pushed back by the cut factor; a vertex of a dropped
+    # (too wide) triangle as a window x window square centred there, so a zoom beyond the window
+    # degrades to blocks instead of leaving the surface to single pixels
+    stretched = ((t1 | t2) & ~live).reshape(H - 1, W - 1)
+    big_pt = jnp.zeros((H, W), bool)
+    for di in (0, 1):
+        for dj in (0, 1):
+            big_pt = big_pt.at[di:di + H - 1, dj:dj + W - 1].set(big_pt[di:di + H - 1, dj:dj + W - 1] | stretched)
+    r = jnp.arange(window, dtype=jnp.int32) - (window - 1) // 2
+    rx, ry = jnp.tile(r, window)[None], jnp.repeat(r, window)[None]
+    pu = (jnp.round(uv[..., 0]).astype(jnp.int32).reshape(-1, 1) + rx).reshape(-1)
+    pv = (jnp.round(uv[..., 1]).astype(jnp.int32).reshape(-1, 1) + ry).reshape(-1)
+    centre = ((rx == 0) & (ry == 0)).reshape(1, -1)
+    pvalid = (valid.reshape(-1, 1) & (big_pt.reshape(-1, 1) | centre)).reshape(-1)
     ok_p = pvalid & (pu >= 0) & (pu < Wo) & (pv >= 0) & (pv < Ho)
     lin_p = jnp.where(ok_p, pv * Wo + pu, n_out)
-    key_p = jnp.where(ok_p, jnp.repeat(zs.reshape(-1), footprint * footprint) * (1.0 + depth_cut), jnp.inf)
+    key_p = jnp.where(ok_p, jnp.repeat(zs.reshape(-1), window * window) * (1.0 + depth_cut), jnp.inf)
 
     lin = jnp.concatenate([lin_t, lin_p])
     key = jnp.concatenate([key_t, key_p])
@@ -156,7 +165,7 @@ def mesh_splat(uv, z, valid, src_depth, colours, out_hw, depth_cut: float, windo
     a_idx = i * W + j
     flat = colours.reshape(H * W, C).astype(jnp.float32)
     tri_rgb = sum(w_[:, None] * flat[idx] for w_, idx in zip(w, (a_idx, a_idx + 1, a_idx + W, a_idx + W + 1)))
-    p = jnp.clip((best - n_t) // (footprint * footprint), 0, H * W - 1)
+    p = jnp.clip((best - n_t) // (window * window), 0, H * W - 1)
     rgb = jnp.where(is_tri[:, None], tri_rgb, flat[p])
     depth = jnp.where(is_tri, zw, zs.reshape(-1)[p])
     rgb = jnp.where(hit[:, None], rgb, 0.0).reshape(Ho, Wo, C)

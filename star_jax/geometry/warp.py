@@ -21,10 +21,12 @@ A frozen `WarpRecipe` holds these quantities; `warp_recipe(mode, point_size)` na
                       source index wins ties.
   "star-jax-v1"       crack-free (issue 11): the source pixel grid rasterised as a triangle mesh
                       at output resolution, cut where neighbouring source depths differ by more
-                      than 5 % (disocclusions stay holes), triangles up to 4 px across (a zoom
-                      of ~3x), colour interpolated, nearest wins; every point also splats to its
-                      own pixel where no surface is nearer (`splat.mesh_splat`). point_size is
-                      recorded, not used.
+                      than 5 % (disocclusions stay holes), colour interpolated, nearest wins;
+                      every point also splats to its own pixel where no surface is nearer
+                      (`splat.mesh_splat`). Triangles up to point_size + 2 px across are drawn
+                      (window; 4 px, a zoom of ~3x, at point size 2); a wider one is dropped and
+                      its vertices splat window-wide squares (blocks, then cracks, at closer
+                      zooms); a larger point_size reaches further, at cost ~window^2.
   "inspatio-1.5"      the InSpatio-World 1.5 release's render (pipeline/depth_warper.py): a 4-tap
                       bilinear splat at output resolution with soft depth weights, colour and
                       depth the weighted means, mask = summed weight > 0 (`splat.bilinear_splat`).
@@ -99,7 +101,7 @@ def warp_recipe(mode: str = "inspatio-release", point_size: int = 2) -> WarpReci
     if mode == "star-jax-v0":
         return WarpRecipe(mode, point_size, 1, point_size, 0.0, 1e-3, False)
     if mode == "star-jax-v1":
-        return WarpRecipe(mode, point_size, 1, 1, 0.0, 1e-3, False, "mesh", depth_cut=0.05, window=4)
+        return WarpRecipe(mode, point_size, 1, 1, 0.0, 1e-3, False, "mesh", depth_cut=0.05, window=point_size + 2)
     if mode == "inspatio-1.5":
         return WarpRecipe(mode, point_size, 1, 1, 0.0, 0.0, False, "bilinear")
     raise InputError(f"warp mode {mode!r}: expected one of {', '.join(WARP_MODES)}")
@@ -180,7 +182,7 @@ def warp_frame(
     if rc.splat != "square":
         grid = (uv.reshape(H, W, 2), z.reshape(H, W), valid.reshape(H, W))
         if rc.splat == "mesh":
-            out = mesh_splat(*grid, depth, rgb, (Ho, Wo), rc.depth_cut, rc.window, rc.footprint)
+            out = mesh_splat(*grid, depth, rgb, (Ho, Wo), rc.depth_cut, rc.window)
         else:
             out = bilinear_splat(*grid, rgb, (Ho, Wo), rc.softness, rc.z_max)
         return WarpResult(_cast(out[0], rgb.dtype), out[1], out[2])

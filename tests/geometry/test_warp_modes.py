@@ -24,6 +24,7 @@ EYE = np.eye(4, dtype=np.float32)
 
 def test_recipes_and_bad_recipes():
     assert MESH == WarpRecipe("star-jax-v1", 2, 1, 1, 0.0, 1e-3, False, "mesh", 0.05, 4)
+    assert [warp_recipe("star-jax-v1", p).window for p in (1, 4)] == [3, 6]
     assert SOFT == WarpRecipe("inspatio-1.5", 2, 1, 1, 0.0, 0.0, False, "bilinear", softness=50.0, z_max=1000.0)
     assert SOFT.metadata()["splat"] == "bilinear" and MESH.metadata()["depth_cut"] == 0.05
     with pytest.raises(InputError, match="splat must be one of square, mesh, bilinear"):
@@ -66,6 +67,18 @@ def test_zoomed_plane_has_no_cracks_and_the_inverse_warp_colours(zoom):
     # with R^2 = 1/2 (its circumradius squared): 0.045 / 4
     assert err[..., 2].max() <= 0.045 / 4 + 1e-5, err[..., 2].max()
     np.testing.assert_allclose(np.asarray(out.depth), 4.0 / zoom, rtol=1e-5)
+
+
+def test_zoom_beyond_the_window_degrades_to_blocks():
+    """At 5x the quads (5 px) exceed the window (4 px at point size 2): their vertices splat 4 x 4
+    squares, 5 px apart, so 1-px seams remain but most of the plane is covered; point size 4
+    (window 6) draws the triangles again, crack-free and interpolated."""
+    rgb, depth, K, w2c_tgt, want = zoom_plane(zoom=5.0)
+    mask = np.asarray(WARP(rgb, depth, K, EYE, K, w2c_tgt, recipe=MESH).mask)
+    assert 0.5 < mask.mean() < 1.0
+    out = WARP(rgb, depth, K, EYE, K, w2c_tgt, recipe=warp_recipe("star-jax-v1", 4))
+    assert np.asarray(out.mask).all()
+    assert np.abs(np.asarray(out.rgb) - want)[..., :2].max() < 1e-5
 
 
 def test_identity_camera_reproduces_the_source():
@@ -113,13 +126,16 @@ def test_depth_edge_leaves_the_disocclusion_hole():
     np.testing.assert_allclose(np.asarray(out.depth)[12:28, 12:27], 2.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("seed, out_hw", [(1, None), (4, (20, 36))])
+@pytest.mark.parametrize("seed, out_hw", [(1, None), (4, (20, 36)), (6, (40, 64))])
 def test_mesh_matches_its_float64_twin(seed, out_hw):
     rgb, depth, K = random_scene(seed)
     depth = np.where(depth > 0, 2.0 + 0.2 * np.sin(np.arange(depth.shape[1]) / 3.0)[None], 0.0).astype(np.float32)
     depth[:, 20:] *= 1.5  # a depth edge
     w2c_src, w2c_tgt = moved_pair(seed)
-    K_tgt = K if out_hw is None else np.array([[45.0, 0, 17.5], [0, 45.0, 9.5], [0, 0, 1]], np.float32)
+    # (40, 64) at focal 150: a ~5x zoom, every quad dropped for its size and drawn as squares
+    f = {None: 30.0, (20, 36): 45.0, (40, 64): 150.0}[out_hw]
+    K_tgt = K if out_hw is None else np.array([[f, 0, out_hw[1] / 2 - 0.5], [0, f, out_hw[0] / 2 - 0.5], [0, 0, 1]],
+                                              np.float32)
     out = WARP(rgb, depth, K, w2c_src.astype(np.float32), K_tgt, w2c_tgt.astype(np.float32), out_hw=out_hw,
                recipe=MESH)
     ref_rgb, ref_mask, ref_z = mesh_reference(rgb, depth, K, w2c_src, K_tgt, w2c_tgt, out_hw)
