@@ -176,7 +176,7 @@ def _trajectory(top, side, by_name: Mapping[str, Metric]) -> None:
     if cam is not None and not cam.ok:
         note = f"camera_control failed: {cam.reason}"
     elif cam is None:
-        note = "no camera_control metric"
+        note = "no camera_control metric" + (": the commanded path only" if paths else "")
     pairs = rev.details.get("pairs", []) if rev is not None and rev.ok else []
     for ax, (a, b, sign, label) in ((top, (0, 2, 1, "top view: x right, z forward")),
                                    (side, (2, 1, -1, "side view: z forward, up"))):
@@ -196,8 +196,7 @@ def _trajectory(top, side, by_name: Mapping[str, Metric]) -> None:
             ax.set_xticks([])
             ax.set_yticks([])
         if note:
-            ax.text(0.02, 0.02, "\n".join(textwrap.wrap(note, 48)), transform=ax.transAxes, fontsize=7,
-                    va="bottom", color="C3")
+            ax.set_xlabel("\n".join(textwrap.wrap(note, 60)), fontsize=7, color="C3")  # under the plot, not on it
 
 
 def _positions(p) -> np.ndarray:
@@ -267,7 +266,7 @@ def _curves(ax, panel: str, ms: Sequence[Metric | None], names: Sequence[str], t
     if not drawn and not notes:
         notes.append("not measured: " + ", ".join(missing))
     if notes:
-        ax.text(0.03, 0.97, "\n".join(s for n in notes for s in textwrap.wrap(n, 44)), transform=ax.transAxes,
+        ax.text(0.03, 0.97, "\n".join(s for n in notes for s in textwrap.wrap(n, 36)), transform=ax.transAxes,
                 fontsize=7, va="top", color="C3", zorder=5, bbox={"facecolor": "white", "alpha": 0.85, "lw": 0})
 
 
