@@ -243,6 +243,18 @@ def test_seven_scenes_true_depth_and_poses(shared_data, tmp_path, ids):
     np.testing.assert_allclose(scene.source_K, np.broadcast_to(np.loadtxt(os.path.join(src, "camera-intrinsics.txt")),
                                                                (len(ids), 3, 3)), atol=1e-4)
     np.testing.assert_array_equal(scene.views[0], np.asarray(Image.open(f[0] + ".color.png").convert("RGB")))
+    if len(ids) > 1:  # the stored geometry is usable: view 0 warped into view 1's camera matches view 1
+        from star_jax.geometry import warp_frames
+        from star_jax.io.scene_folder import resize_scene
+
+        s = resize_scene(scene, (120, 160))
+        rgb = s.views.astype(np.float32) / 255
+        out = warp_frames(rgb[:1], s.depth[:1], s.source_K[:1], s.source_w2c[:1], s.source_K[1:2], s.source_w2c[1:2],
+                          point_size=2)
+        m = np.asarray(out.mask[0])
+        err_warp = np.abs(np.asarray(out.rgb[0]) - rgb[1])[m].mean()
+        err_none = np.abs(rgb[0] - rgb[1])[m].mean()
+        assert m.mean() > 0.5 and err_warp < 0.6 * err_none, (m.mean(), err_warp, err_none)
     # the default orbit is anchored at view 0's true camera (trajectory.target_w2c inverts poses as rigid
     # transforms, [R^T | -R^T t], and these real rotations are orthonormal to ~1e-4 only)
     np.testing.assert_allclose(scene.target_w2c[0], w2c[0], atol=5e-4)
