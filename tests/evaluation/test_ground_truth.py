@@ -229,3 +229,20 @@ def test_revisits_on_real_frames_and_poses(shared_data):
     m = revisit_consistency(drift, loop_w2c, K, truth=loop)
     unrelated = psnr(loop[0:7], loop[12:19])  # the way out 12 frames apart: not a revisit
     assert unrelated < m.raw["psnr"] < math.inf and m.raw["ssim"] < 1.0 and m.raw["ssim_gap"] < 0
+
+
+def test_revisits_on_the_cache_loop_path():
+    """benchmarks/cache_loop's loop (yaw 0 -> 30 -> 0 degrees, orbit radius 1, 4 blocks = 45
+    frames, float32 cameras from data_pipelines.worlds): the revisits found from the poses alone
+    are its way-out / way-back pairs i <-> 44 - i, those at least MIN_GAP = 12 frames apart."""
+    from data_pipelines.worlds import WorldSpec, keyframes, look_at, random_scene
+    from data_pipelines.worlds.sample import target_cameras
+
+    spec = WorldSpec(height=96, width=160, num_frames=45, supersample=1)
+    scene = random_scene(9)
+    src = np.linalg.inv(look_at((scene.half_extent - 2.0, 1.5, 0.0), (0.0, 0.5, 0.0)))[None].astype(np.float32)
+    w2c = np.asarray(target_cameras(scene, spec, np.repeat(src, 45, axis=0), keyframes([0.0] * 3, [0.0, 30.0, 0.0],
+                                                                                        [1.0])))
+    m = revisit_consistency(np.zeros((45, 96, 160, 3), np.uint8), w2c, spec.intrinsics())
+    assert m.ok and m.details["pairs"] == [[i, 44 - i] for i in range(17)]
+    assert m.details["path_turn_deg"] == pytest.approx(30.0, abs=1e-3)
