@@ -14,9 +14,8 @@ Revisit consistency: a world model should show the same place the same way when 
 back to it (a loop: the returning pass against the first pass). Pairs of frames at least `min_gap`
 frames apart whose commanded cameras nearly coincide are found (rotation within the angle that
 moves the image by `image_shift` of its width, camera centres within `translation_frac` of the
-path's extent), each frame in at most one pair (mutual nearest neighbours in a normalised pose
-distance), and the generated frames of each pair are compared (PSNR pooled over the pairs, mean
-SSIM). With the truth the same pairs of true frames give the ceiling (inf / 1 for a static scene
+path's extent), each frame in at most one pair (greedy matching, closest poses first), and the
+generated frames of each pair are compared (PSNR pooled over the pairs, mean SSIM). With the truth the same pairs of true frames give the ceiling (inf / 1 for a static scene
 seen from exactly the same pose; lower when the scene moves between passes), and the gap is
 generated minus truth. A path that never returns fails with its closest approach.
 """
@@ -106,7 +105,7 @@ def revisit_consistency(frames, w2c, K, truth=None, masks=None, min_gap: int = M
     come back to where they
     were (module docstring). A pair: frames i < j with j - i >= `min_gap`, relative rotation at
     most atan(image_shift * W / fx), camera centres at most `translation_frac` x the path's extent
-    (the largest distance between two centres) apart, mutual nearest neighbours in
+    (the largest distance between two centres) apart, matched one to one by `match_pairs` on
     max(angle / angle tolerance, distance / distance tolerance). raw: "psnr" (dB, pooled over the
     pairs), "ssim" (mean), "pairs"; with `truth` also "truth_psnr", "truth_ssim" and the gaps
     "psnr_gap", "ssim_gap" (generated - truth; the PSNR gap is None when the truth's pairs are
@@ -141,9 +140,7 @@ def revisit_consistency(frames, w2c, K, truth=None, masks=None, min_gap: int = M
     rot = angles / settings["rotation_tol_deg"]
     trans = dists / settings["translation_tol"] if extent > 0.0 else dists
     d = np.where(far, np.maximum(rot, trans), np.inf)
-    best = np.argmin(d, axis=1)
-    pairs = [(i, int(best[i])) for i in range(t)
-             if best[i] > i and best[best[i]] == i and d[i, best[i]] <= 1.0]
+    pairs = match_pairs(d)
     if not pairs:
         i, j = np.unravel_index(np.argmin(d), d.shape)
         i, j = sorted((int(i), int(j)))
@@ -170,6 +167,20 @@ def revisit_consistency(frames, w2c, K, truth=None, masks=None, min_gap: int = M
         if masks is not None:
             raw["truth_psnr_holes"] = _num(psnr(truth[a], truth[b], holes))
     return Metric(name, raw, None, unit=unit, details=details)
+
+
+def match_pairs(d: np.ndarray) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching on a normalised pose distance d (T, T) (inf where not allowed):
+    candidate pairs i < j with d <= 1, closest first (ties: the larger time gap, then the earlier
+    frame), each frame in at most one pair -> [(i, j)] sorted by i."""
+    i, j = np.nonzero(np.triu(d <= 1.0, k=1))
+    used, pairs = np.zeros(len(d), bool), []
+    for k in np.lexsort((i, i - j, d[i, j])):
+        a, b = int(i[k]), int(j[k])
+        if not (used[a] or used[b]):
+            used[a] = used[b] = True
+            pairs.append((a, b))
+    return sorted(pairs)
 
 
 def pose_distances(w2c: np.ndarray):

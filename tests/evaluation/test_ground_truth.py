@@ -165,6 +165,18 @@ def test_a_turn_in_place_revisits_by_rotation_alone():
     assert m.details["path_extent"] == 0.0
 
 
+def test_pauses_at_one_pose_pair_one_to_one():
+    """Out pauses 3 frames at a pose, back pauses 4 frames there: 3 pairs (no frame twice), among
+    equal poses the farthest apart in time first; frames 5 and 7 (30 deg) are too close in time."""
+    yaws = [0, 10, 20, 20, 20, 30, 40, 30, 20, 20, 20, 20, 10, 0]
+    w2c = np.stack([_yaw_w2c(y, (0, 0, 0.01 * y)) for y in yaws])
+    m = revisit_consistency(_clip(12, t=14), w2c, K, min_gap=3)
+    pairs = {tuple(p) for p in m.details["pairs"]}
+    assert {(0, 13), (1, 12)} <= pairs and len(pairs) == 5
+    paused = sorted(p for p in pairs if yaws[p[0]] == 20)
+    assert paused == [(2, 11), (3, 10), (4, 9)]  # frame 8 (also at 20 deg) is left without a partner
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"truth": _clip(0)[:, :, :16]}, r"truth: expected the frames' shape \(6, 24, 32, 3\), found \(6, 24, 16, 3\)"),
     ({"frames": _clip(0).astype(np.int32)}, "frames: expected uint8 .* found dtype int32"),
