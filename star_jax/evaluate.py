@@ -154,7 +154,10 @@ def evaluate(frames, *, w2c=None, K=None, truth=None, masks=None, renders=None,
         metrics += _guarded("3d_consistency", lambda: _timed(
             seconds, "3d_consistency", cc.consistency_3d, frames, K, reconstruction=rec))
     if "flow" not in skip:
-        flows = _timed(seconds, "flows", fl.flows, frames)
+        try:  # too few frames: each flow metric then reports its own failure
+            flows = _timed(seconds, "flows", fl.flows, frames)
+        except InputError:
+            flows = None
         metrics += _guarded("photometric_consistency", lambda: _timed(
             seconds, "photometric_consistency", fl.photometric_consistency, frames, flow_set=flows))
         metrics += _guarded("motion_magnitude", lambda: _timed(

@@ -60,6 +60,7 @@ from star_jax.errors import InputError
 from star_jax.io import files as io
 from star_jax.io.video import VideoProbe
 from star_jax.io.manifest import ManifestEntry
+from star_jax.io.scene_folder import is_scene_folder
 from star_jax.geometry.controller import ControllerConfig
 from star_jax.geometry.trajectory import source_frame_indices
 from star_jax.models.variants import DiTConfig, dit_variant
@@ -424,6 +425,9 @@ def main(argv):
         for k, v in overrides.items():
             if v:
                 config[k] = v
+        if is_scene_folder(config.video) and not (F.trajectory or F.w2c or F.keys):
+            config.trajectory = ""  # a scene folder brings its own target cameras
+            config.w2c_file = os.path.join(config.video, "input", "target_tcw.txt")
     run(config, dry_run=F.dry_run)
 
 
@@ -435,7 +439,8 @@ if __name__ == "__main__":
 
     _CONFIG = config_flags.DEFINE_config_file("config", "experiments/navigate.py:variant=tiny", "experiment config",
                                               lock_config=True)
-    flags.DEFINE_string("video", "", "reference video (replaces the config's manifest)")
+    flags.DEFINE_string("video", "", "reference video or InSpatio-World 1.5 scene folder (replaces the "
+                        "config's manifest; a scene folder brings its own target cameras)")
     flags.DEFINE_string("trajectory", "", "InSpatio keyframe trajectory file (pitch / yaw / displacement)")
     flags.DEFINE_string("w2c", "", "per-frame OpenCV world-to-camera matrices (.npy / .json / .txt)")
     flags.DEFINE_string("keys", "", "key script: lines '<frames> forward+yaw_left'")

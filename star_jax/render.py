@@ -39,6 +39,7 @@ from star_jax.io.manifest import (
     planar_prior_geometry,
 )
 from star_jax.io.video import VideoProbe, VideoSpec, load_video
+from star_jax.io.scene_folder import is_scene_folder, load_scene, probe_scene, scene_clip
 from star_jax.geometry import (
     WarpRecipe,
     load_w2c_file,
@@ -112,8 +113,11 @@ def check_camera_config(config) -> None:
 
 def validate_reference(config) -> tuple[ManifestEntry, VideoProbe]:
     """Opens the reference without decoding it: the manifest (and its depth folder and camera
-    files) or the bare video, header and first frame. Returns (entry, probe)."""
+    files), the bare video, header and first frame, or a scene folder (`scene_folder.probe_scene`:
+    scene.json, camera files, file headers). Returns (entry, probe)."""
     spec = video_spec(config)
+    if config.video and is_scene_folder(config.video):
+        return probe_scene(config.video)
     entry = reference_entry(config)
     return entry, check_manifest_entry(entry, spec)
 
@@ -186,6 +190,12 @@ def render_conditions(config, geometry, frames: np.ndarray, tgt_w2c: np.ndarray,
 def load_reference(entry: ManifestEntry, config, log=print):
     """Ingests `entry.video` per `config.video_spec` and returns (clip, geometry): the entry's
     depth and cameras when it has them, else the planar prior of `config.camera` (logged)."""
+    if is_scene_folder(entry.video):
+        spec = video_spec(config)
+        scene = load_scene(entry.video)
+        log(f"scene {entry.video}: {scene.kind}, {len(scene.views)} view(s) {scene.resolution[0]}x"
+            f"{scene.resolution[1]}, {scene.frames} frames at {scene.fps:g} fps, geometry {scene.geometry}")
+        return scene_clip(scene, entry.video, (spec.height, spec.width))
     clip = load_video(entry.video, video_spec(config))
     T, H, W, _ = clip.frames.shape
     log(f"ingested {entry.video}: {T} frames {H}x{W} at {clip.fps:g} fps "

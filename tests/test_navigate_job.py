@@ -65,8 +65,9 @@ def test_navigate_random_then_checkpoint(clip, orbit, tmp_path):
     ref = meta["reference"]  # provenance: 12 source frames 48x80 at 15 fps, all shown
     assert ref["source_size_hw"] == [48, 80] and ref["source_fps"] == 15 and ref["source_num_frames"] == 12
     assert ref["distinct_reference_frames"] == 9 and ref["distinct_source_frames_used"] == 9
-    for name in ("navigate.mp4", "renders.mp4", "contact_sheet.png", "metadata.json"):
+    for name in ("navigate.mp4", "renders.mp4", "contact_sheet.png", "cameras.npz", "metadata.json"):
         assert os.path.getsize(tmp_path / "a" / name) > 0
+    assert not os.path.exists(tmp_path / "a" / "metrics.json")  # evaluation only when asked
     assert json.load(open(tmp_path / "a" / "metadata.json"))["frames"] == 21
     assert not [f for f in os.listdir(tmp_path / "a") if f.startswith(".")]  # nothing half-written
 
@@ -142,3 +143,39 @@ def test_default_model_on_the_shared_real_video(shared_data, tmp_path):
     assert any(m.startswith("note: not the default world") for m in logs)
     assert sorted(os.listdir(tmp_path / "real")) == sorted(
         ["navigate.mp4", "renders.mp4", "contact_sheet.png", "metadata.json"])
+
+
+def test_navigate_a_scene_folder_and_evaluate(tmp_path):
+    """A photo made into a 1.5 scene folder (star_jax.prepare) drives navigate with the scene's own
+    target cameras; --evaluate writes metrics.json and report.png, and cameras.npz holds the
+    commanded path the metrics were measured against."""
+    from PIL import Image
+
+    from star_jax.evaluate import load_run
+    from star_jax.io.scene_folder import load_scene
+    from star_jax.prepare import main as prepare
+
+    y, x = np.mgrid[:32, :64]
+    img = np.stack([(x * 4) % 256, (y * 8) % 256, ((x + y) * 5) % 256], -1).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "photo.png")
+    scene_dir = str(tmp_path / "scene")
+    prepare(["--source", str(tmp_path / "photo.png"), "--output", scene_dir, "--height", "32", "--width", "64",
+             "--frames", "9", "--prompt", "a striped wall"])
+    scene = load_scene(scene_dir)
+    c = _config(scene_dir, tmp_path / "out", num_blocks=1, evaluate=True,
+                w2c_file=os.path.join(scene_dir, "input", "target_tcw.txt"))
+    logs = []
+    meta = run(c, log=logs.append)
+    out = tmp_path / "out"
+    for name in ("metrics.json", "report.png", "cameras.npz"):
+        assert os.path.getsize(out / name) > 0
+    with np.load(out / "cameras.npz") as z:
+        np.testing.assert_allclose(z["w2c"], scene.target_w2c[:9], atol=1e-6)
+        assert z["K"].shape == (9, 3, 3) and z["masks"].shape == (9, 32, 64)
+    metrics = json.load(open(out / "metrics.json"))
+    assert meta["evaluation"]["aggregate"] == metrics["aggregate"]
+    # random weights on 9 frames: whatever the numbers, every metric is a number or a stated failure
+    for m in metrics["metrics"].values():
+        assert m["ok"] or m["reason"]
+    assert any("aggregate" in line for line in logs)
+    assert load_run(str(out))["w2c"].shape == (9, 4, 4)

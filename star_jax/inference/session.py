@@ -117,6 +117,15 @@ class NavigationSession:
         self._rng = jax.random.PRNGKey(0) if rng is None else rng
         self.reset()
 
+    @classmethod
+    def from_scene(cls, model: StarModel, folder, hw: tuple[int, int] | None = None, **kw) -> "NavigationSession":
+        """A session on an InSpatio-World 1.5 scene folder (`star_jax.io.scene_folder`) at (H, W) = hw
+        (default: the scene's size). Its own target cameras: `load_scene(folder).target_w2c`."""
+        from star_jax.io.scene_folder import load_scene, scene_clip
+
+        clip, geometry = scene_clip(load_scene(folder), str(folder), hw)
+        return cls(model, clip.frames, geometry, **kw)
+
     def reset(self) -> None:
         cfg = self.model.dit.cfg
         self.state = init_rollout_state(cfg, 1, self.latent_hw, self._rng)
