@@ -70,7 +70,7 @@ def write_report(path_png, metrics, frames, truth=None, renders=None, masks=None
     FigureCanvasAgg(fig)
     t, h, w, _ = frames.shape
     fig.suptitle(f"{title}  ({t} frames, {h}x{w})".strip(), fontsize=13)
-    grid = fig.add_gridspec(3, 4, height_ratios=(3.0, 2.2, 2.6), left=0.045, right=0.985, top=0.93, bottom=0.02,
+    grid = fig.add_gridspec(3, 4, height_ratios=(3.0, 2.2, 2.6), left=0.045, right=0.96, top=0.93, bottom=0.02,
                             hspace=0.38, wspace=0.28)
     by_name = {m.name: m for m in ms}
     axes = {"top view": fig.add_subplot(grid[0, 0]), "side view": fig.add_subplot(grid[0, 1]),

@@ -258,3 +258,18 @@ def test_revisits_on_the_cache_loop_path():
     m = revisit_consistency(np.zeros((45, 96, 160, 3), np.uint8), w2c, spec.intrinsics())
     assert m.ok and m.details["pairs"] == [[i, 44 - i] for i in range(17)]
     assert m.details["path_turn_deg"] == pytest.approx(30.0, abs=1e-3)
+
+
+def test_metrics_are_strict_json(gt_case):
+    """Every number in raw / details is a plain float, int or None once to_json has run: no NumPy
+    scalars, no NaN (strict JSON, as metrics.json is read by other tools)."""
+    import json
+
+    frames, truth, renders, masks = gt_case
+    ms = ground_truth_metrics(frames, truth, masks, renders)
+    w2c = _loop_path()
+    ms.append(revisit_consistency(_loop_frames(w2c), w2c, K, truth=_loop_frames(w2c), min_gap=5,
+                                  masks=np.ones((30, H, W), bool)))
+    ms.append(revisit_consistency(_clip(10, t=20), np.stack([_yaw_w2c(0, (0, 0, 0.1 * i)) for i in range(20)]), K))
+    for m in ms:
+        json.dumps(m.to_json(), allow_nan=False)
