@@ -18,6 +18,10 @@ path's extent), each frame in at most one pair (greedy matching, closest poses f
 generated frames of each pair are compared (PSNR pooled over the pairs, mean SSIM). With the truth the same pairs of true frames give the ceiling (inf / 1 for a static scene
 seen from exactly the same pose; lower when the scene moves between passes), and the gap is
 generated minus truth. A path that never returns fails with its closest approach.
+
+Cost (45 frames of 480x832 with masks and renders; a 45-frame loop with 17 pairs, truth and
+masks; CPU seconds on the shared 2-core machine): ground_truth_metrics 18.7 s, revisit_consistency
+14.0 s, most of it image_metrics' SSIM filter (one SSIM map per frame or pair).
 """
 
 from __future__ import annotations
