@@ -11,14 +11,12 @@ is False. Everything is scatter / gather over flat arrays with static shapes (ji
 a = (i, j), b = (i, j+1), c = (i+1, j), d = (i+1, j+1). A triangle exists when its three vertices
 are valid and its source depths agree, max / min <= 1 + depth_cut (else it spans a depth edge:
 the disocclusion stays a hole). Each quad tests the output pixel centres of its bounding box, a
-static window x window block from its top-left integer corner; a quad whose box is wider or taller
-than `window` pixels (stretched over an uncut edge, or magnified more than ~window - 1 times) is
-dropped, and its vertices splat window x window squares instead (below). A pixel centre inside a triangle (barycentric weights >= -1e-5, so shared edges leave no
+static window x window block from its top-left integer corner: a quad whose box is wider or taller
+(magnified more than ~window - 1 times, or stretched over an uncut edge) is drawn only there, so a
+zoom beyond the window leaves seams, as a square splat does beyond its size. A pixel centre inside a triangle (barycentric weights >= -1e-5, so shared edges leave no
 seam) gets colour by screen-space barycentric interpolation of the vertex colours and depth by
 perspective-correct interpolation (1 / z linear in screen space, exact on a planar triangle).
-Every valid point is also splatted to its rounded pixel (a vertex of a dropped quad: a centred
-window x window square, so a zoom beyond the window degrades to blocks, not to scattered dots),
-with its depth pushed back by the factor 1 + depth_cut in the z-test: it shows only where no
+Every valid point is also splatted to its rounded pixel, with its depth pushed back by the factor 1 + depth_cut in the z-test: it shows only where no
 triangle covers the pixel (isolated points, thin structures whose triangles were all cut) or where
 it lies in front of the surface there by more than the cut. Nearest wins; ties go to the lowest candidate index (triangles before points).
 
@@ -40,43 +38,35 @@ _COORD_CLIP = 2.0**24  # far off-screen stays off-screen and int32-safe
 
 
 # --------------------------------------------------------------------- triangle mesh
-def _expand(v):
-    """Per-quad arrays (Nq,) -> (Nq, 1), through tuples, to broadcast against window offsets."""
-    return tuple(_expand(x) for x in v) if isinstance(v, tuple) else v[:, None]
+def _weight_planes(A, B, C):
+    """Barycentric weights of triangle (A, B, C) as affine functions of the pixel position:
+    w(x, y) = k0 + kx x + ky y for each vertex, per triangle, and whether the triangle has area.
+    A, B, C: (u, v) pairs of arrays, relative to the quad's window corner (small numbers)."""
+    area = (B[0] - A[0]) * (C[1] - A[1]) - (B[1] - A[1]) * (C[0] - A[0])
+    ok = area != 0
+    inv = 1.0 / jnp.where(ok, area, 1.0)
+    planes = []
+    for P, Q in ((B, C), (C, A), (A, B)):  # the weight of the vertex opposite edge P -> Q
+        kx, ky = -(Q[1] - P[1]) * inv, (Q[0] - P[0]) * inv
+        planes.append((-(kx * P[0] + ky * P[1]), kx, ky))
+    return ok, planes
 
 
-def _edge(ax, ay, bx, by, px, py):
-    return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
+def _raster(quad, ox, oy):
+    """Which triangle of each quad covers the pixel centre at window offset (ox, oy), its weights
+    over (a, b, c, d) and the perspective-correct depth. quad: per-quad arrays broadcastable with ox."""
+    def weights(planes):
+        return [k0 + kx * ox + ky * oy for k0, kx, ky in planes]
 
-
-def _barycentric(A, B, C, px, py):
-    """Weights of A, B, C at (px, py); each edge function over its own vertex's, so a vertex gets
-    exactly (1, 0, 0). A, B, C: (u, v) pairs of arrays broadcastable with px."""
-    ea = _edge(B[0], B[1], C[0], C[1], A[0], A[1])
-    eb = _edge(C[0], C[1], A[0], A[1], B[0], B[1])
-    ec = _edge(A[0], A[1], B[0], B[1], C[0], C[1])
-    nondegenerate = (ea != 0) & (eb != 0) & (ec != 0)
-    safe = lambda e: jnp.where(e != 0, e, 1.0)
-    wa = _edge(B[0], B[1], C[0], C[1], px, py) / safe(ea)
-    wb = _edge(C[0], C[1], A[0], A[1], px, py) / safe(eb)
-    wc = _edge(A[0], A[1], B[0], B[1], px, py) / safe(ec)
-    inside = nondegenerate & (wa >= -_INSIDE_TOL) & (wb >= -_INSIDE_TOL) & (wc >= -_INSIDE_TOL)
-    return inside, wa, wb, wc
-
-
-def _raster(quad, px, py):
-    """Which triangle of each quad covers pixel centre (px, py), its weights over (a, b, c, d) and
-    the perspective-correct depth. quad: per-quad arrays broadcastable with px."""
-    a, b, c, d = quad["uv"]
-    za, zb, zc, zd = quad["z"]
-    in1, w1a, w1b, w1c = _barycentric(a, b, c, px, py)
-    in2, w2b, w2d, w2c = _barycentric(b, d, c, px, py)
-    in1 = in1 & quad["t1"]
-    in2 = in2 & quad["t2"] & ~in1
+    w1a, w1b, w1c = weights(quad["p1"])
+    w2b, w2d, w2c = weights(quad["p2"])
+    in1 = quad["t1"] & (w1a >= -_INSIDE_TOL) & (w1b >= -_INSIDE_TOL) & (w1c >= -_INSIDE_TOL)
+    in2 = quad["t2"] & (w2b >= -_INSIDE_TOL) & (w2d >= -_INSIDE_TOL) & (w2c >= -_INSIDE_TOL) & ~in1
     zero = jnp.zeros_like(w1a)
     w = [jnp.where(in1, w1a, zero), jnp.where(in1, w1b, jnp.where(in2, w2b, zero)),
          jnp.where(in1, w1c, jnp.where(in2, w2c, zero)), jnp.where(in2, w2d, zero)]
-    inv_z = w[0] / za + w[1] / zb + w[2] / zc + w[3] / zd
+    iza, izb, izc, izd = quad["inv_z"]
+    inv_z = w[0] * iza + w[1] * izb + w[2] * izc + w[3] * izd
     covered = (in1 | in2) & (inv_z > 0)
     return covered, w, 1.0 / jnp.where(covered, inv_z, 1.0)
 
@@ -84,6 +74,8 @@ def _raster(quad, px, py):
 def mesh_splat(uv, z, valid, src_depth, colours, out_hw, depth_cut: float, window: int):
     """Triangle-mesh render (module docstring). src_depth (H, W): the cut's source depths."""
     H, W = z.shape
+    if H < 2 or W < 2:
+        raise ValueError(f"mesh_splat: a triangle mesh needs at least 2 x 2 source pixels, got {H} x {W}")
     Ho, Wo = out_hw
     n_out, C = Ho * Wo, colours.shape[-1]
     uv = jnp.clip(jnp.where(valid[..., None], uv, 0.0), -_COORD_CLIP, _COORD_CLIP)
@@ -113,35 +105,28 @@ def mesh_splat(uv, z, valid, src_depth, colours, out_hw, depth_cut: float, windo
 
     x0, x1 = box(ua, ub, uc, ud)
     y0, y1 = box(va, vb, vc, vd)
-    live = (t1 | t2) & (x1 - x0 < window) & (y1 - y0 < window)
-    quad = {"uv": ((ua, va), (ub, vb), (uc, vc), (ud, vd)), "z": corners(zs), "t1": t1 & live, "t2": t2 & live}
+    fx, fy = x0.astype(jnp.float32), y0.astype(jnp.float32)
+    rel = [(u_ - fx, v_ - fy) for u_, v_ in ((ua, va), (ub, vb), (uc, vc), (ud, vd))]
+    ok1, p1 = _weight_planes(rel[0], rel[1], rel[2])
+    ok2, p2 = _weight_planes(rel[1], rel[3], rel[2])
+    quad = {"p1": p1, "p2": p2, "t1": t1 & ok1, "t2": t2 & ok2, "inv_z": tuple(1.0 / x for x in corners(zs))}
 
     off = jnp.arange(window, dtype=jnp.int32)
     ox = jnp.tile(off, window)[None]
     oy = jnp.repeat(off, window)[None]
     px, py = x0[:, None] + ox, y0[:, None] + oy  # (Nq, window^2)
-    covered, _, zt = _raster({k: _expand(v) for k, v in quad.items()}, px.astype(jnp.float32), py.astype(jnp.float32))
+    expand = lambda v: tuple(expand(x) for x in v) if isinstance(v, (tuple, list)) else v[:, None]
+    covered, _, zt = _raster({k: expand(v) for k, v in quad.items()}, ox.astype(jnp.float32), oy.astype(jnp.float32))
     ok_t = covered & (px <= x1[:, None]) & (py <= y1[:, None]) & (px >= 0) & (px < Wo) & (py >= 0) & (py < Ho)
     lin_t = jnp.where(ok_t, py * Wo + px, n_out).reshape(-1)
     key_t = jnp.where(ok_t, zt, jnp.inf).reshape(-1)
 
-    # every valid point at its rounded pixel, pushed back by the cut factor; a vertex of a dropped
-    # (too wide) triangle as a window x window square centred there, so a zoom beyond the window
-    # degrades to blocks instead of leaving the surface to single pixels
-    stretched = ((t1 | t2) & ~live).reshape(H - 1, W - 1)
-    big_pt = jnp.zeros((H, W), bool)
-    for di in (0, 1):
-        for dj in (0, 1):
-            big_pt = big_pt.at[di:di + H - 1, dj:dj + W - 1].set(big_pt[di:di + H - 1, dj:dj + W - 1] | stretched)
-    r = jnp.arange(window, dtype=jnp.int32) - (window - 1) // 2
-    rx, ry = jnp.tile(r, window)[None], jnp.repeat(r, window)[None]
-    pu = (jnp.round(uv[..., 0]).astype(jnp.int32).reshape(-1, 1) + rx).reshape(-1)
-    pv = (jnp.round(uv[..., 1]).astype(jnp.int32).reshape(-1, 1) + ry).reshape(-1)
-    centre = ((rx == 0) & (ry == 0)).reshape(1, -1)
-    pvalid = (valid.reshape(-1, 1) & (big_pt.reshape(-1, 1) | centre)).reshape(-1)
-    ok_p = pvalid & (pu >= 0) & (pu < Wo) & (pv >= 0) & (pv < Ho)
+    # every valid point at its rounded pixel, pushed back by the cut factor
+    pu = jnp.round(uv[..., 0]).astype(jnp.int32).reshape(-1)
+    pv = jnp.round(uv[..., 1]).astype(jnp.int32).reshape(-1)
+    ok_p = valid.reshape(-1) & (pu >= 0) & (pu < Wo) & (pv >= 0) & (pv < Ho)
     lin_p = jnp.where(ok_p, pv * Wo + pu, n_out)
-    key_p = jnp.where(ok_p, jnp.repeat(zs.reshape(-1), window * window) * (1.0 + depth_cut), jnp.inf)
+    key_p = jnp.where(ok_p, zs.reshape(-1) * (1.0 + depth_cut), jnp.inf)
 
     lin = jnp.concatenate([lin_t, lin_p])
     key = jnp.concatenate([key_t, key_p])
@@ -156,16 +141,14 @@ def mesh_splat(uv, z, valid, src_depth, colours, out_hw, depth_cut: float, windo
     # the winners, recomputed: triangle candidates by their quad and window offset, points directly
     cand = jnp.clip(best, 0, n_t - 1)
     q, k = cand // (window * window), cand % (window * window)
-    qw = {"uv": tuple((u_[q], v_[q]) for u_, v_ in quad["uv"]), "z": tuple(x[q] for x in quad["z"]),
-          "t1": quad["t1"][q], "t2": quad["t2"][q]}
-    wpx = (x0[q] + k % window).astype(jnp.float32)
-    wpy = (y0[q] + k // window).astype(jnp.float32)
-    _, w, zw = _raster(qw, wpx, wpy)
+    take = lambda v: tuple(take(x) for x in v) if isinstance(v, (tuple, list)) else v[q]
+    _, w, zw = _raster({k_: take(v) for k_, v in quad.items()}, (k % window).astype(jnp.float32),
+                       (k // window).astype(jnp.float32))
     i, j = q // (W - 1), q % (W - 1)
     a_idx = i * W + j
     flat = colours.reshape(H * W, C).astype(jnp.float32)
     tri_rgb = sum(w_[:, None] * flat[idx] for w_, idx in zip(w, (a_idx, a_idx + 1, a_idx + W, a_idx + W + 1)))
-    p = jnp.clip((best - n_t) // (window * window), 0, H * W - 1)
+    p = jnp.clip(best - n_t, 0, H * W - 1)
     rgb = jnp.where(is_tri[:, None], tri_rgb, flat[p])
     depth = jnp.where(is_tri, zw, zs.reshape(-1)[p])
     rgb = jnp.where(hit[:, None], rgb, 0.0).reshape(Ho, Wo, C)

@@ -23,10 +23,10 @@ A frozen `WarpRecipe` holds these quantities; `warp_recipe(mode, point_size)` na
                       at output resolution, cut where neighbouring source depths differ by more
                       than 5 % (disocclusions stay holes), colour interpolated, nearest wins;
                       every point also splats to its own pixel where no surface is nearer
-                      (`splat.mesh_splat`). Triangles up to point_size + 2 px across are drawn
-                      (window; 4 px, a zoom of ~3x, at point size 2); a wider one is dropped and
-                      its vertices splat window-wide squares (blocks, then cracks, at closer
-                      zooms); a larger point_size reaches further, at cost ~window^2.
+                      (`splat.mesh_splat`). Each quad of 2 x 2 source pixels draws at most a
+                      window of point_size + 2 px square (4 px, a zoom of ~3x, at point size 2);
+                      a closer zoom leaves seams, a larger point_size reaches further, at a cost
+                      ~window^2.
   "inspatio-1.5"      the InSpatio-World 1.5 release's render (pipeline/depth_warper.py): a 4-tap
                       bilinear splat at output resolution with soft depth weights, colour and
                       depth the weighted means, mask = summed weight > 0 (`splat.bilinear_splat`).

@@ -22,10 +22,9 @@ def _project(rgb, depth, K_src, w2c_src, K_tgt, w2c_tgt, min_depth, near):
 
 def mesh_reference(rgb, depth, K_src, w2c_src, K_tgt, w2c_tgt, out_hw=None, depth_cut=0.05, window=4,
                    min_depth=1e-3, near=1e-3):
-    """Every quad's two triangles rasterised in turn (a quad whose box exceeds `window` dropped);
-    then every point at its rounded pixel (a corner of a dropped quad: the centred window x window
-    square) with its depth times (1 + depth_cut); strictly nearer candidates replace, so ties keep
-    the first."""
+    """Every quad's two triangles rasterised in turn (over at most the window x window pixels from
+    the top-left of the quad's box); then every point at its rounded pixel with its depth times
+    (1 + depth_cut); strictly nearer candidates replace, so ties keep the first."""
     depth = np.asarray(depth, np.float64)
     H, W = depth.shape
     Ho, Wo = out_hw or (H, W)
@@ -33,7 +32,6 @@ def mesh_reference(rgb, depth, K_src, w2c_src, K_tgt, w2c_tgt, out_hw=None, dept
     key = np.full((Ho, Wo), np.inf)
     out = np.zeros((Ho, Wo, col.shape[-1]))
     zout = np.zeros((Ho, Wo))
-    big = set()
     for i in range(H - 1):
         for j in range(W - 1):
             verts = {"a": (i, j), "b": (i, j + 1), "c": (i + 1, j), "d": (i + 1, j + 1)}
@@ -48,9 +46,7 @@ def mesh_reference(rgb, depth, K_src, w2c_src, K_tgt, w2c_tgt, out_hw=None, dept
             pts = np.array([uv[v] for t in tris for v in t])
             x0, x1 = int(np.ceil(pts[:, 0].min())), int(np.floor(pts[:, 0].max()))
             y0, y1 = int(np.ceil(pts[:, 1].min())), int(np.floor(pts[:, 1].max()))
-            if x1 - x0 >= window or y1 - y0 >= window:
-                big.update(verts.values())  # stretched: dropped, its corners splat squares
-                continue
+            x1, y1 = min(x1, x0 + window - 1), min(y1, y0 + window - 1)  # the window clips a wide quad
             for py in range(max(y0, 0), min(y1, Ho - 1) + 1):
                 for px in range(max(x0, 0), min(x1, Wo - 1) + 1):
                     for t in tris:
@@ -69,18 +65,15 @@ def mesh_reference(rgb, depth, K_src, w2c_src, K_tgt, w2c_tgt, out_hw=None, dept
                             out[py, px] = sum(w[k] * col[t[k]] for k in range(3))
                             zout[py, px] = zp
                         break  # the first triangle that covers the centre takes it
-    r = range(-((window - 1) // 2), window - (window - 1) // 2)
     for i in range(H):
         for j in range(W):
             if not valid[i, j]:
                 continue
-            offsets = [(dx, dy) for dy in r for dx in r] if (i, j) in big else [(0, 0)]
-            for dx, dy in offsets:
-                px, py = int(np.round(uv[i, j, 0])) + dx, int(np.round(uv[i, j, 1])) + dy
-                if 0 <= px < Wo and 0 <= py < Ho and z[i, j] * (1 + depth_cut) < key[py, px]:
-                    key[py, px] = z[i, j] * (1 + depth_cut)
-                    out[py, px] = col[i, j]
-                    zout[py, px] = z[i, j]
+            px, py = int(np.round(uv[i, j, 0])), int(np.round(uv[i, j, 1]))
+            if 0 <= px < Wo and 0 <= py < Ho and z[i, j] * (1 + depth_cut) < key[py, px]:
+                key[py, px] = z[i, j] * (1 + depth_cut)
+                out[py, px] = col[i, j]
+                zout[py, px] = z[i, j]
     return out, np.isfinite(key), zout
 
 

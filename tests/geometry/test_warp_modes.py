@@ -69,10 +69,10 @@ def test_zoomed_plane_has_no_cracks_and_the_inverse_warp_colours(zoom):
     np.testing.assert_allclose(np.asarray(out.depth), 4.0 / zoom, rtol=1e-5)
 
 
-def test_zoom_beyond_the_window_degrades_to_blocks():
-    """At 5x the quads (5 px) exceed the window (4 px at point size 2): their vertices splat 4 x 4
-    squares, 5 px apart, so 1-px seams remain but most of the plane is covered; point size 4
-    (window 6) draws the triangles again, crack-free and interpolated."""
+def test_zoom_beyond_the_window_leaves_seams():
+    """At 5x the quads (5 px) exceed the window (4 px at point size 2): each draws its top-left
+    4 x 4 pixels, so 1-px seams remain but most of the plane is covered; point size 4 (window 6)
+    draws them whole again, crack-free."""
     rgb, depth, K, w2c_tgt, want = zoom_plane(zoom=5.0)
     mask = np.asarray(WARP(rgb, depth, K, EYE, K, w2c_tgt, recipe=MESH).mask)
     assert 0.5 < mask.mean() < 1.0
@@ -132,7 +132,7 @@ def test_mesh_matches_its_float64_twin(seed, out_hw):
     depth = np.where(depth > 0, 2.0 + 0.2 * np.sin(np.arange(depth.shape[1]) / 3.0)[None], 0.0).astype(np.float32)
     depth[:, 20:] *= 1.5  # a depth edge
     w2c_src, w2c_tgt = moved_pair(seed)
-    # (40, 64) at focal 150: a ~5x zoom, every quad dropped for its size and drawn as squares
+    # (40, 64) at focal 150: a ~5x zoom, every quad clipped to the window
     f = {None: 30.0, (20, 36): 45.0, (40, 64): 150.0}[out_hw]
     K_tgt = K if out_hw is None else np.array([[f, 0, out_hw[1] / 2 - 0.5], [0, f, out_hw[0] / 2 - 0.5], [0, 0, 1]],
                                               np.float32)
