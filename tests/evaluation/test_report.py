@@ -69,8 +69,8 @@ def test_full_report_has_the_size_and_no_blank_panel(tmp_path, clip):
     boxes = write_report(path, ms, frames, truth=truth, renders=renders, masks=masks, title="test")
     img = _read(path)
     assert img.shape == (int(SIZE_IN[1] * DPI), int(SIZE_IN[0] * DPI), 3)
-    assert set(boxes) == {"top view", "side view", "table", "vs ground truth", "camera", "flow", "smoothness", "revisit",
-                          "frames"}
+    assert set(boxes) == {"top view", "side view", "table", "vs ground truth", "camera", "flow", "smoothness",
+                          "revisit", "frames"}
     for name, (x0, y0, x1, y1) in boxes.items():
         assert 0 <= x0 < x1 <= img.shape[1] and 0 <= y0 < y1 <= img.shape[0], name
         assert img[y0:y1, x0:x1].std() > 8.0, f"panel {name} looks blank"
