@@ -183,6 +183,15 @@ def test_one_point_between_four_pixels():
     np.testing.assert_array_equal(ref[1], want)
 
 
+def test_an_integer_coordinate_weighs_four_times():
+    """The release's taps are floor and ceil: a point on (1, 1) puts weight 1 on all four (the
+    same pixel), a point on (1.5, 1) puts 0.5 twice on (1, 1) and twice on (2, 1)."""
+    rgb, mask, _ = splat_points([[1.0, 1.0], [1.5, 1.0]], [2.0, 2.0], [[1.0, 0, 0], [0, 1.0, 0]])
+    np.testing.assert_allclose(rgb[1, 1], [0.8, 0.2, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(rgb[1, 2], [0.0, 1.0, 0.0], rtol=1e-6)
+    assert mask.sum() == 2
+
+
 def test_two_depths_on_one_pixel_blend_by_the_soft_weights():
     """Points at z = 1 and z = 3 on pixel (1, 2); max log(1 + z) = log 4, so the near point's
     weight is exp(50 (log 4 - log 2) / log 4) = e^25 times the far one's."""
