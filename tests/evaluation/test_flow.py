@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from star_jax.errors import InputError
 from star_jax.evaluation import flow as fl
 from star_jax.evaluation import worldscore as ws
 from star_jax.io.video import VideoError
@@ -72,6 +73,9 @@ def test_static_scene_rendered_twice():
         assert pc.ok and pc.raw < 0.05 and pc.score > 0.95, pc
         assert len(pc.details["per_pair"]) == 4
         assert mm.ok and mm.raw < 0.1
+    # float frames in [0, 1] are the same frames
+    moving = np.stack([shifted(tex, 1.5 * t, 0) for t in range(3)])
+    assert fl.photometric_consistency(moving / 255.0).raw == fl.photometric_consistency(moving).raw
 
 
 @pytest.mark.parametrize("shift", [(0.25, 0.0), (0.5, 0.5), (2.3, -1.7), (-3.0, 1.0)])
@@ -183,6 +187,13 @@ def test_failures_are_explicit():
     constant = fl.flow_metrics(np.full((5, 64, 80, 3), 17, np.uint8))
     assert [m.name for m in constant] == ["photometric_consistency", "motion_magnitude", "motion_smoothness"]
     assert all(not m.ok and "frame 0 is textureless" in m.reason for m in constant)
+
+
+def test_bad_settings_raise():
+    with pytest.raises(InputError, match="preset"):
+        fl.FlowSettings(preset="slow")
+    with pytest.raises(InputError, match="max_side"):
+        fl.FlowSettings(max_side=0)
 
 
 def test_flow_set_must_match_the_frames():
