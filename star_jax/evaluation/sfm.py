@@ -1,0 +1,659 @@
+"""A small incremental structure-from-motion for one video with known intrinsics (weight-free).
+
+    rec = reconstruct(frames, K)   # frames (T, H, W, 3) uint8, K (3, 3) at the frames' resolution
+    rec.w2c[rec.registered]        # (T, 4, 4) float64 world-to-camera, frame 0 = identity
+    rec.mean_error_px              # mean reprojection error after bundle adjustment (working px)
+
+The stand-in for WorldScore's DROID-SLAM (camera control, 3D consistency). Steps, all on CPU:
+1. Frames are resized so the longest side is `SfmConfig.max_side` (K scaled with them) and turned
+   grey. Features: Shi-Tomasi corners tracked frame to frame by pyramidal Lucas-Kanade with a
+   forward-backward check, topped up with new corners away from the live ones.
+2. Two-view init with frame 0: the first frame j whose tracks shared with frame 0 have a median
+   triangulation angle >= `init_angle_deg` (else the largest >= `min_angle_deg`): essential matrix
+   (RANSAC), recoverPose, triangulation. World = frame 0's camera.
+3. Frames are registered one by one, most 2D-3D matches first, by PnP-RANSAC + LM refinement;
+   each new frame triangulates the tracks it shares with a registered frame; a global bundle
+   adjustment runs whenever the registered set has grown by half.
+4. Final: every track seen by >= 2 registered frames is triangulated (linear, all its views), then
+   one bundle adjustment over all poses and points (intrinsics fixed, camera 0 fixed, Huber loss
+   over pixel residuals, sparse Jacobian pattern). The reported error is the mean over ALL those
+   observations, none rejected (a track whose content moves non-rigidly counts with its full error,
+   capped at `error_cap_px`; a track that lands behind a camera counts at the cap), as DROID-SLAM
+   averages over every pixel with valid depth, not over a filtered inlier set.
+
+Failure is explicit (`ok=False` and `reason`): fewer than 3 frames, tracking lost (too few tracks
+shared with frame 0, or frames that cannot be registered: named), no frame pair with parallax that
+is not a pure rotation. A video whose tracks are all explained by a rotation (static camera, pan,
+tripod) has no translation to triangulate: `model="rotation"`, rotations from the chained rotation
+fit of bearings (Kabsch), positions zero, no points, errors NaN; camera control can still score
+it (a static video when motion was commanded scores low), 3D consistency reports the degeneracy.
+Runtime: 45 frames of 480x832 in ~5-10 s on 2 CPU cores (see benchmarks/eval_geometry.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import cv2
+import numpy as np
+
+from star_jax.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class SfmConfig:
+    """Settings; pixel thresholds are at the working resolution (longest side `max_side`)."""
+
+    max_side: int = 512
+    max_features: int = 1500
+    min_distance: int = 8  # px between corners
+    quality: float = 0.005  # goodFeaturesToTrack quality level
+    lk_window: int = 21
+    lk_levels: int = 3
+    fb_threshold_px: float = 1.0  # forward-backward LK disagreement
+    ransac_px: float = 1.0  # essential matrix RANSAC threshold
+    pnp_px: float = 3.0  # PnP RANSAC threshold and the triangulation check
+    init_angle_deg: float = 3.0  # wanted median triangulation angle of the init pair
+    min_angle_deg: float = 0.75  # least median angle to initialise; per point to triangulate it
+    rotation_px: float = 0.75  # median residual of a pure-rotation fit below which a pair has no parallax
+    min_tracks: int = 40  # tracks an init pair / a PnP registration needs
+    min_registered_fraction: float = 0.8
+    error_cap_px: float = 16.0  # per-observation cap of the reported error (2 px at WorldScore's 1/8 res)
+    huber_px: float = 1.0
+    ba_iters: int = 10  # LM steps of the bundle adjustments during registration
+    final_ba_iters: int = 25
+
+
+@dataclasses.dataclass(frozen=True)
+class Reconstruction:
+    """Result of `reconstruct`. Poses and points live in frame 0's camera frame (OpenCV axes).
+
+    w2c: (T, 4, 4) float64, w2c[0] = I; NaN rows for frames not registered.
+    registered: (T,) bool.
+    points: (N, 3) float64 triangulated track points (empty for the rotation model).
+    obs_frame, obs_point: (M,) int, the frame and the point of each observation.
+    residuals: (M, 2) float64, projected - observed, pixels at the working resolution.
+    mean_error_before_px / mean_error_px: mean capped residual norm before / after the final BA.
+    K: (3, 3) intrinsics at the working resolution `size_hw`; `resize` = working / input scale.
+    model: "full" (6-DoF poses + points), "rotation" (no translation to triangulate) or "none".
+    """
+
+    w2c: np.ndarray
+    registered: np.ndarray
+    points: np.ndarray
+    obs_frame: np.ndarray
+    obs_point: np.ndarray
+    residuals: np.ndarray
+    mean_error_before_px: float
+    mean_error_px: float
+    K: np.ndarray
+    size_hw: tuple[int, int]
+    resize: float
+    model: str
+    ok: bool
+    reason: str = ""
+    stats: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.registered)
+
+
+def default_intrinsics(height: int, width: int) -> np.ndarray:
+    """WorldScore's camera: fx = fy = 500 at the resolution of area 512^2 (DROID-SLAM's input), the
+    principal point at the image centre; returned at (height, width)."""
+    f = 500.0 * np.sqrt(height * width) / 512.0
+    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+# ----------------------------------------------------------------------------------------------
+# Pinhole model and bundle adjustment (float64 NumPy)
+
+def rotate(rvec: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Rotates points X (N, 3) by axis-angle vectors rvec (N, 3) (Rodrigues' formula)."""
+    theta = np.linalg.norm(rvec, axis=1, keepdims=True)
+    small = theta < 1e-12
+    k = rvec / np.where(small, 1.0, theta)
+    c, s = np.cos(theta), np.sin(theta)
+    rot = X * c + np.cross(k, X) * s + k * np.sum(k * X, axis=1, keepdims=True) * (1.0 - c)
+    return np.where(small, X + np.cross(rvec, X), rot)
+
+
+def project(K: np.ndarray, rvec: np.ndarray, tvec: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Pixels (N, 2) of world points X (N, 3) seen by cameras x_cam = R(rvec) X + tvec (N, 3 each)."""
+    Xc = rotate(rvec, X) + tvec
+    x, y = Xc[:, 0] / Xc[:, 2], Xc[:, 1] / Xc[:, 2]
+    return np.stack([K[0, 0] * x + K[0, 1] * y + K[0, 2], K[1, 1] * y + K[1, 2]], axis=1)
+
+
+def _to_params(w2c: np.ndarray) -> np.ndarray:
+    """(C, 4, 4) -> (C, 6) [rvec, t]."""
+    return np.stack([np.concatenate([cv2.Rodrigues(np.ascontiguousarray(m[:3, :3]))[0][:, 0], m[:3, 3]]) for m in w2c])
+
+
+def rotation_matrices(rvec: np.ndarray) -> np.ndarray:
+    """Axis-angle (N, 3) -> rotation matrices (N, 3, 3) (Rodrigues)."""
+    theta = np.linalg.norm(rvec, axis=1)
+    k = rvec / np.where(theta < 1e-12, 1.0, theta)[:, None]
+    Kx = _skew(k)
+    s, c = np.sin(theta)[:, None, None], np.cos(theta)[:, None, None]
+    return np.eye(3) + s * Kx + (1.0 - c) * (Kx @ Kx)
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    z = np.zeros(len(v))
+    return np.stack([np.stack([z, -v[:, 2], v[:, 1]], -1), np.stack([v[:, 2], z, -v[:, 0]], -1),
+                     np.stack([-v[:, 1], v[:, 0], z], -1)], -2)
+
+
+def _unpack(x, R0, t0, free, n_points):
+    """Packed [free cameras (F, 6) = (rotation update w, t), points (P, 3)] -> per-camera R (C, 3, 3),
+    t (C, 3), update w (C, 3), points. A camera's rotation is exp(w) R0: w stays small, so the
+    axis-angle Jacobian is well conditioned; held cameras keep w = 0."""
+    w = np.zeros((len(R0), 3))
+    t = t0.copy()
+    cam = x[:6 * len(free)].reshape(-1, 6)
+    w[free], t[free] = cam[:, :3], cam[:, 3:]
+    return rotation_matrices(w) @ R0, t, w, x[6 * len(free):].reshape(n_points, 3)
+
+
+def ba_residuals(x: np.ndarray, K: np.ndarray, R0: np.ndarray, t0: np.ndarray, free: np.ndarray, n_points: int,
+                 cam_idx: np.ndarray, pt_idx: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Residuals (2M,) = project - observed of observation m (point pt_idx[m] in camera cam_idx[m])."""
+    R, t, _, X = _unpack(x, R0, t0, free, n_points)
+    Xc = np.einsum("mij,mj->mi", R[cam_idx], X[pt_idx]) + t[cam_idx]
+    q = Xc @ K.T
+    return (q[:, :2] / q[:, 2:] - uv).ravel()
+
+
+def ba_jacobian_blocks(K: np.ndarray, R: np.ndarray, t: np.ndarray, X: np.ndarray, cam_idx: np.ndarray,
+                       pt_idx: np.ndarray):
+    """Jacobian blocks of the pixel of point X[pt_idx[m]] in camera cam_idx[m] (x_cam = R X + t) with
+    respect to that camera's update (w, dt), R -> exp(w) R, t -> t + dt, at w = 0 (M, 2, 6), and to
+    the point (M, 2, 3)."""
+    Xr = np.einsum("mij,mj->mi", R[cam_idx], X[pt_idx])
+    Xc = Xr + t[cam_idx]
+    z = Xc[:, 2]
+    dpi = np.zeros((len(z), 2, 3))  # d pixel / d x_cam
+    dpi[:, 0, 0], dpi[:, 0, 1] = K[0, 0] / z, K[0, 1] / z
+    dpi[:, 0, 2] = -(K[0, 0] * Xc[:, 0] + K[0, 1] * Xc[:, 1]) / z ** 2
+    dpi[:, 1, 1], dpi[:, 1, 2] = K[1, 1] / z, -K[1, 1] * Xc[:, 1] / z ** 2
+    J_cam = np.concatenate([-dpi @ _skew(Xr), dpi], axis=2)
+    return J_cam, dpi @ R[cam_idx]
+
+
+def _sum_by(idx: np.ndarray, vals: np.ndarray, n: int) -> np.ndarray:
+    """Sums rows of vals (M, ...) into n bins by idx (M,) -> (n, ...)."""
+    flat = vals.reshape(len(vals), -1)
+    out = np.stack([np.bincount(idx, flat[:, j], minlength=n) for j in range(flat.shape[1])], axis=1)
+    return out.reshape((n,) + vals.shape[1:])
+
+
+def _huber_cost(err: np.ndarray, delta: float) -> float:
+    return float(np.sum(np.where(err <= delta, 0.5 * err ** 2, delta * (err - 0.5 * delta))))
+
+
+def bundle_adjust(K: np.ndarray, w2c: np.ndarray, points: np.ndarray, cam_idx: np.ndarray, pt_idx: np.ndarray,
+                  uv: np.ndarray, fixed_cams=(0,), huber_px: float = 1.0, max_iters: int = 20, tol: float = 1e-6):
+    """Jointly refines poses w2c (C, 4, 4) and points (P, 3) to observations uv (M, 2) of point
+    pt_idx[m] in camera cam_idx[m], intrinsics K fixed, the cameras `fixed_cams` held (the gauge).
+
+    Levenberg-Marquardt on the Huber cost (scale `huber_px`; iteratively reweighted), each step
+    solved by the Schur complement on the cameras (the points' 3x3 blocks eliminated), every
+    observation counted once per (camera, point). Stops after `max_iters` steps or when a step
+    lowers the cost by less than `tol` relative. Returns (w2c (C, 4, 4), points (P, 3), residuals (M, 2))."""
+    C, P, M = len(w2c), len(points), len(uv)
+    R, t, X = np.array(w2c[:, :3, :3]), np.array(w2c[:, :3, 3]), np.array(points, np.float64)
+    slot = np.arange(C)
+    slot[np.asarray(fixed_cams, int)] = -1
+    free = np.flatnonzero(slot >= 0)
+    slot[free] = np.arange(len(free))
+    F = len(free)
+    mc = np.flatnonzero(slot[cam_idx] >= 0)  # observations in free cameras
+    # rows / columns of each (free) observation's 6x3 block in the dense (6F, 3P) matrix W
+    w_rows = (6 * slot[cam_idx[mc]])[:, None, None] + np.arange(6)[None, :, None]
+    w_cols = (3 * pt_idx[mc])[:, None, None] + np.arange(3)[None, None, :]
+
+    def residual(R, t, X):
+        q = (np.einsum("mij,mj->mi", R[cam_idx], X[pt_idx]) + t[cam_idx]) @ K.T
+        return q[:, :2] / q[:, 2:] - uv
+
+    r = residual(R, t, X)
+    err = np.linalg.norm(r, axis=1)
+    cost, lam = _huber_cost(err, huber_px), 1e-3
+    for _ in range(max_iters):
+        w = np.minimum(1.0, huber_px / np.maximum(err, 1e-12))
+        Jc, Jp = ba_jacobian_blocks(K, R, t, X, cam_idx, pt_idx)
+        wJp = w[:, None, None] * Jp
+        V = _sum_by(pt_idx, np.einsum("mki,mkj->mij", wJp, Jp), P)
+        gp = _sum_by(pt_idx, np.einsum("mki,mk->mi", wJp, r), P)
+        Jc, wJc = Jc[mc], w[mc, None, None] * Jc[mc]
+        U = _sum_by(slot[cam_idx[mc]], np.einsum("mki,mkj->mij", wJc, Jc), F)
+        gc = _sum_by(slot[cam_idx[mc]], np.einsum("mki,mk->mi", wJc, r[mc]), F)
+        W = np.einsum("mki,mkj->mij", wJc, Jp[mc])  # (Mc, 6, 3)
+        while True:
+            Vd = V + lam * (V * np.eye(3)) + 1e-9 * np.eye(3)
+            Vinv = np.linalg.inv(Vd)
+            Ud = U + lam * (U * np.eye(6)) + 1e-9 * np.eye(6)
+            Y = W @ Vinv[pt_idx[mc]]  # (Mc, 6, 3): W V^-1, block by block
+            Wd, Yd = np.zeros((6 * F, 3 * P)), np.zeros((6 * F, 3 * P))
+            Wd[w_rows, w_cols], Yd[w_rows, w_cols] = W, Y
+            S = np.zeros((F, F, 6, 6))
+            S[np.arange(F), np.arange(F)] = Ud
+            S = S.transpose(0, 2, 1, 3).reshape(6 * F, 6 * F) - Yd @ Wd.T
+            rhs = -gc + _sum_by(slot[cam_idx[mc]], np.einsum("mij,mj->mi", Y, gp[pt_idx[mc]]), F)
+            dc = np.linalg.solve(S, rhs.ravel()).reshape(F, 6) if F else np.zeros((0, 6))
+            dp = -gp - _sum_by(pt_idx[mc], np.einsum("mij,mi->mj", W, dc[slot[cam_idx[mc]]]), P)
+            dp = np.einsum("pij,pj->pi", Vinv, dp)
+            R_new, t_new = R.copy(), t.copy()
+            R_new[free] = rotation_matrices(dc[:, :3]) @ R[free]
+            t_new[free] = t[free] + dc[:, 3:]
+            X_new = X + dp
+            r_new = residual(R_new, t_new, X_new)
+            err_new = np.linalg.norm(r_new, axis=1)
+            cost_new = _huber_cost(err_new, huber_px) if np.isfinite(err_new).all() else np.inf
+            if cost_new < cost:
+                break
+            lam *= 10.0
+            if lam > 1e8:
+                return _pack(R, t), X, r
+        done = cost - cost_new < tol * cost
+        R, t, X, r, err, cost, lam = R_new, t_new, X_new, r_new, err_new, cost_new, max(lam / 10.0, 1e-7)
+        if done:
+            break
+    return _pack(R, t), X, r
+
+
+def _pack(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    out = np.tile(np.eye(4), (len(R), 1, 1))
+    out[:, :3, :3], out[:, :3, 3] = R, t
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Tracking
+
+@dataclasses.dataclass(frozen=True)
+class Tracks:
+    """Observations of feature tracks: frame (M,), track (M,), uv (M, 2) working pixels; sorted by frame."""
+
+    frame: np.ndarray
+    track: np.ndarray
+    uv: np.ndarray
+    num_tracks: int
+
+
+def track_features(gray: np.ndarray, cfg: SfmConfig) -> Tracks:
+    """KLT tracks through grey frames (T, h, w) uint8 with a forward-backward check."""
+    lk = dict(winSize=(cfg.lk_window, cfg.lk_window), maxLevel=cfg.lk_levels,
+              criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+    h, w = gray.shape[1:]
+    frames, tracks, uvs = [], [], []
+    pts = np.zeros((0, 2), np.float32)
+    ids = np.zeros((0,), np.int64)
+    next_id = 0
+    for t in range(len(gray)):
+        if t > 0 and len(pts):
+            p1, st, _ = cv2.calcOpticalFlowPyrLK(gray[t - 1], gray[t], pts.reshape(-1, 1, 2), None, **lk)
+            p0, st2, _ = cv2.calcOpticalFlowPyrLK(gray[t], gray[t - 1], p1, None, **lk)
+            p1, p0 = p1.reshape(-1, 2), p0.reshape(-1, 2)
+            good = ((st[:, 0] == 1) & (st2[:, 0] == 1) & (np.linalg.norm(p0 - pts, axis=1) < cfg.fb_threshold_px)
+                    & (p1[:, 0] >= 0) & (p1[:, 0] <= w - 1) & (p1[:, 1] >= 0) & (p1[:, 1] <= h - 1))
+            pts, ids = p1[good], ids[good]
+        if len(pts) < cfg.max_features:
+            mask = np.full((h, w), 255, np.uint8)
+            for u, v in pts:
+                cv2.circle(mask, (int(round(u)), int(round(v))), cfg.min_distance, 0, -1)
+            new = cv2.goodFeaturesToTrack(gray[t], cfg.max_features - len(pts), cfg.quality, cfg.min_distance,
+                                          mask=mask, blockSize=7)
+            if new is not None:
+                new = new.reshape(-1, 2).astype(np.float32)
+                pts = np.concatenate([pts, new])
+                ids = np.concatenate([ids, np.arange(next_id, next_id + len(new))])
+                next_id += len(new)
+        frames.append(np.full(len(pts), t))
+        tracks.append(ids.copy())
+        uvs.append(pts.astype(np.float64))
+    return Tracks(np.concatenate(frames), np.concatenate(tracks), np.concatenate(uvs), next_id)
+
+
+# ----------------------------------------------------------------------------------------------
+# Two-view geometry
+
+def _bearings(K: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    b = np.linalg.solve(K, np.concatenate([uv, np.ones((len(uv), 1))], axis=1).T).T
+    return b / np.linalg.norm(b, axis=1, keepdims=True)
+
+
+def fit_rotation(K: np.ndarray, uv_a: np.ndarray, uv_b: np.ndarray, iters: int = 5):
+    """Rotation R (3, 3) with bearing_b ~ R bearing_a (a camera turning in place, frame a -> b),
+    robust Kabsch (Cauchy reweighting); returns (R, residual px (N,) in frame b)."""
+    ba, bb = _bearings(K, uv_a), _bearings(K, uv_b)
+    wts = np.ones(len(ba))
+    for _ in range(iters):
+        U, _, Vt = np.linalg.svd((bb * wts[:, None]).T @ ba)
+        R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+        q = (K @ (ba @ R.T).T).T
+        err = np.linalg.norm(q[:, :2] / q[:, 2:] - uv_b, axis=1)
+        wts = 1.0 / (1.0 + (err / (2.0 * max(np.median(err), 1e-3))) ** 2)
+    return R, err
+
+
+def triangulate(K: np.ndarray, w2c: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Linear (DLT) triangulation of points seen in V views: w2c (N, V, 4, 4), uv (N, V, 2) -> (N, 3)."""
+    Pm = K @ w2c[..., :3, :]  # (N, V, 3, 4)
+    A = np.concatenate([uv[..., 0:1] * Pm[..., 2, :] - Pm[..., 0, :], uv[..., 1:2] * Pm[..., 2, :] - Pm[..., 1, :]],
+                       axis=1)
+    A = A / np.linalg.norm(A, axis=-1, keepdims=True)
+    X = np.linalg.svd(A)[2][:, -1]
+    return X[:, :3] / X[:, 3:]
+
+
+def _angles_deg(c2w_a: np.ndarray, c2w_b: np.ndarray, X: np.ndarray) -> np.ndarray:
+    ra, rb = X - c2w_a[:3, 3], X - c2w_b[:3, 3]
+    cos = np.sum(ra * rb, 1) / (np.linalg.norm(ra, axis=1) * np.linalg.norm(rb, axis=1) + 1e-300)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def _depths(w2c: np.ndarray, X: np.ndarray) -> np.ndarray:
+    return X @ w2c[:3, 2] + w2c[2, 3]
+
+
+def _reproj(K, w2c, X, uv):
+    q = (K @ (X @ w2c[:3, :3].T + w2c[:3, 3]).T).T
+    return np.linalg.norm(q[:, :2] / q[:, 2:] - uv, axis=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Incremental reconstruction
+
+class _State:
+    """Mutable working state of `reconstruct` (poses, per-track points, observation index)."""
+
+    def __init__(self, tracks: Tracks, T: int, K: np.ndarray, cfg: SfmConfig):
+        self.tr, self.T, self.K, self.cfg = tracks, T, K, cfg
+        self.w2c = np.full((T, 4, 4), np.nan)
+        self.registered = np.zeros(T, bool)
+        self.X = np.full((tracks.num_tracks, 3), np.nan)
+        self.rows = [np.flatnonzero(tracks.frame == t) for t in range(T)]
+        self.lookup = [dict(zip(tracks.track[r].tolist(), r.tolist())) for r in self.rows]
+
+    def common(self, a: int, b: int):
+        ta, tb = self.tr.track[self.rows[a]], self.tr.track[self.rows[b]]
+        ids, ia, ib = np.intersect1d(ta, tb, return_indices=True)
+        return ids, self.tr.uv[self.rows[a][ia]], self.tr.uv[self.rows[b][ib]]
+
+    def observations(self, min_views: int = 2):
+        """Rows of observations in registered frames of tracks with >= min_views such rows."""
+        rows = np.flatnonzero(self.registered[self.tr.frame])
+        counts = np.bincount(self.tr.track[rows], minlength=self.tr.num_tracks)
+        return rows[counts[self.tr.track[rows]] >= min_views]
+
+    def triangulate_new(self, t: int) -> None:
+        """Triangulates tracks seen in frame t and, first, in an earlier registered frame."""
+        K, cfg = self.K, self.cfg
+        ids = self.tr.track[self.rows[t]]
+        ids = ids[~np.isfinite(self.X[ids, 0])]
+        if not len(ids):
+            return
+        rows = self.observations()
+        rows = rows[np.isin(self.tr.track[rows], ids) & (self.tr.frame[rows] != t)]
+        if not len(rows):
+            return
+        # the first registered observation of each track: the widest baseline in a video
+        order = np.lexsort((self.tr.frame[rows], self.tr.track[rows]))
+        rows = rows[order]
+        first = rows[np.r_[True, self.tr.track[rows][1:] != self.tr.track[rows][:-1]]]
+        tid = self.tr.track[first]
+        rt = np.array([self.lookup[t][i] for i in tid.tolist()])
+        fa = self.tr.frame[first]
+        w2c = np.stack([self.w2c[fa], np.broadcast_to(self.w2c[t], self.w2c[fa].shape)], axis=1)
+        uv = np.stack([self.tr.uv[first], self.tr.uv[rt]], axis=1)
+        X = triangulate(K, w2c, uv)
+        c2w_t = np.linalg.inv(self.w2c[t])
+        keep = np.ones(len(X), bool)
+        for f in np.unique(fa):
+            sel = fa == f
+            c2w_f = np.linalg.inv(self.w2c[f])
+            Xs = X[sel]
+            keep[sel] = ((_depths(self.w2c[f], Xs) > 0) & (_depths(self.w2c[t], Xs) > 0)
+                         & (_angles_deg(c2w_f, c2w_t, Xs) >= cfg.min_angle_deg)
+                         & (_reproj(K, self.w2c[f], Xs, uv[sel, 0]) < cfg.pnp_px)
+                         & (_reproj(K, self.w2c[t], Xs, uv[sel, 1]) < cfg.pnp_px))
+        self.X[tid[keep]] = X[keep]
+
+    def register(self, t: int) -> bool:
+        rows = self.rows[t]
+        ids = self.tr.track[rows]
+        has = np.isfinite(self.X[ids, 0])
+        if has.sum() < self.cfg.min_tracks:
+            return False
+        obj, img = self.X[ids[has]], self.tr.uv[rows[has]]
+        ok, rvec, tvec, inl = cv2.solvePnPRansac(obj, img, self.K, None, iterationsCount=200,
+                                                 reprojectionError=self.cfg.pnp_px, confidence=0.999,
+                                                 flags=cv2.SOLVEPNP_SQPNP)
+        if not ok or inl is None or len(inl) < max(self.cfg.min_tracks, 0.3 * len(obj)):
+            return False
+        inl = inl[:, 0]
+        rvec, tvec = cv2.solvePnPRefineLM(obj[inl], img[inl], self.K, None, rvec, tvec)
+        m = np.eye(4)
+        m[:3, :3], m[:3, 3] = cv2.Rodrigues(rvec)[0], tvec[:, 0]
+        self.w2c[t], self.registered[t] = m, True
+        return True
+
+    def adjust(self, max_iters: int, all_tracks: bool = False):
+        """Global BA over registered frames and their points; with `all_tracks`, first triangulates
+        every track seen by >= 2 registered frames. Returns (rows, residuals before, after, behind)."""
+        rows = self.observations()
+        if all_tracks:
+            self._triangulate_all(rows)
+        rows = rows[np.isfinite(self.X[self.tr.track[rows], 0])]
+        counts = np.bincount(self.tr.track[rows], minlength=self.tr.num_tracks)
+        rows = rows[counts[self.tr.track[rows]] >= 2]
+        # a point behind any of its cameras cannot be projected: left out of the BA, counted apart
+        depth = np.einsum("mj,mj->m", self.X[self.tr.track[rows]], self.w2c[self.tr.frame[rows], 2, :3])
+        depth += self.w2c[self.tr.frame[rows], 2, 3]
+        bad = np.zeros(self.tr.num_tracks, bool)
+        bad[self.tr.track[rows][depth <= 0]] = True
+        behind = rows[bad[self.tr.track[rows]]]
+        rows = rows[~bad[self.tr.track[rows]]]
+        frames = np.flatnonzero(self.registered)
+        cam_of = -np.ones(self.T, int)
+        cam_of[frames] = np.arange(len(frames))
+        pids, pt_idx = np.unique(self.tr.track[rows], return_inverse=True)
+        cam_idx = cam_of[self.tr.frame[rows]]
+        uv = self.tr.uv[rows]
+        fixed = (int(cam_of[0]),) if self.registered[0] else (0,)
+        params = _to_params(self.w2c[frames])
+        before = (project(self.K, params[cam_idx, :3], params[cam_idx, 3:], self.X[pids][pt_idx]) - uv)
+        w2c, X, after = bundle_adjust(self.K, self.w2c[frames], self.X[pids], cam_idx, pt_idx, uv, fixed,
+                                      self.cfg.huber_px, max_iters)
+        self.w2c[frames], self.X[pids] = w2c, X
+        self.X[bad] = np.nan if not all_tracks else self.X[bad]
+        return rows, before, after, behind
+
+    def _triangulate_all(self, rows: np.ndarray) -> None:
+        ids, counts = np.unique(self.tr.track[rows], return_counts=True)
+        order = np.argsort(self.tr.track[rows], kind="stable")
+        rows = rows[order]
+        starts = np.r_[0, np.cumsum(counts)]
+        for v in np.unique(counts):  # one batch per view count
+            sel = np.flatnonzero(counts == v)
+            idx = starts[sel][:, None] + np.arange(v)
+            r = rows[idx]
+            self.X[ids[sel]] = triangulate(self.K, self.w2c[self.tr.frame[r]], self.tr.uv[r])
+
+
+def _failed(T, K, hw, resize, reason, model="none", **stats) -> Reconstruction:
+    return Reconstruction(np.full((T, 4, 4), np.nan), np.zeros(T, bool), np.zeros((0, 3)), np.zeros(0, int),
+                          np.zeros(0, int), np.zeros((0, 2)), float("nan"), float("nan"), K, hw, resize, model,
+                          False, reason, stats)
+
+
+def _prepare(frames, K, max_side: int):
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InputError(f"sfm: expected frames (T, H, W, 3), found shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        if not np.issubdtype(frames.dtype, np.floating):
+            raise InputError(f"sfm: expected uint8 or float frames, found dtype {frames.dtype}")
+        finite = np.isfinite(frames).reshape(len(frames), -1).all(axis=1)
+        if not finite.all():
+            raise InputError(f"sfm: frame {int(np.argmin(finite))}: expected finite pixel values, found NaN/inf")
+        frames = (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    T, H, W = frames.shape[:3]
+    K = default_intrinsics(H, W) if K is None else np.asarray(K, np.float64)
+    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise InputError(f"sfm: expected finite intrinsics K (3, 3) with fx, fy > 0, found {K.tolist()}")
+    s = min(1.0, max_side / max(H, W))
+    h, w = int(round(H * s)), int(round(W * s))
+    sx, sy = w / W, h / H
+    Kw = K.copy()
+    Kw[0, :] *= sx
+    Kw[1, :] *= sy
+    Kw[0, 2] += 0.5 * sx - 0.5  # pixel centres at integers (as geometry.resize_intrinsics)
+    Kw[1, 2] += 0.5 * sy - 0.5
+    gray = np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (w, h), interpolation=cv2.INTER_AREA)
+                     for f in frames])
+    return gray, Kw, (h, w), s
+
+
+def reconstruct(frames: np.ndarray, K: np.ndarray | None = None, config: SfmConfig = SfmConfig()) -> Reconstruction:
+    """Camera path and points of a video (T, H, W, 3) uint8 (or float in [0, 1]) with intrinsics K
+    (3, 3) at (H, W) (None: `default_intrinsics`). See the module docstring."""
+    t0 = time.perf_counter()
+    cfg = config
+    gray, K, hw, resize = _prepare(frames, K, cfg.max_side)
+    T = len(gray)
+    if T < 3:
+        return _failed(T, K, hw, resize, f"too few frames: {T} (need >= 3)")
+    tracks = track_features(gray, cfg)
+    st = _State(tracks, T, K, cfg)
+    stats = {"tracks": int(tracks.num_tracks), "observations": int(len(tracks.frame))}
+
+    # two-view init with frame 0
+    best, rot_only, rot_pairs = None, True, []
+    for j in range(1, T):
+        ids, ua, ub = st.common(0, j)
+        if len(ids) < cfg.min_tracks:
+            break
+        R, rerr = fit_rotation(K, ua, ub)
+        rot_pairs.append(j)
+        if np.median(rerr) < cfg.rotation_px:
+            continue
+        rot_only = False
+        E, inl = cv2.findEssentialMat(ua, ub, K, cv2.RANSAC, 0.999, cfg.ransac_px)
+        if E is None or E.shape != (3, 3):
+            continue
+        n, R, t, inl = cv2.recoverPose(E, ua, ub, K, mask=inl.copy())
+        inl = inl[:, 0] > 0
+        if n < cfg.min_tracks:
+            continue
+        w2c_b = np.eye(4)
+        w2c_b[:3, :3], w2c_b[:3, 3] = R, t[:, 0]
+        X = triangulate(K, np.stack([np.broadcast_to(np.eye(4), (inl.sum(), 4, 4)),
+                                     np.broadcast_to(w2c_b, (inl.sum(), 4, 4))], 1),
+                        np.stack([ua[inl], ub[inl]], 1))
+        angle = float(np.median(_angles_deg(np.eye(4), np.linalg.inv(w2c_b), X)))
+        if best is None or angle > best[0]:
+            best = (angle, j, ids[inl], X, w2c_b)
+        if angle >= cfg.init_angle_deg:
+            break
+    stats["init_candidates"] = len(rot_pairs)
+    if not rot_pairs:
+        return _failed(T, K, hw, resize, f"tracking lost: frames 0 and 1 share fewer than {cfg.min_tracks} tracks",
+                       **stats)
+    if best is None or best[0] < cfg.min_angle_deg:
+        if rot_only:
+            return _rotation_model(st, hw, resize, t0, stats)
+        return _failed(T, K, hw, resize, "degenerate: no frame pair with enough parallax to initialise "
+                       f"(best median triangulation angle {0.0 if best is None else best[0]:.2f} deg < "
+                       f"{cfg.min_angle_deg} deg) and the motion is not a pure rotation either", **stats)
+    angle, j, ids, X, w2c_b = best
+    st.w2c[0], st.w2c[j] = np.eye(4), w2c_b
+    st.registered[[0, j]] = True
+    st.X[ids] = X
+    st.X[ids[(_depths(np.eye(4), X) <= 0) | (_depths(w2c_b, X) <= 0)]] = np.nan
+    stats.update(init_pair=(0, int(j)), init_angle_deg=angle)
+    st.adjust(cfg.ba_iters)
+
+    # incremental registration, most 2D-3D matches first
+    failed, last_ba = set(), 2
+    while True:
+        todo = [t for t in range(T) if not st.registered[t] and t not in failed]
+        if not todo:
+            break
+        n3d = [np.isfinite(st.X[tracks.track[st.rows[t]], 0]).sum() for t in todo]
+        t = todo[int(np.argmax(n3d))]
+        if st.register(t):
+            st.triangulate_new(t)
+            failed.clear()  # new points may let a failed frame register now
+            if st.registered.sum() >= 1.5 * last_ba:
+                st.adjust(cfg.ba_iters)
+                last_ba = st.registered.sum()
+        else:
+            failed.add(t)
+    lost = np.flatnonzero(~st.registered).tolist()
+    stats["unregistered"] = lost
+    if st.registered.sum() < max(3, cfg.min_registered_fraction * T):
+        return _failed(T, K, hw, resize, f"tracking lost: {len(lost)} of {T} frames could not be registered "
+                       f"(frames {_ranges(lost)})", **stats)
+
+    rows, before, after, behind = st.adjust(cfg.final_ba_iters, all_tracks=True)
+    cap = cfg.error_cap_px
+    n_all = len(rows) + len(behind)
+    e_before = (np.minimum(np.linalg.norm(before, axis=1), cap).sum() + cap * len(behind)) / max(n_all, 1)
+    e_after = (np.minimum(np.linalg.norm(after, axis=1), cap).sum() + cap * len(behind)) / max(n_all, 1)
+    pids, obs_point = np.unique(tracks.track[rows], return_inverse=True)
+    norms = np.linalg.norm(after, axis=1)
+    stats.update(points=int(len(pids)), ba_observations=int(len(rows)), behind_camera_observations=int(len(behind)),
+                 inlier_fraction=float(np.mean(norms < cfg.pnp_px)) if len(norms) else 0.0,
+                 median_error_px=float(np.median(norms)) if len(norms) else float("nan"),
+                 seconds=time.perf_counter() - t0)
+    reason = "" if not lost else f"frames {_ranges(lost)} could not be registered"
+    return Reconstruction(st.w2c, st.registered.copy(), st.X[pids], tracks.frame[rows], obs_point, after,
+                          float(e_before), float(e_after), K, hw, resize, "full", True, reason, stats)
+
+
+def _rotation_model(st: _State, hw, resize, t0, stats) -> Reconstruction:
+    """Every pair is explained by a rotation: chain rotation fits (to the earliest registered frame
+    sharing enough tracks); positions stay at the origin."""
+    T, K, cfg = st.T, st.K, st.cfg
+    st.w2c[0], st.registered[0] = np.eye(4), True
+    errs = []
+    for t in range(1, T):
+        for r in range(t):
+            if not st.registered[r]:
+                continue
+            ids, ua, ub = st.common(r, t)
+            if len(ids) >= cfg.min_tracks:
+                R, err = fit_rotation(K, ua, ub)
+                st.w2c[t] = np.eye(4)
+                st.w2c[t, :3, :3] = R @ st.w2c[r, :3, :3]
+                st.registered[t] = True
+                errs.append(err)
+                break
+    lost = np.flatnonzero(~st.registered).tolist()
+    stats.update(unregistered=lost, seconds=time.perf_counter() - t0,
+                 rotation_fit_median_px=float(np.median(np.concatenate(errs))) if errs else float("nan"))
+    if st.registered.sum() < max(3, cfg.min_registered_fraction * T):
+        return _failed(T, K, hw, resize, f"tracking lost: {len(lost)} of {T} frames could not be registered "
+                       f"(frames {_ranges(lost)})", model="rotation", **stats)
+    return Reconstruction(st.w2c, st.registered.copy(), np.zeros((0, 3)), np.zeros(0, int), np.zeros(0, int),
+                          np.zeros((0, 2)), float("nan"), float("nan"), K, hw, resize, "rotation", True,
+                          "degenerate: no translation to triangulate (static camera or rotation only); "
+                          "rotations from the pure-rotation fit, positions at the origin", stats)
+
+
+def _ranges(idx) -> str:
+    """[3, 4, 5, 9] -> '3-5, 9'."""
+    out, idx = [], list(idx)
+    i = 0
+    while i < len(idx):
+        j = i
+        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
+            j += 1
+        out.append(f"{idx[i]}" if i == j else f"{idx[i]}-{idx[j]}")
+        i = j + 1
+    return ", ".join(out)
