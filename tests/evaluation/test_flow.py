@@ -107,7 +107,7 @@ def test_flow_units_are_scaled_back_from_the_working_size():
 def occluding_square(moving_background: bool, step: int = 2):
     """A textured square moving `step` px a frame over a textured background that either stays (the
     square covers and uncovers it: occlusion) or moves with it (no occlusion). (DIS tracks the
-    square at 2-3 px a frame; at 10 px a frame it loses it in these 96x128 frames.)"""
+    square at 2-5 px a frame; at 10 px between frames it loses it in these 96x128 frames.)"""
     bg, fg = texture(96, 128, seed=5), texture(96, 128, seed=6, sigma=1.5)
     frames = []
     for t in range(5):
