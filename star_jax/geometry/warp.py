@@ -236,3 +236,17 @@ def warp_frames(
 
     fn = lambda r, d, ks, ws, kt, wt: warp_frame(r, d, ks, ws, kt, wt, out_hw, point_size, min_depth, recipe)
     return jax.vmap(fn)(rgb, depth, per_t(K_src), per_t(w2c_src), per_t(K_tgt), per_t(w2c_tgt))
+
+
+def fuse_views(views: WarpResult) -> tuple[WarpResult, jnp.ndarray]:
+    """Renders of V source views into one target camera, (V, ..., Ho, Wo[, C]) -> the fused render
+    (..., Ho, Wo[, C]) and each view's covered pixel count (V, ...). A hard z-test across views,
+    as the 1.5 release fuses its four images: per pixel the covered view with the smallest depth
+    wins, ties keep the lower view index; the mask is their union, black elsewhere."""
+    z = jnp.where(views.mask, views.depth, jnp.inf)
+    best = jnp.argmin(z, axis=0)  # argmin takes the first of equal minima: the lower view index
+    rgb = jnp.take_along_axis(views.rgb, best[None, ..., None], 0)[0]
+    depth = jnp.take_along_axis(views.depth, best[None], 0)[0]
+    mask = views.mask.any(axis=0)
+    fused = WarpResult(jnp.where(mask[..., None], rgb, jnp.zeros((), rgb.dtype)), mask, jnp.where(mask, depth, 0.0))
+    return fused, views.mask.sum(axis=(-2, -1))

@@ -275,3 +275,21 @@ def test_new_modes_match_real_target_frames(shared_data, i, j, mode):
     assert err_warp < 0.6 * err_source, (err_warp, err_source)
     assert err_warp < 0.08
     assert covered > 0.8
+
+
+# --------------------------------------------------------------------- several views into one camera
+def test_fuse_views_hard_z_test_ties_to_the_lower_view():
+    from star_jax.geometry.warp import WarpResult, fuse_views
+
+    mask = np.array([[[True, True, False, False]], [[True, True, True, False]], [[False, True, True, False]]])
+    depth = np.array([[[2.0, 3.0, 0.0, 0.0]], [[1.0, 3.0, 5.0, 0.0]], [[0.0, 1.0, 4.0, 0.0]]], np.float32)
+    rgb = np.broadcast_to(np.arange(3, dtype=np.float32)[:, None, None, None] + 1, (3, 1, 4, 3))
+    fused, counts = fuse_views(WarpResult(rgb, mask, depth))
+    np.testing.assert_array_equal(np.asarray(fused.mask), [[True, True, True, False]])
+    # pixel 0: view 1 nearer; pixel 1: view 2 nearest; pixel 2: view 2 (4 < 5); pixel 3: none
+    np.testing.assert_array_equal(np.asarray(fused.rgb)[0, :, 0], [2, 3, 3, 0])
+    np.testing.assert_array_equal(np.asarray(fused.depth), [[1.0, 1.0, 4.0, 0.0]])
+    np.testing.assert_array_equal(np.asarray(counts), [2, 3, 2])
+    depth[2, 0, 1] = 3.0  # a three-way tie on pixel 1: the lowest view index that covers it
+    fused, _ = fuse_views(WarpResult(rgb, mask, depth))
+    assert float(fused.rgb[0, 1, 0]) == 1.0
