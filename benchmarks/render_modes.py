@@ -127,7 +127,8 @@ def speed_rows(repeats):
     for (H, W), T in (((96, 160), 8), ((480, 832), 1)):
         rng = np.random.default_rng(0)
         rgb = rng.uniform(size=(T, H, W, 3)).astype(np.float32)
-        depth = (2.0 + 0.5 * np.sin(np.arange(W) / 7.0)[None, None] + rng.uniform(0, 0.02, (T, H, W))).astype(np.float32)
+        depth = 2.0 + 0.5 * np.sin(np.arange(W) / 7.0)[None, None] + rng.uniform(0, 0.02, (T, H, W))
+        depth = depth.astype(np.float32)
         K = np.asarray(intrinsics_matrix(0.8 * W, 0.8 * W, (W - 1) / 2, (H - 1) / 2))
         w2c_t = np.tile(np.eye(4, dtype=np.float32), (T, 1, 1))
         w2c_t[:, 0, 3] = np.linspace(0.0, 0.2, T)
@@ -136,7 +137,8 @@ def speed_rows(repeats):
             recipe = warp_recipe(mode, 2)
             fn = lambda: jax.block_until_ready(WARP(rgb, depth, K, np.eye(4, dtype=np.float32), K, w2c_t,
                                                     recipe=recipe))
-            rows.append({"size": f"{H}x{W}", "batch": T, "mode": mode, "ms_per_frame": 1e3 * best_time(fn, repeats) / T})
+            ms = 1e3 * best_time(fn, repeats) / T
+            rows.append({"size": f"{H}x{W}", "batch": T, "mode": mode, "ms_per_frame": ms})
     return rows
 
 

@@ -11,14 +11,16 @@ is False. Everything is scatter / gather over flat arrays with static shapes (ji
 a = (i, j), b = (i, j+1), c = (i+1, j), d = (i+1, j+1). A triangle exists when its three vertices
 are valid and its source depths agree, max / min <= 1 + depth_cut (else it spans a depth edge:
 the disocclusion stays a hole). Each quad tests the output pixel centres of its bounding box, a
-static window x window block from its top-left integer corner: a quad whose box is wider or taller
-(magnified more than ~window - 1 times, or stretched over an uncut edge) is drawn only there, so a
-zoom beyond the window leaves seams, as a square splat does beyond its size. A pixel centre inside a triangle (barycentric weights >= -1e-5, so shared edges leave no
-seam) gets colour by screen-space barycentric interpolation of the vertex colours and depth by
+static window x window block from its top-left integer corner: a quad whose box is wider or
+taller (magnified more than ~window - 1 times, or stretched over an uncut edge) is drawn only
+there, so a zoom beyond the window leaves seams, as a square splat does beyond its size. A pixel
+centre inside a triangle (barycentric weights >= -1e-5, so shared edges leave no seam) gets its
+colour by screen-space barycentric interpolation of the vertex colours and its depth by
 perspective-correct interpolation (1 / z linear in screen space, exact on a planar triangle).
-Every valid point is also splatted to its rounded pixel, with its depth pushed back by the factor 1 + depth_cut in the z-test: it shows only where no
-triangle covers the pixel (isolated points, thin structures whose triangles were all cut) or where
-it lies in front of the surface there by more than the cut. Nearest wins; ties go to the lowest candidate index (triangles before points).
+Every valid point is also splatted to its rounded pixel, with its depth pushed back by the factor
+1 + depth_cut in the z-test: it shows only where no triangle covers the pixel (isolated points,
+thin structures whose triangles were all cut) or where it lies in front of the surface there by
+more than the cut. Nearest wins; ties go to the lowest candidate index (triangles before points).
 
 `bilinear_splat` ("inspatio-1.5"): the InSpatio-World 1.5 release's forward splat
 (pipeline/depth_warper.py, `bilinear_splatting`, as render_scene.py calls it). Each point adds to
