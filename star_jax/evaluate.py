@@ -87,7 +87,7 @@ def _check_cameras(w2c, K, n: int, hw: tuple[int, int]):
             raise InputError(f"target w2c: expected {n} cameras, one per generated frame, found {len(w2c)}")
     if K is not None:
         K = np.asarray(K, np.float64)
-        K = check_intrinsics(K[0] if K.ndim == 3 else K, "intrinsics")
+        K = check_intrinsics(K[0] if K.ndim == 3 else K, "intrinsics")[0]
         if not (0 < K[0, 2] < hw[1] and 0 < K[1, 2] < hw[0]):
             raise InputError(f"intrinsics: principal point ({K[0, 2]:g}, {K[1, 2]:g}) lies outside the "
                              f"{hw[0]}x{hw[1]} frames (intrinsics of another resolution?)")
@@ -170,7 +170,7 @@ def evaluate(frames, *, w2c=None, K=None, truth=None, masks=None, renders=None,
                 seconds, "ground_truth", gt.ground_truth_metrics, frames, truth, masks, renders=renders))
         if w2c is not None and K is not None:
             metrics += _guarded("revisit_consistency", lambda: _timed(
-                seconds, "revisit_consistency", gt.revisit_consistency, frames, w2c, K, truth=truth))
+                seconds, "revisit_consistency", gt.revisit_consistency, frames, w2c, K, truth=truth, masks=masks))
     inputs = {"frames": T, "size_hw": [H, W], "cameras": w2c is not None, "intrinsics": K is not None,
               "ground_truth": truth is not None, "masks": masks is not None, "renders": renders is not None}
     seconds["total"] = float(sum(seconds.values()))
