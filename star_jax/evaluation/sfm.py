@@ -46,7 +46,7 @@ class SfmConfig:
     """Settings; pixel thresholds are at the working resolution (longest side `max_side`)."""
 
     max_side: int = 512
-    max_features: int = 1500
+    max_features: int = 1000
     min_distance: int = 8  # px between corners
     quality: float = 0.005  # goodFeaturesToTrack quality level
     lk_window: int = 21
@@ -533,7 +533,7 @@ def reconstruct(frames: np.ndarray, K: np.ndarray | None = None, config: SfmConf
     stats = {"tracks": int(tracks.num_tracks), "observations": int(len(tracks.frame))}
 
     # two-view init with frame 0
-    best, rot_only, rot_pairs = None, True, []
+    best, rot_only, rot_pairs, rigid = None, True, [], False
     for j in range(1, T):
         ids, ua, ub = st.common(0, j)
         if len(ids) < cfg.min_tracks:
@@ -550,6 +550,7 @@ def reconstruct(frames: np.ndarray, K: np.ndarray | None = None, config: SfmConf
         inl = inl[:, 0] > 0
         if n < cfg.min_tracks:
             continue
+        rigid = True
         w2c_b = np.eye(4)
         w2c_b[:3, :3], w2c_b[:3, 3] = R, t[:, 0]
         X = triangulate(K, np.stack([np.broadcast_to(np.eye(4), (inl.sum(), 4, 4)),
@@ -567,6 +568,10 @@ def reconstruct(frames: np.ndarray, K: np.ndarray | None = None, config: SfmConf
     if best is None or best[0] < cfg.min_angle_deg:
         if rot_only:
             return _rotation_model(st, hw, resize, t0, stats)
+        if not rigid:
+            return _failed(T, K, hw, resize, f"tracking lost: the tracks frames 1-{rot_pairs[-1]} share with frame 0 "
+                           f"fit neither a rotation nor a rigid motion (fewer than {cfg.min_tracks} "
+                           "essential-matrix inliers)", **stats)
         return _failed(T, K, hw, resize, "degenerate: no frame pair with enough parallax to initialise "
                        f"(best median triangulation angle {0.0 if best is None else best[0]:.2f} deg < "
                        f"{cfg.min_angle_deg} deg) and the motion is not a pure rotation either", **stats)
