@@ -65,6 +65,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         radius_ratio=1.0, planar_depth=1.0, planar_fov_x_deg=60.0))
     c.controller = ml_collections.ConfigDict(dict(max_speed=0.5, max_accel=1.0, clearance=0.2))
     c.warp = ml_collections.ConfigDict(dict(point_size=2))  # the recipe follows the model's conditioning convention
-    c.conditioning = ""  # "inspatio-release" / "star-jax-v0"; empty: what the checkpoint records (else the release's)
+    c.conditioning = ""  # "inspatio-release" / "inspatio-1.5" / "star-jax-v0" / "star-jax-v1"; empty: what the checkpoint records (else the release's)
     c.lock()
     return c

@@ -49,7 +49,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             planar_fov_x_deg=60.0,
         )
     )
-    # mode: "inspatio-release" (the release's 2x supersampled point renderer) or "star-jax-v0" (one-pass splat)
+    # mode: "inspatio-release" (the release's 2x supersampled point renderer), "star-jax-v0" (one-pass splat),
+    # "star-jax-v1" (crack-free triangle mesh; point_size + 2 = largest triangle drawn), "inspatio-1.5" (the 1.5
+    # release's bilinear soft-depth splat)
     c.warp = ml_collections.ConfigDict(dict(mode="inspatio-release", point_size=2, batch_frames=8))
     c.model = model_config(a.variant)
     c.seed = 0

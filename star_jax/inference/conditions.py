@@ -7,7 +7,7 @@ and each context pass sees [ clean latent (16) | zeros (20) ].
 
 A `Conditioning` convention says how a render and its mask become those inputs; it belongs to
 the weights (a checkpoint stores its name, see `star_jax.inference.model`), so converted and
-trained models each see what they were trained on. Two are named:
+trained models each see what they were trained on. Four are named:
 
   "inspatio-release" (the default): what the InSpatio-World release feeds its DiT
       (utils/render_warper.py `convert_mask_video`, datasets/test_dataset.py). The pixel mask
@@ -16,16 +16,24 @@ trained models each see what they were trained on. Two are named:
       factor 8 that samples the centre of each 8x8 cell, i.e. the mean of its 4 centre pixels
       (values in {-1, -0.5, 0, 0.5, 1}). Renders come from the release's point renderer
       (`warp_recipe("inspatio-release")`: 2x supersampling, 5x5 footprint, area downsampling).
+  "inspatio-1.5": what the InSpatio-World 1.5 release feeds its DiT (pipeline/render_scene.py,
+      datasets/utils.py): renders from its bilinear soft-depth splat (`warp_recipe("inspatio-1.5")`),
+      the mask encoded as the 1.0 release's (its `iter_mask_latents` thresholds at 127.5, maps to
+      +-1 and resizes bilinearly to /8: the centre 2x2 of each cell).
   "star-jax-v0": this codebase before issue 13: holes 0, rendered 1, each cell the mean of all
       its 64 pixels (the covered fraction), renders splatted at output resolution.
+  "star-jax-v1": the crack-free triangle-mesh render (`warp_recipe("star-jax-v1")`, cut at depth
+      edges) with the release's mask encoding: for models trained here from now on.
 
 Both encodings are the same computation with different numbers (hole / valid values, the side of
 the centred window each cell averages). Then the Wan frame packing: the first frame is repeated
 4 times, every following group of 4 frames becomes the 4 channels of one latent frame (frame
 1 + 4k + c -> latent frame 1 + k, channel c).
 
-The release also round-trips its render and mask through H.264 (crf 18) before encoding and
-thresholds the decoded mask at 0.5; that lossy step is not reproduced here.
+The releases round-trip the render through H.264 (crf 18; 1.0 also the mask, 1.5 writes the mask
+losslessly) as uint8 (truncated) before encoding and threshold the decoded mask at 0.5. star-jax
+feeds the float render and the exact mask: the codec would only add its noise and a -0.5/255 bias,
+and skipping it keeps renders reproducible and the parity tests exact.
 """
 
 from __future__ import annotations
@@ -64,8 +72,10 @@ class Conditioning:
 
 
 INSPATIO_RELEASE = Conditioning("inspatio-release", -1.0, 1.0, 2, "inspatio-release")
+INSPATIO_15 = Conditioning("inspatio-1.5", -1.0, 1.0, 2, "inspatio-1.5")
 STAR_JAX_V0 = Conditioning("star-jax-v0", 0.0, 1.0, 8, "star-jax-v0")
-CONVENTIONS = {c.name: c for c in (INSPATIO_RELEASE, STAR_JAX_V0)}
+STAR_JAX_V1 = Conditioning("star-jax-v1", -1.0, 1.0, 2, "star-jax-v1")
+CONVENTIONS = {c.name: c for c in (INSPATIO_RELEASE, INSPATIO_15, STAR_JAX_V0, STAR_JAX_V1)}
 DEFAULT_CONDITIONING = INSPATIO_RELEASE.name
 
 

@@ -66,13 +66,16 @@ def test_release_mask_matches_torch_bilinear_and_streams():
 
 
 def test_conventions_are_named():
-    assert set(CONVENTIONS) == {"inspatio-release", "star-jax-v0"}
+    assert set(CONVENTIONS) == {"inspatio-release", "inspatio-1.5", "star-jax-v0", "star-jax-v1"}
     rel = get_conditioning("inspatio-release")
     assert rel.warp_recipe().mode == "inspatio-release" and rel.warp_recipe(2).footprint == 5
     meta = rel.metadata(2)
     assert meta["convention"] == "inspatio-release" and meta["mask"] == {"hole": -1.0, "valid": 1.0, "window": 2}
     assert meta["warp"]["supersample"] == 2
     assert get_conditioning(rel) is rel
+    for name in ("inspatio-1.5", "star-jax-v1"):  # each names its own render, with the release's mask encoding
+        c = get_conditioning(name)
+        assert c.warp_recipe(2).mode == name and c.metadata(2)["mask"] == meta["mask"]
     with pytest.raises(InputError, match="conditioning convention 'fraction': expected one of inspatio-release, "
-                                         "star-jax-v0"):
+                                         "inspatio-1.5, star-jax-v0, star-jax-v1"):
         get_conditioning("fraction")
