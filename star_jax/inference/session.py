@@ -16,6 +16,11 @@ block yields 9 frames (latent frames 0-2 = frames 0-8), every later one 12.
 
 Past the end of the reference video the source frames bounce back and forth (or stay on
 `freeze_frame`), so a session can run forever; its state has a fixed size.
+
+With `fuse=True` (a four-image scene, `from_scene`) the reference holds V views, not a timeline:
+every view is rendered into each target camera (with view 0's intrinsics) and the renders are
+fused by a z-test; the block's source latents show the views chosen by coverage
+(`star_jax.inference.multiview`), recorded in `BlockOutput.views`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from star_jax.geometry.trajectory import TrajectoryError, check_w2c, foreground_
 from star_jax.geometry.warp import warp_frames
 from star_jax.inference.conditions import StarConditions, mask_to_latent
 from star_jax.inference.model import StarModel
+from star_jax.inference.multiview import assign_views, group_coverage, latent_groups, render_views
 from star_jax.inference.rollout import DEFAULT_SHIFT, DEFAULT_STEPS, init_rollout_state, star_block_jit
 from star_jax.models.vae import (
     WanVAE,
@@ -58,6 +64,9 @@ class BlockOutput:
     target_w2c: np.ndarray  # (n, 4, 4)
     latents: np.ndarray  # (1, F, h, w, 16) float32: the block's clean normalised latents
     latency: dict  # seconds: warp, encode, dit, decode, total
+    source_indices: np.ndarray | None = None  # (n,) int: the reference frame (or view) behind each frame
+    target_K: np.ndarray | None = None  # (n, 3, 3) float32: the intrinsics each frame was rendered with
+    views: dict | None = None  # fused views only: per latent its view, the views kept, covered pixels
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -89,11 +98,13 @@ class NavigationSession:
     """reference: (T, H, W, 3) uint8; geometry: a `SceneGeometry` (depth (T, H, W), K (T, 3, 3),
     w2c (T, 4, 4)). Target cameras are world-to-camera in the geometry's world. `point_size`: the
     splat footprint at output resolution (the release's 2); the rest of the warp recipe and the
-    mask encoding come from `model.conditioning`."""
+    mask encoding come from `model.conditioning`. `fuse`: the reference is V >= 3 views of a
+    four-image scene (geometry one entry per view), fused per target (module docstring)."""
 
     def __init__(self, model: StarModel, reference: np.ndarray, geometry, *, rng=None,
                  steps: Sequence[int] = DEFAULT_STEPS, shift: float = DEFAULT_SHIFT, point_size: int = 2,
-                 freeze_frame: int | None = None, controller: ControllerConfig | None = None):
+                 freeze_frame: int | None = None, controller: ControllerConfig | None = None,
+                 fuse: bool = False):
         reference = np.asarray(reference)
         if reference.ndim != 4 or reference.shape[-1] != 3 or reference.dtype != np.uint8:
             raise ValueError(f"reference must be (T, H, W, 3) uint8, got {reference.shape} {reference.dtype}")
@@ -109,6 +120,10 @@ class NavigationSession:
         self.steps, self.shift, self.point_size = tuple(steps), float(shift), point_size
         self.warp_recipe = model.conditioning.warp_recipe(point_size)
         self.freeze_frame = freeze_frame
+        self.fuse = bool(fuse)
+        if self.fuse and T < model.dit.cfg.frames_per_block:
+            raise ValueError(f"fused views: {model.dit.cfg.frames_per_block} latents per block need at least as many "
+                             f"views, got {T}")
         self.latent_hw = (H // f, W // f)
         self.scene_scale = foreground_depth(geometry.depth[0])
         self.controller = CameraController(controller or ControllerConfig(), self.scene_scale,
@@ -121,10 +136,11 @@ class NavigationSession:
     def from_scene(cls, model: StarModel, folder, hw: tuple[int, int] | None = None, **kw) -> "NavigationSession":
         """A session on an InSpatio-World 1.5 scene folder (`star_jax.io.scene_folder`) at (H, W) = hw
         (default: the scene's size). Its own target cameras: `load_scene(folder).target_w2c`."""
-        from star_jax.io.scene_folder import load_scene, scene_clip
+        from star_jax.io.scene_folder import load_scene, scene_clip, scene_source_type
 
-        clip, geometry = scene_clip(load_scene(folder), str(folder), hw)
-        return cls(model, clip.frames, geometry, **kw)
+        scene = load_scene(folder)
+        clip, geometry = scene_clip(scene, str(folder), hw)
+        return cls(model, clip.frames, geometry, fuse=scene_source_type(scene) == "multi-image", **kw)
 
     def reset(self) -> None:
         cfg = self.model.dit.cfg
@@ -175,16 +191,28 @@ class NavigationSession:
         lat = {}
         t0 = time.perf_counter()
 
-        src = self.source_indices(n)
+        first = self.block == 0
+        views = None
+        if self.fuse:
+            warped, counts = render_views(self.reference.astype(np.float32) / 255.0, g.depth, g.K, g.w2c, g.K[0],
+                                          target_w2c, self.warp_recipe)
+            groups = latent_groups(n, first)
+            overlap = group_coverage(counts, groups)
+            chosen, kept = assign_views(overlap)
+            src = np.concatenate([np.full(gr.stop - gr.start, v) for gr, v in zip(groups, chosen)])
+            target_K = np.broadcast_to(g.K[0], (n, 3, 3))
+            views = {"latent_views": list(chosen), "kept_views": list(kept), "overlap_pixels": overlap.tolist()}
+        else:
+            src = self.source_indices(n)
+            target_K = g.K[src]
+            H, W = self.reference.shape[1:3]
+            warped = _warp(self.reference[src].astype(np.float32) / 255.0, g.depth[src], g.K[src], g.w2c[src],
+                           target_K, target_w2c, out_hw=(H, W), recipe=self.warp_recipe)
         ref = self.reference[src]
-        H, W = ref.shape[1:3]
-        warped = _warp(ref.astype(np.float32) / 255.0, g.depth[src], g.K[src], g.w2c[src], g.K[src], target_w2c,
-                       out_hw=(H, W), recipe=self.warp_recipe)
         jax.block_until_ready(warped)
         t1 = time.perf_counter()
         lat["warp"] = t1 - t0
 
-        first = self.block == 0
         pair = jnp.stack([jnp.asarray(ref, jnp.float32) / 127.5 - 1.0, warped.rgb * 2.0 - 1.0])  # (2, n, H, W, 3)
         dist, self._enc_cache = _encode_stream(m.vae, m.vae_params, pair, self._enc_cache)
         z = normalize_latents(dist.mean, m.vae.cfg)
@@ -209,7 +237,8 @@ class NavigationSession:
         lat["total"] = t4 - t0
 
         out = BlockOutput(self.block, frames, io.to_uint8(warped.rgb),
-                          np.asarray(warped.mask), ref, target_w2c, np.asarray(latents), lat)
+                          np.asarray(warped.mask), ref, target_w2c, np.asarray(latents), lat, np.asarray(src),
+                          np.asarray(target_K, np.float32), views)
         self.block += 1
         self.frame += n
         return out

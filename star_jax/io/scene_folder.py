@@ -580,17 +580,26 @@ def write_lossless_video(path: str, frames: np.ndarray, fps: float) -> None:
 # what navigate consumes
 
 
+def scene_source_type(scene: Scene) -> str:
+    """1.5's name for how a scene is rendered: "image" (one view, a static clip), "multi-image"
+    (views fused per target, source latents assigned by coverage) or "video" (frame f from f)."""
+    if scene.kind == "video":
+        return "video"
+    return "image" if len(scene.views) == 1 else "multi-image"
+
+
 def scene_reference(scene: Scene, num_frames: int | None = None) -> tuple[np.ndarray, SceneGeometry]:
     """The reference clip and its geometry as navigate and `NavigationSession` take them, one entry
     per output frame (`num_frames`, default the scene's): frames (T, H, W, 3) uint8 and a
     SceneGeometry (depth (T, H, W), K (T, 3, 3), w2c (T, 4, 4)). A single image becomes a static
     clip (1.5: the image repeated); a video maps frame f to frame f (its last frame past its end).
-    Four-image scenes need the multi-view render (issue 15) and raise SceneError."""
+    A four-image scene gives its V views, one entry each (T = V, whatever `num_frames`): the
+    session fuses them per target (`NavigationSession(..., fuse=True)`)."""
     scene.require_geometry(scene.output_id)
-    if scene.kind == "image" and len(scene.views) != 1:
-        raise SceneError(f"{scene.output_id}: a {len(scene.views)}-view image scene needs the multi-view render "
-                         f"(every view fused by a z-test, issue 15), not available yet")
-    idx = np.minimum(np.arange(num_frames or scene.frames), len(scene.views) - 1)
+    if scene_source_type(scene) == "multi-image":
+        idx = np.arange(len(scene.views))
+    else:
+        idx = np.minimum(np.arange(num_frames or scene.frames), len(scene.views) - 1)
     kind = "planar-prior" if scene.geometry == "planar-prior" else "measured"
     return scene.views[idx], SceneGeometry(scene.depth[idx], scene.source_K[idx], scene.source_w2c[idx], kind)
 
@@ -630,7 +639,8 @@ def probe_scene(folder: str | os.PathLike) -> tuple:
 def scene_clip(scene: Scene, source: str, hw: tuple[int, int] | None = None):
     """`scene` as navigate's reference, at (H, W) = `hw` (default: the scene's): (VideoClip,
     SceneGeometry) as `render.load_reference` returns for a video, `source` naming the folder. A
-    single image is a static clip over the scene's frames; a video is its frames."""
+    single image is a static clip over the scene's frames; a video is its frames; four images are
+    the four views (fused per target by the session, `scene_reference`)."""
     from star_jax.io.video import VideoClip, crop_info
 
     hw = scene.resolution if hw is None else tuple(int(v) for v in hw)
