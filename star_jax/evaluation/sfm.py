@@ -13,13 +13,16 @@ The stand-in for WorldScore's DROID-SLAM (camera control, 3D consistency). Steps
    (RANSAC), recoverPose, triangulation. World = frame 0's camera.
 3. Frames are registered one by one, most 2D-3D matches first, by PnP-RANSAC + LM refinement;
    each new frame triangulates the tracks it shares with a registered frame; a global bundle
-   adjustment runs whenever the registered set has grown by half.
-4. Final: every track seen by >= 2 registered frames is triangulated (linear, all its views), then
-   one bundle adjustment over all poses and points (intrinsics fixed, camera 0 fixed, Huber loss
-   over pixel residuals, sparse Jacobian pattern). The reported error is the mean over ALL those
-   observations, none rejected (a track whose content moves non-rigidly counts with its full error,
-   capped at `error_cap_px`; a track that lands behind a camera counts at the cap), as DROID-SLAM
-   averages over every pixel with valid depth, not over a filtered inlier set.
+   adjustment runs whenever the registered set has doubled.
+4. Final: every track seen by >= 2 registered frames is triangulated (linear, all its views; one
+   landing behind a camera, a low-parallax track, restarts far out on its first ray), then one
+   bundle adjustment (intrinsics fixed, camera 0 fixed, Huber loss over pixel residuals,
+   Levenberg-Marquardt with the points eliminated by the Schur complement) over all poses and the
+   `ba_max_points` points seen most often, then every point refined alone with the poses held. The
+   reported error is the mean over ALL those observations, none rejected (a track whose content
+   moves non-rigidly counts with its full error, capped at `error_cap_px`; an observation still
+   behind its camera after the adjustment counts at the cap), as DROID-SLAM averages over every
+   pixel with valid depth, not over a filtered inlier set.
 
 Failure is explicit (`ok=False` and `reason`): fewer than 3 frames, tracking lost (too few tracks
 shared with frame 0, or frames that cannot be registered: named), no frame pair with parallax that
@@ -27,7 +30,7 @@ is not a pure rotation. A video whose tracks are all explained by a rotation (st
 tripod) has no translation to triangulate: `model="rotation"`, rotations from the chained rotation
 fit of bearings (Kabsch), positions zero, no points, errors NaN; camera control can still score
 it (a static video when motion was commanded scores low), 3D consistency reports the degeneracy.
-Runtime: 45 frames of 480x832 in ~5-10 s on 2 CPU cores (see benchmarks/eval_geometry.py).
+Runtime: see benchmarks/eval_geometry.py (45 frames of 480x832 on 2 shared CPU cores).
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ class SfmConfig:
 
     max_side: int = 512
     max_features: int = 1000
-    min_distance: int = 8  # px between corners
-    quality: float = 0.005  # goodFeaturesToTrack quality level
+    min_distance: int = 6  # px between corners
+    quality: float = 0.001  # goodFeaturesToTrack quality level (low: generated videos are smooth)
     lk_window: int = 21
     lk_levels: int = 3
     fb_threshold_px: float = 1.0  # forward-backward LK disagreement
@@ -61,8 +64,9 @@ class SfmConfig:
     min_registered_fraction: float = 0.8
     error_cap_px: float = 16.0  # per-observation cap of the reported error (2 px at WorldScore's 1/8 res)
     huber_px: float = 1.0
-    ba_iters: int = 10  # LM steps of the bundle adjustments during registration
-    final_ba_iters: int = 25
+    ba_iters: int = 8  # LM steps of the bundle adjustments during registration
+    final_ba_iters: int = 20
+    ba_max_points: int = 600  # the joint BA uses the points seen most often; the rest are refined alone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +189,7 @@ def ba_jacobian_blocks(K: np.ndarray, R: np.ndarray, t: np.ndarray, X: np.ndarra
 
 def _sum_by(idx: np.ndarray, vals: np.ndarray, n: int) -> np.ndarray:
     """Sums rows of vals (M, ...) into n bins by idx (M,) -> (n, ...)."""
-    flat = vals.reshape(len(vals), -1)
+    flat = vals.reshape(len(vals), int(np.prod(vals.shape[1:])))
     out = np.stack([np.bincount(idx, flat[:, j], minlength=n) for j in range(flat.shape[1])], axis=1)
     return out.reshape((n,) + vals.shape[1:])
 
@@ -451,11 +455,19 @@ class _State:
         rows = rows[np.isfinite(self.X[self.tr.track[rows], 0])]
         counts = np.bincount(self.tr.track[rows], minlength=self.tr.num_tracks)
         rows = rows[counts[self.tr.track[rows]] >= 2]
-        # a point behind any of its cameras cannot be projected: left out of the BA, counted apart
-        depth = np.einsum("mj,mj->m", self.X[self.tr.track[rows]], self.w2c[self.tr.frame[rows], 2, :3])
-        depth += self.w2c[self.tr.frame[rows], 2, 3]
-        bad = np.zeros(self.tr.num_tracks, bool)
-        bad[self.tr.track[rows][depth <= 0]] = True
+        # a point behind any of its cameras cannot be projected. In the final pass (all tracks) such a
+        # DLT point (a low-parallax track) restarts far out on its first ray; otherwise it is dropped
+        bad = self._behind(rows)
+        if all_tracks and bad.any():
+            ids, first = np.unique(self.tr.track[rows], return_index=True)
+            sel = bad[ids]
+            good_rows = rows[~bad[self.tr.track[rows]]]
+            far = 10.0 * (np.median(self._depth(good_rows)) if len(good_rows) else 1.0)
+            r = rows[first[sel]]
+            c2w = np.linalg.inv(self.w2c[self.tr.frame[r]])
+            ray = np.linalg.solve(self.K, np.concatenate([self.tr.uv[r], np.ones((len(r), 1))], 1).T).T * far
+            self.X[ids[sel]] = np.einsum("mij,mj->mi", c2w[:, :3, :3], ray) + c2w[:, :3, 3]
+            bad = self._behind(rows)
         behind = rows[bad[self.tr.track[rows]]]
         rows = rows[~bad[self.tr.track[rows]]]
         frames = np.flatnonzero(self.registered)
@@ -467,11 +479,32 @@ class _State:
         fixed = (int(cam_of[0]),) if self.registered[0] else (0,)
         params = _to_params(self.w2c[frames])
         before = (project(self.K, params[cam_idx, :3], params[cam_idx, 3:], self.X[pids][pt_idx]) - uv)
-        w2c, X, after = bundle_adjust(self.K, self.w2c[frames], self.X[pids], cam_idx, pt_idx, uv, fixed,
-                                      self.cfg.huber_px, max_iters)
+        # poses from the points seen most often (cost ~ points x cameras^2), then every point alone
+        n_obs = np.bincount(pt_idx, minlength=len(pids))
+        keep = np.zeros(len(pids), bool)
+        keep[np.argsort(-n_obs, kind="stable")[:self.cfg.ba_max_points]] = True
+        sub = keep[pt_idx]
+        new_id = np.cumsum(keep) - 1
+        w2c, _, _ = bundle_adjust(self.K, self.w2c[frames], self.X[pids[keep]], cam_idx[sub], new_id[pt_idx[sub]],
+                                  uv[sub], fixed, self.cfg.huber_px, max_iters)
+        _, X, after = bundle_adjust(self.K, w2c, self.X[pids], cam_idx, pt_idx, uv, np.arange(len(frames)),
+                                    self.cfg.huber_px, max_iters)
         self.w2c[frames], self.X[pids] = w2c, X
-        self.X[bad] = np.nan if not all_tracks else self.X[bad]
-        return rows, before, after, behind
+        if not all_tracks:
+            self.X[bad] = np.nan
+        flipped = self._depth(rows) <= 0  # behind a camera after the adjustment
+        return rows[~flipped], before[~flipped], after[~flipped], np.concatenate([behind, rows[flipped]])
+
+    def _depth(self, rows: np.ndarray) -> np.ndarray:
+        """z of each observation's point in its camera (M,)."""
+        Xr = self.X[self.tr.track[rows]]
+        return np.einsum("mj,mj->m", Xr, self.w2c[self.tr.frame[rows], 2, :3]) + self.w2c[self.tr.frame[rows], 2, 3]
+
+    def _behind(self, rows: np.ndarray) -> np.ndarray:
+        """(num_tracks,) True for tracks whose point is behind a camera observing it in rows."""
+        bad = np.zeros(self.tr.num_tracks, bool)
+        bad[self.tr.track[rows][self._depth(rows) <= 0]] = True
+        return bad
 
     def _triangulate_all(self, rows: np.ndarray) -> None:
         ids, counts = np.unique(self.tr.track[rows], return_counts=True)
@@ -594,7 +627,7 @@ def reconstruct(frames: np.ndarray, K: np.ndarray | None = None, config: SfmConf
         if st.register(t):
             st.triangulate_new(t)
             failed.clear()  # new points may let a failed frame register now
-            if st.registered.sum() >= 1.5 * last_ba:
+            if st.registered.sum() >= 2 * last_ba:
                 st.adjust(cfg.ba_iters)
                 last_ba = st.registered.sum()
         else:
