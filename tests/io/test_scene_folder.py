@@ -20,6 +20,7 @@ from star_jax.io.scene_folder import (
     padded_frame_count,
     resize_scene,
     scene_reference,
+    scene_source_type,
     write_scene,
 )
 
@@ -371,8 +372,12 @@ def test_scene_reference_for_navigate(tmp_path):
     np.testing.assert_array_equal(frames, video.views)
     np.testing.assert_array_equal(geo.w2c, video.source_w2c)
     assert geo.kind == "planar-prior"
-    with pytest.raises(SceneError, match="4-view image scene needs the multi-view render"):
-        scene_reference(make_scene("image", 4))
+    four = make_scene("image", 4, frames=21)
+    frames, geo = scene_reference(four, num_frames=21)  # the views themselves, fused per target by the session
+    np.testing.assert_array_equal(frames, four.views)
+    np.testing.assert_array_equal(geo.w2c, four.source_w2c)
+    assert geo.depth.shape == (4, H, W) and scene_source_type(four) == "multi-image"
+    assert (scene_source_type(one), scene_source_type(video)) == ("image", "video")
 
 
 def test_resize_scene_moves_intrinsics_and_depth_with_the_pixels():
