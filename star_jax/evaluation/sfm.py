@@ -166,9 +166,14 @@ def ba_residuals(x: np.ndarray, K: np.ndarray, R0: np.ndarray, t0: np.ndarray, f
                  cam_idx: np.ndarray, pt_idx: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """Residuals (2M,) = project - observed of observation m (point pt_idx[m] in camera cam_idx[m])."""
     R, t, _, X = _unpack(x, R0, t0, free, n_points)
-    Xc = np.einsum("mij,mj->mi", R[cam_idx], X[pt_idx]) + t[cam_idx]
-    q = Xc @ K.T
-    return (q[:, :2] / q[:, 2:] - uv).ravel()
+    return reprojection_residuals(K, R, t, X, cam_idx, pt_idx, uv).ravel()
+
+
+def reprojection_residuals(K: np.ndarray, R: np.ndarray, t: np.ndarray, X: np.ndarray, cam_idx: np.ndarray,
+                           pt_idx: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Projected - observed pixels (M, 2) of points X (P, 3) in cameras x_cam = R X + t (C, 3, 3), (C, 3)."""
+    q = (np.einsum("mij,mj->mi", R[cam_idx], X[pt_idx]) + t[cam_idx]) @ K.T
+    return q[:, :2] / q[:, 2:] - uv
 
 
 def ba_jacobian_blocks(K: np.ndarray, R: np.ndarray, t: np.ndarray, X: np.ndarray, cam_idx: np.ndarray,
@@ -207,7 +212,7 @@ def bundle_adjust(K: np.ndarray, w2c: np.ndarray, points: np.ndarray, cam_idx: n
     solved by the Schur complement on the cameras (the points' 3x3 blocks eliminated), every
     observation counted once per (camera, point). Stops after `max_iters` steps or when a step
     lowers the cost by less than `tol` relative. Returns (w2c (C, 4, 4), points (P, 3), residuals (M, 2))."""
-    C, P, M = len(w2c), len(points), len(uv)
+    C, P = len(w2c), len(points)
     R, t, X = np.array(w2c[:, :3, :3]), np.array(w2c[:, :3, 3]), np.array(points, np.float64)
     slot = np.arange(C)
     slot[np.asarray(fixed_cams, int)] = -1
@@ -220,8 +225,7 @@ def bundle_adjust(K: np.ndarray, w2c: np.ndarray, points: np.ndarray, cam_idx: n
     w_cols = (3 * pt_idx[mc])[:, None, None] + np.arange(3)[None, None, :]
 
     def residual(R, t, X):
-        q = (np.einsum("mij,mj->mi", R[cam_idx], X[pt_idx]) + t[cam_idx]) @ K.T
-        return q[:, :2] / q[:, 2:] - uv
+        return reprojection_residuals(K, R, t, X, cam_idx, pt_idx, uv)
 
     r = residual(R, t, X)
     err = np.linalg.norm(r, axis=1)
