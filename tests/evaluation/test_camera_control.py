@@ -138,3 +138,18 @@ def test_bad_commanded_cameras_raise(room):
     bad[3, 0, 0] = np.nan
     with pytest.raises(TrajectoryError, match="matrix 3"):
         cc.camera_control(frames, bad, ROOM_K, rec)
+
+
+def test_frames_that_cannot_be_registered_are_named(room):
+    """The last 3 of 16 frames replaced by noise: 13 frames (81 %) register, the metric is measured
+    on them and names the others; with the last 4 replaced (75 % < 80 %) it fails and names them."""
+    frames, c2w, _ = room
+    noisy = frames.copy()
+    noisy[-3:] = np.random.default_rng(2).integers(0, 256, size=noisy[-3:].shape, dtype=np.uint8)
+    m = cc.camera_control(noisy, _world(c2w), ROOM_K)
+    assert m.ok and m.details["registered"] == T - 3 and m.details["sfm"]["unregistered"] == [13, 14, 15]
+    assert "frames 13-15 could not be registered" in m.details["note"]
+    assert np.isnan(m.details["rotation_deg_per_frame"][-3:]).all() and m.score > 0.9
+    noisy[-4] = noisy[-1]
+    m = cc.camera_control(noisy, _world(c2w), ROOM_K)
+    assert not m.ok and m.reason == "tracking lost: 4 of 16 frames could not be registered (frames 12-15)"
