@@ -8,6 +8,10 @@ Launch (repository root):
         --video ../shared/data/reference_videos/coffee_martini.mp4 \
         --trajectory ../shared/data/trajectories/x_y_circle_cycle.txt   # a real clip (planar depth)
     python -m star_jax.navigate --config experiments/navigate.py:variant=tiny --keys keys.txt
+    python -m star_jax.navigate --config experiments/navigate.py:variant=tiny \
+        --moves forward:36 turn-right+forward:36 look-up:12      # scripted moves (config.moves_speed)
+    python -m star_jax.prepare --source photo.png --output scene/ && \
+        python -m star_jax.navigate --config experiments/navigate.py:variant=tiny --video scene/  # a 1.5 scene
     python -m star_jax.navigate --config experiments/navigate.py:variant=1.3B,height=480,width=832 \
         --checkpoint ckpt/   # ckpt/dit and ckpt/vae from `python -m star_jax.checkpoint.convert`
 
@@ -46,6 +50,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.trajectory = default_world_path("trajectory.txt")  # InSpatio keyframes (pitch, yaw, displacement)
     c.w2c_file = ""  # per-frame OpenCV w2c matrices; replaces `trajectory`
     c.keys_file = ""  # a key script ("<frames> forward+yaw_left" lines); replaces both
+    c.moves = ""  # scripted moves "forward:36 turn-right+forward:36 look-up:12"; replaces all three
+    # speeds of the moves per frame: scene scales (median depth of the first reference's centre),
+    # degrees; the pitch bound; frames to reach full speed (the smoothing of the interactive controller)
+    c.moves_speed = ml_collections.ConfigDict(dict(speed=0.02, turn_deg=1.5, max_pitch_deg=60.0, ramp_frames=4.0))
+    c.scene_blocks = 0  # a scene folder with its own cameras: blocks to run (0: all its target poses, as 1.5)
     # a model folder (dit/, vae/, star_model.json); tiny: the embedded trained model; empty: random weights
     c.checkpoint = TINY_MODEL if a.variant == "tiny" and not a.random_weights else ""
     c.ground_truth = default_world_path("target.mp4")  # the true target video along the path; empty: none

@@ -60,9 +60,9 @@ from star_jax.errors import InputError
 from star_jax.io import files as io
 from star_jax.io.video import VideoProbe
 from star_jax.io.manifest import ManifestEntry
-from star_jax.io.scene_folder import is_scene_folder
-from star_jax.geometry.controller import ControllerConfig
-from star_jax.geometry.trajectory import source_frame_indices
+from star_jax.io.scene_folder import is_scene_folder, read_scene_json
+from star_jax.geometry.controller import ControllerConfig, MoveSpeeds, moves_controller_config
+from star_jax.geometry.trajectory import TrajectoryError, source_frame_indices
 from star_jax.models.variants import DiTConfig, dit_variant
 from star_jax.render import (
     CameraSource,
@@ -89,6 +89,12 @@ def total_frames(num_blocks: int, frames_per_block: int = 3) -> int:
     return 1 + 4 * (frames_per_block * num_blocks - 1)
 
 
+def blocks_for(frames: int, frames_per_block: int = 3) -> int:
+    """The fewest blocks whose output covers `frames` frames (1.5's padding to whole blocks)."""
+    latents = 1 + -(-(max(frames, 1) - 1) // 4)
+    return -(-latents // frames_per_block)
+
+
 def _progress(iterable, total):
     try:
         from tqdm import tqdm
@@ -106,9 +112,12 @@ class Plan:
     probe: VideoProbe
     cameras: CameraSource
     dit: DiTConfig
-    num_frames: int  # output frames
+    num_frames: int  # output frames generated (whole blocks)
     min_coverage: float
     card: object = None  # the model folder's ModelCard (None: random weights or a format-1 folder)
+    num_blocks: int = 0
+    valid_frames: int = 0  # output frames written (<= num_frames: a scene's valid_frames, the moves' frames)
+    scene: dict | None = None  # a scene folder's scene.json, with "source_type" and "own_cameras"
 
 
 def _model_config(config) -> DiTConfig:
@@ -154,8 +163,34 @@ def validate(config) -> Plan:
     ctl = config.controller
     ControllerConfig(fps=config.video_spec.fps or probe.fps, max_speed=ctl.max_speed, max_accel=ctl.max_accel,
                      clearance=ctl.clearance)
-    n_total = total_frames(config.num_blocks, cfg.frames_per_block)
-    cameras = read_cameras(config, n_total)
+    cameras, scene = _scene_cameras(config)
+    if cameras is None:
+        cameras = read_cameras(config)
+    F = cfg.frames_per_block
+    if cameras.kind == "moves":
+        try:
+            MoveSpeeds(**config.moves_speed)
+        except TrajectoryError as e:
+            raise InputError(f"config.moves_speed: {e}") from e
+        n_valid = len(cameras.value)
+        num_blocks = blocks_for(n_valid, F)
+    elif scene is not None and scene["own_cameras"]:
+        num_blocks = blocks_for(scene["frames"], F)
+        if config.get("scene_blocks", 0) < 0:
+            raise InputError(f"config.scene_blocks: expected 0 (all) or a block count, found {config.scene_blocks}")
+        num_blocks = min(num_blocks, config.get("scene_blocks", 0) or num_blocks)
+        n_valid = min(scene["valid_frames"], total_frames(num_blocks, F))
+        w2c = cameras.value  # padded to whole blocks by repeating the last pose, as 1.5 pads its latents
+        pad = total_frames(num_blocks, F) - len(w2c)
+        cameras = dataclasses.replace(cameras, value=np.concatenate([w2c, np.repeat(w2c[-1:], max(pad, 0), 0)]))
+    else:
+        num_blocks = config.num_blocks
+        n_valid = total_frames(num_blocks, F)
+    n_total = total_frames(num_blocks, F)
+    if cameras.kind == "w2c":
+        from star_jax.render import check_w2c_count
+
+        check_w2c_count(cameras.path, cameras.value, n_total)
     card = None
     if config.checkpoint:
         from star_jax.inference.model import check_model_folder
@@ -163,7 +198,7 @@ def validate(config) -> Plan:
         # dit/ and vae/ (shapes from orbax metadata), star_model.json (convention, variant, architecture)
         card = check_model_folder(config.checkpoint, config.variant, config.dtype, config.conditioning or None)
     if config.get("ground_truth", ""):
-        _check_ground_truth(config.ground_truth, n_total, probe)
+        _check_ground_truth(config.ground_truth, n_valid, probe)
     if config.prompt and config.text_embedding:
         raise InputError("config.prompt / config.text_embedding (--prompt / --text): expected one text source, "
                          "found both")
@@ -176,7 +211,27 @@ def validate(config) -> Plan:
 
         load_text_embedding(config.text_embedding, cfg.text_dim, cfg.text_len)  # InputError names the file
     io.check_output_folder(config.output_dir, OUTPUTS)
-    return Plan(entry, probe, cameras, cfg, n_total, floor, card)
+    return Plan(entry, probe, cameras, cfg, n_total, floor, card, num_blocks, n_valid, scene)
+
+
+def _scene_cameras(config):
+    """(cameras, scene) for a scene folder given as the video: its scene.json with "source_type"
+    and "own_cameras" (True when the camera path is its input/target_tcw.txt, named or implied by
+    giving no other), and those cameras; (None, None) for a video or manifest."""
+    if not (config.video and is_scene_folder(config.video)):
+        return None, None
+    from star_jax.geometry import load_w2c_file
+    from star_jax.render import CameraSource
+
+    meta = read_scene_json(os.path.join(config.video, "scene.json"))
+    kind = meta["kind"] if meta["kind"] == "video" else ("image" if meta["views"] == 1 else "multi-image")
+    own = os.path.join(config.video, "input", "target_tcw.txt")
+    named = config.w2c_file and os.path.abspath(config.w2c_file) == os.path.abspath(own)
+    other = config.get("moves", "") or config.get("keys_file", "") or config.trajectory or config.w2c_file
+    scene = dict(meta, source_type=kind, own_cameras=bool(named or not other))
+    if scene["own_cameras"] and not (config.get("moves", "") or config.get("keys_file", "")):
+        return CameraSource("w2c", own, load_w2c_file(own)), scene
+    return None, dict(scene, own_cameras=False)
 
 
 def _check_ground_truth(path: str, n_total: int, reference: VideoProbe) -> None:
@@ -270,14 +325,15 @@ def run(config, log=print, dry_run: bool = False) -> dict:
         return {"dry_run": True, "video": entry.video, "camera": plan.cameras.kind, "frames": plan.num_frames,
                 "weights": weights}
     from star_jax.inference.model import load_model_folder, model_text_encoder, random_star_model
-    from star_jax.inference.session import NavigationSession, bounce_index
+    from star_jax.inference.session import NavigationSession
 
     clip, geometry = load_reference(entry, config, log)
     H, W = clip.frames.shape[1:3]
     freeze = None if config.camera.freeze_frame < 0 else int(config.camera.freeze_frame)
     if freeze is not None:
         source_frame_indices(1, len(clip.frames), freeze)  # a frame the clip has
-    truth = _load_ground_truth(config.ground_truth, config, plan.num_frames) if config.get("ground_truth") else None
+    n_valid = plan.valid_frames
+    truth = _load_ground_truth(config.ground_truth, config, n_valid) if config.get("ground_truth") else None
 
     rng = jax.random.PRNGKey(config.seed)
     card = plan.card
@@ -301,27 +357,33 @@ def run(config, log=print, dry_run: bool = False) -> dict:
         emb, src = embed_prompt(entry.caption, config.variant)
         model = dataclasses.replace(model, text=jnp.asarray(emb), text_source=f"the reference's caption: {src}")
     n_total = plan.num_frames
-    notes = model_notes(card, config, (H, W), geometry.kind, config.num_blocks * plan.dit.frames_per_block)
+    notes = model_notes(card, config, (H, W), geometry.kind, plan.num_blocks * plan.dit.frames_per_block)
     if card is not None:
         log(f"model: {card.description}")
         for note in notes:
             log(f"note: {note}")
 
     ctl = config.controller
+    if plan.cameras.kind == "moves":
+        rig = moves_controller_config(MoveSpeeds(**config.moves_speed), clip.fps, ctl.clearance)
+    else:
+        rig = ControllerConfig(fps=clip.fps, max_speed=ctl.max_speed, max_accel=ctl.max_accel, clearance=ctl.clearance)
+    fuse = plan.scene is not None and plan.scene["source_type"] == "multi-image"
     session = NavigationSession(
         model, clip.frames, geometry, rng=jax.random.fold_in(rng, 1), steps=tuple(config.sampler.steps),
-        shift=config.sampler.shift, point_size=config.warp.point_size, freeze_frame=freeze,
-        controller=ControllerConfig(fps=clip.fps, max_speed=ctl.max_speed, max_accel=ctl.max_accel,
-                                    clearance=ctl.clearance))
-    if plan.cameras.kind == "keys":
+        shift=config.sampler.shift, point_size=config.warp.point_size, freeze_frame=freeze, controller=rig,
+        fuse=fuse)
+    if plan.cameras.kind in ("keys", "moves"):
         keys = (plan.cameras.value + [frozenset()] * n_total)[:n_total]
-        cam_info, w2c = {"source": plan.cameras.path, "kind": "keys"}, None
+        cam_info, w2c = {"source": plan.cameras.path, "kind": plan.cameras.kind}, None
+        if plan.cameras.kind == "moves":
+            cam_info.update(moves=config.moves, speeds=dict(config.moves_speed), scene_scale=session.scene_scale)
     else:
         w2c, cam_info = build_target_cameras(config, geometry, n_total, entry.radius_ratio, plan.cameras)
         keys = None
 
     blocks, coverage, start = [], [], 0
-    for i in _progress(range(config.num_blocks), config.num_blocks):
+    for i in _progress(range(plan.num_blocks), plan.num_blocks):
         n = session.frames_needed()
         sl = slice(start, start + n)
         block = session.step(target_w2c=w2c[sl]) if keys is None else session.step(keys=keys[sl])
@@ -330,23 +392,24 @@ def run(config, log=print, dry_run: bool = False) -> dict:
         blocks.append(block)
         start += n
 
-    frames = np.concatenate([b.frames for b in blocks])
-    renders = np.concatenate([b.renders for b in blocks])
-    masks = np.concatenate([b.masks for b in blocks])
-    reference = np.concatenate([b.reference for b in blocks])
+    # only the valid frames are written (1.5: a scene's valid_frames; the moves' own frames)
+    frames = np.concatenate([b.frames for b in blocks])[:n_valid]
+    renders = np.concatenate([b.renders for b in blocks])[:n_valid]
+    masks = np.concatenate([b.masks for b in blocks])[:n_valid]
+    reference = np.concatenate([b.reference for b in blocks])[:n_valid]
     lat = [b.latency for b in blocks]
     # blocks 0 and 1 include compilation (stream start, then the first continuing chunk)
     warm = blocks[2:] or blocks[-1:]
     steady = [b.latency for b in warm]
     steady_total = sum(x["total"] for x in steady)
     steady_frames = sum(len(b.frames) for b in warm)
-    # the distinct source-video frames behind the output (the session plays the clip back and forth)
-    shown = np.asarray([freeze]) if freeze is not None else bounce_index(np.arange(n_total), len(clip.frames))
+    # the distinct source-video frames (or views) behind the output (a video plays back and forth)
+    shown = np.concatenate([b.source_indices for b in blocks])[:n_valid]
     distinct_used = int(np.unique(clip.source_indices[shown]).size)
     quality = None if truth is None else {"video": os.path.abspath(config.ground_truth),
                                           **score(frames, truth, renders, masks)}
-    target_w2c = np.concatenate([b.target_w2c for b in blocks])
-    target_K = np.asarray(geometry.K, np.float32)[shown if freeze is None else np.full(n_total, freeze)]
+    target_w2c = np.concatenate([b.target_w2c for b in blocks])[:n_valid]
+    target_K = np.concatenate([b.target_K for b in blocks])[:n_valid]
     evaluation = None
     if config.get("evaluate"):
         from star_jax.evaluate import evaluate, summary
@@ -370,7 +433,13 @@ def run(config, log=print, dry_run: bool = False) -> dict:
         meta = {
             "video": entry.video, "caption": entry.caption, "frames": int(len(frames)), "size_hw": [H, W],
             "fps": clip.fps, "reference": dict(clip.provenance(), distinct_source_frames_used=distinct_used),
-            "blocks": config.num_blocks, "variant": config.variant, "dtype": config.dtype,
+            "generated_frames": int(n_total), "valid_frames": int(n_valid),
+            "scene": None if plan.scene is None else {
+                "source_type": plan.scene["source_type"], "views": plan.scene["views"],
+                "frames": plan.scene["frames"], "valid_frames": plan.scene["valid_frames"],
+                "own_cameras": plan.scene["own_cameras"], "geometry": plan.scene.get("geometry", "geometry-encoder")},
+            "views_per_block": [b.views for b in blocks] if fuse else None,
+            "blocks": plan.num_blocks, "variant": config.variant, "dtype": config.dtype,
             "weights": model.weights, "text": model.text_source, "depth": geometry.kind,
             "model": None if card is None else {
                 "folder": os.path.abspath(config.checkpoint), "what": card.training.get("what", ""),
@@ -412,23 +481,40 @@ def main(argv):
     overrides = {"video": F.video, "trajectory": F.trajectory, "w2c_file": F.w2c, "keys_file": F.keys,
                  "checkpoint": F.checkpoint, "text_embedding": F.text, "prompt": F.prompt,
                  "text_encoder": F.text_encoder, "tokenizer": F.tokenizer, "output_dir": F.output_dir,
-                 "ground_truth": F.ground_truth}
+                 "ground_truth": F.ground_truth, "moves": F.moves}
     if F.evaluate:
         overrides["evaluate"] = True
     if F.random_weights and F.checkpoint:
         raise InputError("--random_weights / --checkpoint: expected at most one source of weights, found both")
     with config.unlocked():
-        if F.video or F.trajectory or F.w2c or F.keys:
+        if F.video or F.trajectory or F.w2c or F.keys or F.moves:
             config.ground_truth = ""  # the default world's ground truth belongs to its own clip and path
         if F.random_weights:
             config.checkpoint = ""
         for k, v in overrides.items():
             if v:
                 config[k] = v
-        if is_scene_folder(config.video) and not (F.trajectory or F.w2c or F.keys):
+        if is_scene_folder(config.video) and not (F.trajectory or F.w2c or F.keys or F.moves):
             config.trajectory = ""  # a scene folder brings its own target cameras
             config.w2c_file = os.path.join(config.video, "input", "target_tcw.txt")
     run(config, dry_run=F.dry_run)
+
+
+def join_moves_argv(argv: list[str]) -> list[str]:
+    """`--moves forward:36 turn-right+forward:36` (the moves as separate words, as the issue writes
+    them) -> `--moves=forward:36 turn-right+forward:36`, one absl flag value; other words are kept."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--moves":
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("-"):
+                j += 1
+            out.append("--moves=" + " ".join(argv[i + 1:j]))
+            i = j
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 if __name__ == "__main__":
@@ -444,6 +530,8 @@ if __name__ == "__main__":
     flags.DEFINE_string("trajectory", "", "InSpatio keyframe trajectory file (pitch / yaw / displacement)")
     flags.DEFINE_string("w2c", "", "per-frame OpenCV world-to-camera matrices (.npy / .json / .txt)")
     flags.DEFINE_string("keys", "", "key script: lines '<frames> forward+yaw_left'")
+    flags.DEFINE_string("moves", "", "scripted moves, e.g. --moves forward:36 turn-right+forward:36 look-up:12 "
+                        "(name[*scale][+name...]:frames; speeds in config.moves_speed); sets the frame count")
     flags.DEFINE_string("checkpoint", "", "model folder: dit/ + vae/ (+ star_model.json); default for tiny: the "
                         "embedded trained model")
     flags.DEFINE_bool("random_weights", False, "randomly initialised networks instead of the default model")
@@ -459,4 +547,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("output_dir", "", "where outputs go")
     cli.define_flags()
     sys.path.insert(0, os.getcwd())
-    cli.main(main, parse=cli.absl_parser())
+    cli.main(main, join_moves_argv(sys.argv), parse=cli.absl_parser())

@@ -50,6 +50,7 @@ from star_jax.geometry import (
     warp_frames,
     warp_recipe,
 )
+from star_jax.geometry.controller import parse_moves
 from star_jax.geometry.trajectory import TrajectoryError, check_interpolation_mode, check_positive_finite
 
 OUTPUTS = ("renders.mp4", "masks.mp4", "reference.mp4", "contact_sheet.png", "conditions.npz", "metadata.json")
@@ -123,8 +124,11 @@ def validate_reference(config) -> tuple[ManifestEntry, VideoProbe]:
 
 
 def read_cameras(config, num_frames: int | None = None) -> CameraSource:
-    """Reads the camera path the config names, first found of `keys_file` (a key script),
-    `w2c_file` (per-frame w2c, at least `num_frames` when given) and `trajectory` (keyframes)."""
+    """Reads the camera path the config names, first found of `moves` (scripted moves, per frame
+    {controller key: scale}), `keys_file` (a key script), `w2c_file` (per-frame w2c, at least
+    `num_frames` when given) and `trajectory` (keyframes)."""
+    if config.get("moves", ""):
+        return CameraSource("moves", "--moves", parse_moves(config.moves, "--moves"))
     if config.get("keys_file", ""):
         return CameraSource("keys", config.keys_file, parse_key_script_file(config.keys_file))
     if config.w2c_file:
@@ -223,8 +227,9 @@ def validate(config) -> Inputs:
         raise InputError(f"config.warp.batch_frames: expected an integer >= 1, found {config.warp.batch_frames}")
     entry, probe = validate_reference(config)
     cameras = read_cameras(config)  # a w2c file's length is checked against the clip after decoding
-    if cameras.kind == "keys":
-        raise InputError(f"{cameras.path}: key scripts drive navigate, not render; give a trajectory or a w2c file")
+    if cameras.kind in ("keys", "moves"):
+        raise InputError(f"{cameras.path}: key scripts and moves drive navigate, not render; give a trajectory or a "
+                         f"w2c file")
     io.check_output_folder(config.output_dir, OUTPUTS)
     return Inputs(entry, probe, cameras)
 
