@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from star_jax.errors import InputError
+from star_jax.evaluation import bundle_adjustment as ba
 from star_jax.evaluation import sfm
 
 SEVEN_SCENES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "rgbd_7scenes_redkitchen")
@@ -116,22 +117,23 @@ def room():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_projection_matches_float64_twin():
-    """The BA's Rodrigues + pinhole projection equals a plain float64 matrix twin (cv2.Rodrigues)."""
+def test_projection_matches_float64_twin_and_opencv():
+    """The BA's pinhole projection equals a plain float64 loop (with skew) and cv2.projectPoints."""
     rng = np.random.default_rng(0)
-    K = np.array([[300.0, 0.5, 150.0], [0, 310.0, 100.0], [0, 0, 1]])
-    rvec = rng.normal(size=(50, 3)) * 0.5
-    rvec[0] = 0.0  # the small-angle branch
-    rvec[1] = 1e-14
-    tvec = rng.normal(size=(50, 3))
+    R = np.stack([cv2.Rodrigues(r)[0] for r in rng.normal(size=(50, 3)) * 0.5])
+    t = rng.normal(size=(50, 3))
     X = rng.normal(size=(50, 3)) + [0, 0, 8]
-    got = sfm.project(K, rvec, tvec, X)
-    want = []
-    for r, t, x in zip(rvec, tvec, X):
-        R = cv2.Rodrigues(r)[0]
-        q = K @ (R @ x + t)
-        want.append(q[:2] / q[2])
-    np.testing.assert_allclose(got, np.array(want), rtol=0, atol=1e-9)
+    idx = np.arange(50)
+    for skew in (0.5, 0.0):
+        K = np.array([[300.0, skew, 150.0], [0, 310.0, 100.0], [0, 0, 1]])
+        got = ba.reprojection_residuals(K, R, t, X, idx, idx, np.zeros((50, 2)))
+        want = []
+        for Ri, ti, xi in zip(R, t, X):
+            q = K @ (Ri @ xi + ti)
+            want.append(q[:2] / q[2])
+        np.testing.assert_allclose(got, np.array(want), rtol=0, atol=1e-9)
+    cv = [cv2.projectPoints(xi[None], cv2.Rodrigues(Ri)[0], ti, K, None)[0][0, 0] for Ri, ti, xi in zip(R, t, X)]
+    np.testing.assert_allclose(got, np.array(cv), rtol=0, atol=1e-6)
 
 
 def _central_differences(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
@@ -152,8 +154,7 @@ def _toy_problem(seed=0, C=6, P=120):
         w2c[c, :3, :3] = cv2.Rodrigues(rng.normal(size=3) * 0.05)[0]
         w2c[c, :3, 3] = [-0.3 * c, 0.05 * rng.normal(), 0.1 * rng.normal()]
     cam_idx, pt_idx = np.repeat(np.arange(C), P), np.tile(np.arange(P), C)
-    params = sfm._to_params(w2c)
-    uv = sfm.project(K, params[cam_idx, :3], params[cam_idx, 3:], X[pt_idx])
+    uv = ba.reprojection_residuals(K, w2c[:, :3, :3], w2c[:, :3, 3], X, cam_idx, pt_idx, np.zeros((C * P, 2)))
     return K, w2c, X, cam_idx, pt_idx, uv, rng
 
 
@@ -165,14 +166,14 @@ def test_ba_residuals_match_twin_and_ba_lowers_error():
     w = rng.normal(size=(len(free), 3)) * 0.1  # rotation updates: camera c turns to exp(w) R0
     x = np.concatenate([np.concatenate([w, t0[free]], 1).ravel(), X.ravel()])
     args = (K, R0, t0, free, len(X), cam_idx, pt_idx, uv)
-    res = sfm.ba_residuals(x, *args).reshape(-1, 2)
+    res = ba.ba_residuals(x, *args).reshape(-1, 2)
     R = np.concatenate([R0[:1], [cv2.Rodrigues(wi)[0] @ Ri for wi, Ri in zip(w, R0[1:])]])
     q = np.einsum("ij,mj->mi", K, np.einsum("mij,mj->mi", R[cam_idx], X[pt_idx]) + t0[cam_idx])
     np.testing.assert_allclose(res, q[:, :2] / q[:, 2:] - uv, atol=1e-9)
     # the analytic Jacobian blocks equal central differences (rotation updates at w = 0)
     x0 = np.concatenate([np.concatenate([np.zeros_like(w), t0[free]], 1).ravel(), X.ravel()])
-    Jn = _central_differences(lambda x_: sfm.ba_residuals(x_, *args), x0).reshape(len(uv), 2, -1)
-    Jc, Jp = sfm.ba_jacobian_blocks(K, R0, t0, X, cam_idx, pt_idx)
+    Jn = _central_differences(lambda x_: ba.ba_residuals(x_, *args), x0).reshape(len(uv), 2, -1)
+    Jc, Jp = ba.ba_jacobian_blocks(K, R0, t0, X, cam_idx, pt_idx)
     m = np.flatnonzero(cam_idx > 0)  # observations of free cameras
     cols = 6 * (cam_idx[m] - 1)[:, None] + np.arange(6)
     np.testing.assert_allclose(Jc[m], Jn[m[:, None, None], np.arange(2)[None, :, None], cols[:, None, :]],
@@ -186,9 +187,9 @@ def test_ba_residuals_match_twin_and_ba_lowers_error():
         w2c_p[c, :3, :3] = cv2.Rodrigues(rng.normal(size=3) * 0.01)[0] @ w2c[c, :3, :3]
         w2c_p[c, :3, 3] += rng.normal(size=3) * 0.05
     X_p = X + rng.normal(size=X.shape) * 0.05
-    pp = sfm._to_params(w2c_p)
-    before = np.linalg.norm(sfm.project(K, pp[cam_idx, :3], pp[cam_idx, 3:], X_p[pt_idx]) - uv, axis=1).mean()
-    w2c_o, X_o, after = sfm.bundle_adjust(K, w2c_p, X_p, cam_idx, pt_idx, uv, max_iters=50)
+    before = np.linalg.norm(ba.reprojection_residuals(K, w2c_p[:, :3, :3], w2c_p[:, :3, 3], X_p, cam_idx, pt_idx, uv),
+                            axis=1).mean()
+    w2c_o, X_o, after = ba.bundle_adjust(K, w2c_p, X_p, cam_idx, pt_idx, uv, max_iters=50)
     after = np.linalg.norm(after, axis=1).mean()
     assert before > 5.0 and after < 0.45, (before, after)  # noise 0.3 px per axis: mean norm ~0.37
     np.testing.assert_array_equal(w2c_o[0], w2c_p[0])  # the gauge camera is held
