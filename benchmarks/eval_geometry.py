@@ -18,7 +18,8 @@ Cases (the commanded path is the true one, so a perfect estimator scores 1 on ca
   commanded static, default K): camera control near 1, 3D consistency degenerate.
 Each row: rotation error e_R (deg), translation error e_t (fraction of the path's extent),
 camera-control score, registered frames, reprojection error after BA (px at 1/8 of a 512^2-area
-frame, WorldScore's unit) and 3D-consistency score, seconds for the reconstruction and both metrics.
+frame, WorldScore's unit) and 3D-consistency score, wall and CPU seconds for the reconstruction and
+both metrics, and the machine's 1-minute load average (the CPU is shared: wall time varies 2x).
 """
 
 from __future__ import annotations
@@ -93,12 +94,13 @@ def _seven_scenes():
 
 
 def evaluate(name: str, frames, w2c, K) -> dict:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rec = sfm.reconstruct(frames, K)
     cam = cc.camera_control(frames, w2c, K, rec)
     con = cc.consistency_3d(frames, K, rec)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     row = {"case": name, "frames": f"{len(frames)} x {frames.shape[1]}x{frames.shape[2]}", "seconds": seconds,
+           "cpu_seconds": cpu, "load_average": os.getloadavg()[0],
            "registered": int(rec.registered.sum()), "model": rec.model,
            "camera_control": cam.to_json(), "3d_consistency": con.to_json()}
     return row
@@ -111,7 +113,8 @@ def _fmt(row: dict) -> str:
     else:
         c = f"failed: {cam['reason']} | | "
     d = f"{con['raw']:.3f} | {con['score']:.3f}" if con["ok"] else f"failed: {con['reason'][:60]} |"
-    return f"| {row['case']} | {row['frames']} | {c} | {row['registered']} | {d} | {row['seconds']:.1f} |"
+    t = f"{row['seconds']:.1f} | {row['cpu_seconds']:.1f} | {row['load_average']:.1f}"
+    return f"| {row['case']} | {row['frames']} | {c} | {row['registered']} | {d} | {t} |"
 
 
 def main(argv=None) -> None:
@@ -142,8 +145,9 @@ def main(argv=None) -> None:
         still = np.tile(np.eye(4), (len(frames), 1, 1))
         rows.append(evaluate("coffee_martini (real, static camera, commanded static)", frames, still, None))
         print(_fmt(rows[-1]), flush=True)
-    head = ("| case | frames | e_R deg | e_t | camera score | registered | reprojection (1/8 px) | 3D score | s |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+    head = ("| case | frames | e_R deg | e_t | camera score | registered | reprojection (1/8 px) | 3D score | s | cpu s "
+            "| load |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")
     table = head + "\n" + "\n".join(_fmt(r) for r in rows)
     print(table)
     os.makedirs(args.out, exist_ok=True)
