@@ -145,8 +145,8 @@ def main(argv=None) -> None:
         still = np.tile(np.eye(4), (len(frames), 1, 1))
         rows.append(evaluate("coffee_martini (real, static camera, commanded static)", frames, still, None))
         print(_fmt(rows[-1]), flush=True)
-    head = ("| case | frames | e_R deg | e_t | camera score | registered | reprojection (1/8 px) | 3D score | s | cpu s "
-            "| load |\n"
+    head = ("| case | frames | e_R deg | e_t | camera score | registered | reprojection (1/8 px) | 3D score "
+            "| s | cpu s | load |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|")
     table = head + "\n" + "\n".join(_fmt(r) for r in rows)
     print(table)
