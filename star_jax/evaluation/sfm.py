@@ -79,7 +79,9 @@ class Reconstruction:
     points: (N, 3) float64 triangulated track points (empty for the rotation model).
     obs_frame, obs_point: (M,) int, the frame and the point of each observation.
     residuals: (M, 2) float64, projected - observed, pixels at the working resolution.
-    mean_error_before_px / mean_error_px: mean capped residual norm before / after the final BA.
+    mean_error_before_px / mean_error_px: mean capped residual norm before / after the final BA,
+        over these M observations and those still behind their camera after it (counted at the
+        cap, not in `residuals`; `stats["behind_camera_observations"]`).
     K: (3, 3) intrinsics at the working resolution `size_hw`; `resize` = working / input scale.
     model: "full" (6-DoF poses + points), "rotation" (no translation to triangulate) or "none".
     """
