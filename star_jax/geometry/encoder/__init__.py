@@ -11,9 +11,14 @@ decoder and encoder, pose encoding), model.py (the whole), convert.py (weights),
 (PyTorch-exact interpolation taps).
 """
 
-from star_jax.geometry.encoder.convert import convert_da3_state, load_da3_checkpoint
+from star_jax.geometry.encoder.convert import (
+    checkpoint_variant,
+    convert_da3_state,
+    load_da3_checkpoint,
+    params_to_da3_state,
+)
 from star_jax.geometry.encoder.model import GeometryEncoder, GeometryOutput, normalize_images
 from star_jax.geometry.encoder.variants import EncoderConfig, encoder_variant
 
-__all__ = ["EncoderConfig", "GeometryEncoder", "GeometryOutput", "convert_da3_state", "encoder_variant",
-           "load_da3_checkpoint", "normalize_images"]
+__all__ = ["EncoderConfig", "GeometryEncoder", "GeometryOutput", "checkpoint_variant", "convert_da3_state",
+           "encoder_variant", "load_da3_checkpoint", "normalize_images", "params_to_da3_state"]

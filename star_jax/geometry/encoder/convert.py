@@ -112,3 +112,38 @@ def convert_da3_state(state: dict, cfg: EncoderConfig, dtype=np.float32, source:
 def load_da3_checkpoint(path: str, cfg: EncoderConfig, dtype=np.float32) -> dict:
     """Params from a DA3 .safetensors file / folder or torch state-dict file."""
     return convert_da3_state(read_weights(path), cfg, dtype, source=str(path))
+
+
+def params_to_da3_state(params: dict) -> dict:
+    """GeometryEncoder params -> {reference name: numpy} (the inverse of `convert_da3_state`, for
+    tests and for checkpoints made here)."""
+    from flax.traverse_util import flatten_dict
+
+    out = {}
+    for path, value in flatten_dict(params, sep="/").items():
+        value = np.asarray(value)
+        if path.endswith("/kernel") and value.ndim == 2:
+            value = value.T
+        elif path.endswith("/kernel") and value.ndim == 4:
+            value = value.transpose(2, 3, 0, 1) if path.startswith(_TRANSPOSED_CONVS) else value.transpose(3, 2, 0, 1)
+        elif path.endswith(("cls_token", "camera_token", "pos_embed")):
+            value = value[None]
+        out[da3_name(path)] = value
+    return out
+
+
+def checkpoint_variant(shapes: dict, path: str = "checkpoint") -> str:
+    """The variant name whose width matches a DA3 state's {name: shape} (from `read_weight_shapes`)."""
+    from star_jax.geometry.encoder.variants import VARIANTS
+
+    key = next((k for k in shapes if k.removeprefix("model.") == "backbone.pretrained.cls_token"), None)
+    if key is None:
+        raise CheckpointError(f"{path}: expected a Depth-Anything-3 checkpoint (a backbone.pretrained.cls_token "
+                              f"tensor), found none among {len(shapes)} tensors (first: {sorted(shapes)[:3]})")
+    width = shapes[key][-1]
+    names = [n for n, c in VARIANTS.items() if c.embed_dim == width]
+    if not names:
+        raise CheckpointError(f"{path}: a DA3 backbone of width {width}; this port has "
+                              + ", ".join(f"{n} ({c.embed_dim})" for n, c in VARIANTS.items())
+                              + " (the larger DA3 sizes are not ported)")
+    return names[0]

@@ -1,0 +1,262 @@
+"""Depth and cameras of a video from the geometry encoder, written as the manifest navigate/render read.
+
+    python -m star_jax.geometry.estimate --video clip.mp4 --checkpoint DA3-SMALL/model.safetensors --out scene/
+    navigate --manifest scene/manifest.json ...
+
+    geometry, info = estimate_geometry(frames, params, cfg)      # in-process: a SceneGeometry (kind "estimated")
+
+What it does, per source frame of the video (every frame, at the source resolution):
+1. Frames are resized as Depth-Anything-3's own input processor does (longer side `process_res`,
+   each side then rounded to a multiple of 14) and ImageNet-normalised.
+2. The network sees `window` frames at a time; consecutive windows share one frame (the last
+   window is moved back to end at the last frame, so every window is full). Each window's
+   depth and cameras are in its own frame and scale; a window is brought into the first one's by
+   the median depth ratio over the shared frames (one scale for its depth and translations) and
+   the rigid motion that puts its first shared camera onto the chained one.
+3. Scale as the rollout expects: cameras are re-based so source frame 0 is the identity w2c, and
+   depth and translations are divided by the foreground depth of frame 0 (`foreground_depth`:
+   median of the central third), so a trajectory's displacement is in units of that depth and
+   frame 0's foreground sits at depth 1.
+4. Depth is resized to the source resolution by nearest neighbour (no invented depths across
+   edges); K is rescaled to source pixels (DA3's principal point is the image centre, pixel
+   corners at integers; here pixel centres are integers).
+
+Non-finite depth from the network is set to 0 (unknown) and counted in metadata.json; non-finite
+cameras, or a frame with no valid depth, raise InputError (a damaged checkpoint): the output
+folder is staged and appears only complete.
+
+Output folder: manifest.json (video, depth_dir, extrinsics, intrinsics), depth/depth_00000.npy ...
+(float32 z-depth, source resolution), extrinsics.npy (T, 4, 4) OpenCV w2c, intrinsics.npy
+(T, 3, 3), metadata.json (checkpoint, variant, settings, scale, masked-depth counts, timing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+from star_jax.errors import InputError
+
+OUTPUT_NAMES = ("manifest.json", "metadata.json", "depth", "extrinsics.npy", "intrinsics.npy")
+GEOMETRY_KIND = "estimated"
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimateSettings:
+    window: int = 16  # frames the network sees at once (consecutive windows share one)
+    process_res: int = 504  # the network input's longer side before rounding to multiples of 14
+
+    def __post_init__(self):
+        if self.window < 2:
+            raise InputError(f"--window: expected at least 2 frames (windows share one), found {self.window}")
+        if self.process_res < 14:
+            raise InputError(f"--process_res: expected at least 14 pixels, found {self.process_res}")
+
+
+def processing_size(hw: tuple[int, int], process_res: int, patch: int = 14) -> tuple[int, int]:
+    """(h, w) the network sees for a (H, W) frame: longer side -> process_res, then each side to
+    the nearest multiple of `patch` (ties up), as DA3's upper_bound_resize."""
+    H, W = hw
+    s = process_res / max(H, W)
+    h, w = max(1, int(round(H * s))), max(1, int(round(W * s)))
+
+    def nearest(x):
+        down = (x // patch) * patch
+        return max(patch, down + patch if x - down >= patch - (x - down) else down)
+
+    return nearest(h), nearest(w)
+
+
+def window_starts(num_frames: int, window: int) -> list[int]:
+    """First frame of each window: windows of `window` frames, consecutive ones sharing one frame,
+    the last one ending at the last frame (a video shorter than a window is one window)."""
+    if num_frames <= window:
+        return [0]
+    starts = list(range(0, num_frames - window, window - 1))
+    return starts + [num_frames - window]
+
+
+def _rigid_inverse(m: np.ndarray) -> np.ndarray:
+    out = np.eye(4, dtype=np.float64)
+    out[:3, :3] = m[:3, :3].T
+    out[:3, 3] = -m[:3, :3].T @ m[:3, 3]
+    return out
+
+
+def chain_windows(num_frames: int, windows: list[tuple[int, np.ndarray, np.ndarray]]):
+    """[(start, depth (V, h, w), w2c (V, 4, 4))] in per-window frames and scales -> (depth (T, h, w),
+    w2c (T, 4, 4)) in the first window's. Each later window is scaled by the median depth ratio
+    over the frames it shares with those before, then moved rigidly so its first shared camera
+    equals the chained one."""
+    depth = [None] * num_frames
+    w2c = [None] * num_frames
+    for n, (start, d, m) in enumerate(windows):
+        d, m = np.asarray(d, np.float64), np.array(m, np.float64)
+        shared = [k for k in range(len(d)) if depth[start + k] is not None]
+        if n and not shared:
+            raise InputError(f"window starting at frame {start} shares no frame with the ones before")
+        if shared:
+            ratios = np.concatenate([(depth[start + k] / d[k])[(d[k] > 0) & (depth[start + k] > 0)] for k in shared])
+            if ratios.size == 0:
+                raise InputError(f"frames {[start + k for k in shared]}: no valid depth to align windows on")
+            s = float(np.median(ratios))
+            d = d * s
+            m[:, :3, 3] *= s
+            k0 = shared[0]
+            m = m @ (_rigid_inverse(m[k0]) @ w2c[start + k0])
+        for k in range(len(d)):
+            if depth[start + k] is None:
+                depth[start + k], w2c[start + k] = d[k], m[k]
+    return np.stack(depth), np.stack(w2c)
+
+
+def normalise_scene(depth: np.ndarray, w2c: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Frame 0 -> identity w2c; depth and translations / foreground depth of frame 0. Returns
+    (depth, w2c, the foreground depth divided out)."""
+    from star_jax.geometry.trajectory import foreground_depth
+
+    fg = foreground_depth(depth[0])
+    w2c = w2c @ _rigid_inverse(w2c[0])
+    w2c[:, :3, 3] /= fg
+    return depth / fg, w2c, fg
+
+
+def _resize(img: np.ndarray, hw: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    import cv2
+
+    h, w = hw
+    if img.shape[:2] == (h, w):
+        return img
+    up = h > img.shape[0] or w > img.shape[1]
+    mode = cv2.INTER_NEAREST if nearest else (cv2.INTER_CUBIC if up else cv2.INTER_AREA)
+    return cv2.resize(img, (w, h), interpolation=mode)
+
+
+@functools.lru_cache(maxsize=4)
+def _runner(cfg):
+    """The jitted network on uint8-valued frames (B, S, h, w, 3), one per config (compiled once per shape)."""
+    import jax
+
+    from star_jax.geometry.encoder.model import GeometryEncoder, normalize_images
+
+    return jax.jit(lambda p, x: GeometryEncoder(cfg).apply({"params": p}, normalize_images(x / 255.0)))
+
+
+def estimate_geometry(frames: np.ndarray, params, cfg, settings: EstimateSettings = EstimateSettings(),
+                      progress: Callable[[int], None] | None = None):
+    """frames (T, H, W, 3) uint8 -> (SceneGeometry (depth (T, H, W), K (T, 3, 3), w2c (T, 4, 4),
+    kind "estimated"), info dict). `progress(n)` is called after each window with its frame count."""
+    import jax
+    import jax.numpy as jnp
+
+    from star_jax.io.manifest import SceneGeometry
+    from star_jax.io.video import VideoError
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise VideoError(f"geometry estimate: expected frames (T >= 1, H, W, 3), found {frames.shape}")
+    T, H, W, _ = frames.shape
+    h, w = processing_size((H, W), settings.process_res, cfg.patch_size)
+    small = np.stack([_resize(f, (h, w)) for f in frames])
+    run = _runner(cfg)
+    windows, Ks, masked = [], np.zeros((T, 3, 3)), np.zeros(T, np.int64)
+    for start in window_starts(T, settings.window):
+        V = min(settings.window, T)
+        out = jax.device_get(run(params, jnp.asarray(small[None, start:start + V], jnp.float32)))
+        depth, w2c, K = np.asarray(out.depth[0], np.float64), np.asarray(out.w2c[0], np.float64), out.K[0]
+        for k in range(V):
+            if not (np.all(np.isfinite(w2c[k])) and np.all(np.isfinite(K[k])) and K[k][0, 0] > 0 and K[k][1, 1] > 0):
+                raise InputError(f"source frame {start + k}: the geometry network gave non-finite or non-positive "
+                                 f"cameras (is the checkpoint damaged?)")
+            bad = ~(np.isfinite(depth[k]) & (depth[k] > 0))
+            masked[start + k] = int(bad.sum())
+            if bad.all():
+                raise InputError(f"source frame {start + k}: the geometry network gave no finite positive depth "
+                                 f"(is the checkpoint damaged?)")
+            depth[k][bad] = 0.0
+            Ks[start + k] = K[k]
+        windows.append((start, depth, np.concatenate([w2c, np.tile([[[0, 0, 0, 1.0]]], (V, 1, 1))], 1)))
+        if progress is not None:
+            progress(V)
+    depth, w2c = chain_windows(T, windows)
+    depth = np.stack([_resize(d.astype(np.float32), (H, W), nearest=True) for d in depth])
+    depth, w2c, fg0 = normalise_scene(depth, w2c)
+    sx, sy = W / w, H / h
+    Ks[:, 0, 0] *= sx
+    Ks[:, 1, 1] *= sy
+    Ks[:, 0, 2] = Ks[:, 0, 2] * sx - 0.5
+    Ks[:, 1, 2] = Ks[:, 1, 2] * sy - 0.5
+    info = {"process_hw": [h, w], "window": settings.window, "windows": len(windows),
+            "foreground_depth_divided_out": fg0, "masked_depth_pixels": masked.tolist(), "kind": GEOMETRY_KIND,
+            "network": f"depth-anything-3 {cfg.name}"}
+    return SceneGeometry(depth.astype(np.float32), Ks.astype(np.float32), w2c.astype(np.float32), GEOMETRY_KIND), info
+
+
+def write_scene(folder: str, video: str, geometry, meta: dict) -> None:
+    """Writes the manifest folder's files (module docstring) into an existing empty `folder`."""
+    from star_jax.io.files import write_json
+
+    os.mkdir(os.path.join(folder, "depth"))
+    for k, d in enumerate(geometry.depth):
+        np.save(os.path.join(folder, "depth", f"depth_{k:05d}.npy"), d)
+    np.save(os.path.join(folder, "extrinsics.npy"), geometry.w2c)
+    np.save(os.path.join(folder, "intrinsics.npy"), geometry.K)
+    write_json(os.path.join(folder, "manifest.json"),
+               [{"video": os.path.abspath(video), "depth_dir": "depth", "extrinsics": "extrinsics.npy",
+                 "intrinsics": "intrinsics.npy", "depth_scale": 1.0}])
+    write_json(os.path.join(folder, "metadata.json"), meta)
+
+
+def main(argv=None) -> dict:
+    """The command (module docstring). Returns the metadata it wrote."""
+    import argparse
+
+    from star_jax.cli import ArgumentParser
+    from star_jax.geometry.encoder import checkpoint_variant, encoder_variant, load_da3_checkpoint
+    from star_jax.checkpoint.storage import read_weight_shapes
+    from star_jax.io.files import check_output_folder, staged_folder
+    from star_jax.io.video import iter_video, probe_video
+
+    ap = ArgumentParser(prog="python -m star_jax.geometry.estimate", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--video", required=True, help="the reference video")
+    ap.add_argument("--checkpoint", required=True, help="DA3 weights: model.safetensors (or a torch state dict)")
+    ap.add_argument("--out", required=True, help="output folder (new, or a previous run of this command)")
+    ap.add_argument("--variant", default=None, help="encoder size (default: read from the checkpoint)")
+    ap.add_argument("--window", type=int, default=EstimateSettings.window)
+    ap.add_argument("--process_res", type=int, default=EstimateSettings.process_res)
+    ap.add_argument("--debug", action="store_true", help="print the traceback of user errors too")
+    a = ap.parse_args(argv)
+    settings = EstimateSettings(window=a.window, process_res=a.process_res)
+    check_output_folder(a.out, OUTPUT_NAMES)
+    probe = probe_video(a.video)
+    name = a.variant or checkpoint_variant(read_weight_shapes(a.checkpoint), a.checkpoint)
+    cfg = encoder_variant(name)
+    params = load_da3_checkpoint(a.checkpoint, cfg)
+    _, decoded = iter_video(a.video)
+    frames = np.stack([f for _, f in decoded])
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    views = len(window_starts(len(frames), settings.window)) * min(settings.window, len(frames))
+    with tqdm(total=views, unit="view", file=sys.stderr, desc="geometry") as bar:
+        geometry, info = estimate_geometry(frames, params, cfg, settings, progress=bar.update)
+    seconds = time.perf_counter() - t0
+    meta = {"video": os.path.abspath(a.video), "checkpoint": os.path.abspath(a.checkpoint), "variant": name,
+            "frames": len(frames), "source_hw": list(frames.shape[1:3]), "fps": probe.fps,
+            "seconds": round(seconds, 3), **info}
+    with staged_folder(a.out, OUTPUT_NAMES) as folder:
+        write_scene(folder, a.video, geometry, meta)
+    return meta
+
+
+if __name__ == "__main__":
+    from star_jax import cli
+
+    cli.main(main, sys.argv[1:])

@@ -1,0 +1,138 @@
+"""`python -m star_jax.geometry.estimate`: window chaining (closed form), DA3's input sizes, the
+manifest folder navigate reads (random tiny weights), and bad inputs (another size, a damaged
+checkpoint giving NaN, an output folder holding other files): clear errors, nothing written."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from star_jax.checkpoint.storage import CheckpointError
+from star_jax.errors import InputError
+from star_jax.geometry.encoder import encoder_variant, params_to_da3_state
+from star_jax.geometry.encoder.convert import encoder_shapes
+from star_jax.geometry.estimate import chain_windows, main, normalise_scene, processing_size, window_starts
+from star_jax.geometry.trajectory import foreground_depth
+
+
+def random_rigid(rng):
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q)
+    x, y, z, w = q
+    R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                  [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                  [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    m = np.eye(4)
+    m[:3, :3], m[:3, 3] = R, rng.normal(size=3)
+    return m
+
+
+def test_window_starts_and_da3_processing_size():
+    assert window_starts(7, 3) == [0, 2, 4]
+    assert window_starts(10, 4) == [0, 3, 6]
+    assert window_starts(11, 4) == [0, 3, 6, 7]
+    assert window_starts(3, 16) == [0]
+    assert processing_size((480, 832), 504) == (294, 504)  # 290.8 -> 291 -> nearest multiple of 14
+    assert processing_size((832, 480), 504) == (504, 294)
+    assert processing_size((100, 100), 504) == (504, 504)
+    assert processing_size((30, 40), 56) == (42, 56)
+
+
+def test_chaining_undoes_a_different_similarity_per_window():
+    """Each window sees the true scene in its own frame and scale (a random similarity); chained and
+    normalised, the result equals the normalised true scene."""
+    rng = np.random.default_rng(0)
+    T, V = 8, 3
+    depth = rng.uniform(1.0, 4.0, size=(T, 5, 6))
+    w2c = np.stack([random_rigid(rng) for _ in range(T)])
+    windows = []
+    for start in window_starts(T, V):
+        s, G = rng.uniform(0.2, 5.0), random_rigid(rng)
+        m = w2c[start:start + V] @ np.linalg.inv(G)
+        m[:, :3, 3] *= s
+        windows.append((start, depth[start:start + V] * s, m))
+    got_d, got_w = normalise_scene(*chain_windows(T, windows))[:2]
+    want_d, want_w = normalise_scene(depth, w2c)[:2]
+    np.testing.assert_allclose(got_d, want_d, rtol=1e-9)
+    np.testing.assert_allclose(got_w, want_w, atol=1e-9)
+    np.testing.assert_allclose(got_w[0], np.eye(4), atol=1e-12)
+    assert foreground_depth(got_d[0]) == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from safetensors.numpy import save_file
+
+    from flax.traverse_util import unflatten_dict
+
+    rng = np.random.default_rng(0)  # random weights of the tiny shapes (no init pass: that is slow on CPU)
+    params = {}
+    for path, shape in encoder_shapes(encoder_variant("tiny")).items():
+        if path.endswith("kernel"):
+            params[path] = rng.normal(size=shape) / np.sqrt(np.prod(shape[:-1]))
+        elif path.endswith(("scale", "ls1", "ls2")):
+            params[path] = 1 + 0.1 * rng.normal(size=shape)
+        else:
+            params[path] = 0.1 * rng.normal(size=shape)
+    params = unflatten_dict({k: v.astype(np.float32) for k, v in params.items()}, sep="/")
+    folder = tmp_path_factory.mktemp("da3")
+    state = {f"model.{k}": v for k, v in params_to_da3_state(params).items()}
+    save_file(state, str(folder / "model.safetensors"))
+    nan = dict(state)
+    nan["model.head.scratch.output_conv2.2.bias"] = np.full_like(state["model.head.scratch.output_conv2.2.bias"], np.nan)
+    save_file(nan, str(folder / "nan.safetensors"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    from star_jax.io.files import write_mp4
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0, 1, size=(48, 64, 3))
+    frames = np.stack([np.roll(base, 2 * t, axis=1) for t in range(6)])
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    write_mp4(str(path), frames, fps=15)
+    return str(path)
+
+
+def test_writes_the_manifest_navigate_reads(tiny_checkpoint, video, tmp_path):
+    from star_jax.io.manifest import check_manifest_entry, load_manifest
+
+    out = tmp_path / "scene"
+    meta = main(["--video", video, "--checkpoint", str(tiny_checkpoint / "model.safetensors"), "--out", str(out),
+                 "--window", "4", "--process_res", "56"])
+    assert meta["variant"] == "tiny" and meta["frames"] == 6 and meta["windows"] == 2
+    assert meta["process_hw"] == [42, 56] and json.load(open(out / "metadata.json"))["variant"] == "tiny"
+    (entry,) = load_manifest(out / "manifest.json")
+    probe = check_manifest_entry(entry)  # the depth folder's numbering and count, shapes, camera files
+    assert probe.num_frames == 6
+    depth = np.stack([np.load(out / "depth" / f"depth_{k:05d}.npy") for k in range(6)])
+    w2c, K = np.load(out / "extrinsics.npy"), np.load(out / "intrinsics.npy")
+    assert depth.shape == (6, 48, 64) and depth.dtype == np.float32 and np.all(depth > 0)
+    assert w2c.shape == (6, 4, 4) and K.shape == (6, 3, 3)
+    np.testing.assert_allclose(w2c[0], np.eye(4), atol=1e-6)
+    np.testing.assert_allclose(w2c[:, :3, :3] @ np.swapaxes(w2c[:, :3, :3], 1, 2), np.broadcast_to(np.eye(3), (6, 3, 3)),
+                               atol=1e-5)
+    assert foreground_depth(depth[0]) == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_allclose(K[:, 0, 2], 31.5, atol=1e-4)  # DA3's centred principal point, pixel centres
+    np.testing.assert_allclose(K[:, 1, 2], 23.5, atol=1e-4)
+    assert sorted(os.listdir(tmp_path)) == ["scene"]  # nothing left beside it
+
+
+def test_bad_inputs_write_nothing(tiny_checkpoint, video, tmp_path):
+    out = tmp_path / "scene"
+    args = ["--video", video, "--out", str(out), "--window", "4", "--process_res", "56"]
+    with pytest.raises(CheckpointError, match="'small' geometry encoder"):
+        main(args + ["--checkpoint", str(tiny_checkpoint / "model.safetensors"), "--variant", "small"])
+    with pytest.raises(InputError, match="non-finite or non-positive cameras|no finite positive depth"):
+        main(args + ["--checkpoint", str(tiny_checkpoint / "nan.safetensors")])
+    with pytest.raises(InputError, match="--window: expected at least 2"):
+        main(args + ["--checkpoint", str(tiny_checkpoint / "model.safetensors"), "--window", "1"])
+    assert not out.exists() and os.listdir(tmp_path) == []
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    with pytest.raises(InputError, match="holds files this job does not write"):
+        main(args + ["--checkpoint", str(tiny_checkpoint / "model.safetensors")])
+    assert os.listdir(out) == ["mine.txt"]
