@@ -290,3 +290,10 @@ def test_seven_scenes_path():
     t_err = np.linalg.norm(s * c_rec - c_true, axis=1) / np.linalg.norm(c_true, axis=1).max()
     assert rot_err.max() < 6.5 and rot_err.mean() < 3.0 and t_err.max() < 0.20, (rot_err.max(), t_err.max())
     assert rec.mean_error_px < 1.5
+
+
+def test_default_intrinsics_are_worldscores():
+    """fx = fy = 500 at the area-512^2 resolution DROID-SLAM sees, centred; scaled with the frame."""
+    np.testing.assert_allclose(sfm.default_intrinsics(512, 512), [[500, 0, 256], [0, 500, 256], [0, 0, 1]])
+    K = sfm.default_intrinsics(480, 832)
+    assert K[0, 0] == pytest.approx(500 * np.sqrt(480 * 832) / 512) and (K[0, 2], K[1, 2]) == (416, 240)
