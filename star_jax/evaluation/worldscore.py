@@ -20,6 +20,10 @@ Normalisations (WorldScore `worldscore/benchmark/utils/utils.py` `aspect_info` a
   mapped to [0.25, 0.75], higher is better): s = 0.25 + 0.5 ((x - avg) / std - z_min) / (z_max - z_min),
   clipped to [0, 1].
 - WorldScore-Static is the mean of its 7 aspects, Dynamic of 10 (`STATIC_ASPECTS`, `DYNAMIC_ASPECTS`).
+  When an estimator breaks on a video, WorldScore stores the worst raw value: the aspect scores 0.
+  Here a failure the video caused (`VIDEO_FAILURES`: tracking lost) scores 0 too, so a broken video
+  cannot escape the penalty by failing; a failure of the inputs (too few frames, no cameras given)
+  or a degenerate case (no translation to triangulate) leaves the aspect out.
   Aspects that need downloaded models (object control, content alignment, style consistency,
   subjective quality, motion accuracy) are not measured here; `aggregate` reports the mean over the
   aspects that were measured and lists the missing ones, so the number is never mistaken for the
@@ -46,6 +50,7 @@ FLOW_AEPE = (0.0, 1.1920, False)  # forward-backward end-point error, pixels
 SMOOTH_MSE = (0.0, 82.4014, False)  # interpolation MSE, 0..255 units
 SMOOTH_SSIM = (0.9224, 1.0, True)
 SMOOTH_LPIPS = (0.0, 0.0228, False)
+VIDEO_FAILURES = ("tracking lost",)  # reasons (prefixes) that score 0 in the aggregate, as WorldScore does
 MOTION_MAGNITUDE_Z = {"avg": 3.2425, "std": 3.4505, "z_min": -0.8638, "z_max": 2.7498, "range": (0.25, 0.75)}
 
 
@@ -121,13 +126,16 @@ def motion_magnitude_score(mean_median_flow: float) -> float:
 
 def aggregate(metrics: Iterable[Metric], aspects: Sequence[str] = DYNAMIC_ASPECTS) -> dict:
     """WorldScore-style aggregate x 100 over the given aspects: the mean of the measured aspects'
-    scores, with the aspects that failed (and why) and those not measured listed beside it."""
+    scores (an aspect whose estimator the video broke, `VIDEO_FAILURES`, counts as 0 and is listed
+    under "scored_zero"), with the aspects that failed (and why) and those not measured beside it."""
     by_name = {m.name: m for m in metrics}
     measured = {a: by_name[a].score for a in aspects if a in by_name and by_name[a].ok}
     failed = {a: by_name[a].reason for a in aspects if a in by_name and not by_name[a].ok}
+    zero = [a for a, why in failed.items() if why.startswith(VIDEO_FAILURES)]
+    measured.update({a: 0.0 for a in zero})
     missing = [a for a in aspects if a not in by_name]
     value = 100.0 * float(np.mean(list(measured.values()))) if measured else None
     return {"score": value, "aspects": {a: 100.0 * s for a, s in measured.items()}, "failed": failed,
-            "not_measured": missing,
+            "scored_zero": zero, "not_measured": missing,
             "note": (f"mean over {len(measured)} of {len(aspects)} WorldScore aspects; not comparable to the "
                      "leaderboard's number unless every aspect is measured")}

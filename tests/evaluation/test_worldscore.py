@@ -34,11 +34,21 @@ def test_motion_scores():
 def test_aggregate_leaves_failures_out_and_says_so():
     ms = [ws.Metric("camera_control", {"rotation_deg": 7.5, "translation": 0.25}, 0.5),
           ws.Metric("photometric_consistency", 0.0, 1.0),
-          ws.Metric.failed("3d_consistency", "tracking lost at frame 12")]
+          ws.Metric.failed("3d_consistency", "fewer than 3 frames")]
     agg = ws.aggregate(ms)
     assert agg["score"] == pytest.approx(75.0)
-    assert agg["failed"] == {"3d_consistency": "tracking lost at frame 12"}
+    assert agg["failed"] == {"3d_consistency": "fewer than 3 frames"} and agg["scored_zero"] == []
     assert "motion_smoothness" in agg["not_measured"] and len(agg["not_measured"]) == 7
     js = ms[2].to_json()
     assert js["ok"] is False and js["raw"] is None and js["score"] is None
     assert ws.aggregate([ms[2]])["score"] is None
+
+
+def test_a_video_that_breaks_tracking_scores_zero_there():
+    ms = [ws.Metric("photometric_consistency", 0.0, 1.0),
+          ws.Metric.failed("camera_control", "tracking lost: frames 3-9 could not be registered"),
+          ws.Metric.failed("3d_consistency", "degenerate: no translation to triangulate")]
+    agg = ws.aggregate(ms)
+    assert agg["scored_zero"] == ["camera_control"] and agg["aspects"]["camera_control"] == 0.0
+    assert agg["score"] == pytest.approx(50.0)  # the degenerate aspect is left out, the broken one counts 0
+    assert set(agg["failed"]) == {"camera_control", "3d_consistency"}
