@@ -52,11 +52,9 @@ def torch_name(path: str) -> str:
 
 def taehv_abstract(cfg: TAEHVConfig, parts=PARTS) -> dict:
     """The `TAEHV` params tree of `cfg` (only `parts`) as ShapeDtypeStructs; nothing allocated."""
-    import jax
+    from star_jax.models.taehv import TAEHV, taehv_param_shapes
 
-    from star_jax.models.taehv import TAEHV, init_taehv_params
-
-    tree = jax.eval_shape(lambda: init_taehv_params(TAEHV(cfg), jax.random.PRNGKey(0)))
+    tree = taehv_param_shapes(TAEHV(cfg))
     return {p: tree[p] for p in parts}
 
 
