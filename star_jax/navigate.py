@@ -11,6 +11,20 @@ for every output frame, or key script), the checkpoint folders (their stored sha
 variant, without loading a weight), the text embedding and the output folder. The run is written
 into a fresh hidden folder beside `config.output_dir` and swapped in at the end.
 
+The reference is a video, a manifest entry or an InSpatio-World 1.5 scene folder
+(`star_jax.io.scene_folder`, made by `python -m star_jax.prepare`), in 1.5's three kinds: one
+image (a static clip), four images (every view rendered into each target and fused by a z-test;
+per block the views are assigned to its 3 source latents by coverage, recorded in the metadata
+as views_per_block) or a video (target frame f from source frame f). A scene brings its own
+target cameras (input/target_tcw.txt) unless another camera path is given: then its frame count
+sets the blocks (`config.scene_blocks` caps them), the poses are padded to whole blocks by
+repeating the last one, and only its valid_frames are written.
+
+Camera paths: a keyframe trajectory, per-frame w2c matrices, a key script (--keys) or scripted
+moves (--moves forward:36 turn-right+forward:36 look-up:12, `controller.parse_moves`), which
+drive the interactive controller at the speeds of `config.moves_speed` and set the frame count
+(blocks to cover them; only their frames are written).
+
 Per block the render coverage (the fraction of target pixels a reference point landed on) is
 recorded; below LOW_RENDER_COVERAGE a warning is logged, and below `config.min_render_coverage`
 (default MIN_RENDER_COVERAGE) the job stops with RenderCoverageError: a camera path that leaves
@@ -37,7 +51,9 @@ Writes to `config.output_dir`:
   cameras.npz        what the frames were generated for: target w2c (T, 4, 4), intrinsics K (T, 3, 3)
                      and the render masks (T, H, W) bool, so `python -m star_jax.evaluate --run` can
                      measure the video later
-  metadata.json      inputs, the source video's size / frames / fps and the distinct reference
+  metadata.json      frames written (valid_frames) and generated, the scene (kind, views, frames),
+                     the views chosen per block (four-image scenes),
+                     inputs, the source video's size / frames / fps and the distinct reference
                      frames used, weights (random or which model folder) and the model's card,
                      text source, depth source, render coverage and latency (warp / encode / DiT /
                      decode) per block, frames per second, and the PSNR against the ground truth

@@ -9,6 +9,10 @@ video (header and first frame) or manifest (with its depth folder and camera fil
 path (keyframe trajectory or per-frame w2c, interpolation mode) and the output folder. The run is
 written into a fresh hidden folder beside `config.output_dir` and swapped in at the end.
 
+A 1.5 scene folder is accepted as the video; a four-image scene is rendered as 1.5 does
+(`render_fused`): every view fused into each target, reference.mp4 the views assigned to each
+latent by coverage (conditions.npz source_indices), the choice per block in the metadata.
+
 Writes to `config.output_dir`:
   renders.mp4        the reference warped into the target cameras (black = no point)
   masks.mp4          white where a point landed (the validity mask the model is given)
@@ -39,7 +43,7 @@ from star_jax.io.manifest import (
     planar_prior_geometry,
 )
 from star_jax.io.video import VideoProbe, VideoSpec, load_video
-from star_jax.io.scene_folder import is_scene_folder, load_scene, probe_scene, scene_clip
+from star_jax.io.scene_folder import is_scene_folder, load_scene, probe_scene, read_scene_json, scene_clip
 from star_jax.geometry import (
     WarpRecipe,
     load_w2c_file,
@@ -191,6 +195,30 @@ def render_conditions(config, geometry, frames: np.ndarray, tgt_w2c: np.ndarray,
     return np.concatenate(renders), np.concatenate(masks)
 
 
+def render_fused(config, geometry, views: np.ndarray, tgt_w2c: np.ndarray, recipe: WarpRecipe, log=print):
+    """A four-image scene's conditions as the 1.5 release renders them: every view (V, H, W, 3)
+    uint8 into each target (view 0's intrinsics), fused by a z-test, in batches of
+    `config.warp.batch_frames`; the source clip's view per frame assigned by coverage, per block of
+    3 latents (`multiview.assign_clip`). Returns renders (T, H, W, 3) float, masks (T, H, W) bool,
+    the view behind each frame (T,) and one record per block."""
+    from star_jax.inference.multiview import assign_clip, render_views
+
+    T = len(tgt_w2c)
+    bs = max(1, min(config.warp.batch_frames, T))
+    rgb, masks, counts = [], [], []
+    for start in range(0, T, bs):
+        sel = np.minimum(np.arange(start, start + bs), T - 1)  # the last batch padded: one compile
+        real = np.arange(start, start + bs) < T
+        fused, c = render_views(views.astype(np.float32) / 255.0, geometry.depth, geometry.K, geometry.w2c,
+                                geometry.K[0], tgt_w2c[sel], recipe)
+        rgb.append(np.asarray(fused.rgb)[real])
+        masks.append(np.asarray(fused.mask)[real])
+        counts.append(c[:, real])
+        log(f"  fused {len(views)} views into frames {start:4d}-{min(start + bs, T) - 1:4d} / {T}")
+    src, records = assign_clip(np.concatenate(counts, axis=1))
+    return np.concatenate(rgb), np.concatenate(masks), src, records
+
+
 def load_reference(entry: ManifestEntry, config, log=print):
     """Ingests `entry.video` per `config.video_spec` and returns (clip, geometry): the entry's
     depth and cameras when it has them, else the planar prior of `config.camera` (logged)."""
@@ -247,12 +275,24 @@ def run(config, log=print, dry_run: bool = False) -> dict:
     clip, geometry = load_reference(entry, config, log)
     T, H, W, _ = clip.frames.shape
     timings["ingest_s"] = time.perf_counter() - t0
+    views = None
+    if is_scene_folder(entry.video):
+        meta = read_scene_json(os.path.join(entry.video, "scene.json"))
+        if meta["kind"] == "image" and meta["views"] > 1:  # four images: fused, T = the scene's frames
+            views, T = clip.frames, meta["frames"]
 
     t1 = time.perf_counter()
     tgt_w2c, cam_info = build_target_cameras(config, geometry, T, entry.radius_ratio, inputs.cameras)
-    frames_f = clip.frames.astype(np.float32) / 255.0
     recipe = warp_recipe(config.warp.mode, config.warp.point_size)
-    renders, masks = render_conditions(config, geometry, frames_f, tgt_w2c, recipe, log)
+    view_records = None
+    if views is None:
+        renders, masks = render_conditions(config, geometry, clip.frames.astype(np.float32) / 255.0, tgt_w2c, recipe,
+                                           log)
+        reference, source_indices, target_K = clip.frames, clip.source_indices, geometry.K
+    else:
+        renders, masks, src, view_records = render_fused(config, geometry, views, tgt_w2c, recipe, log)
+        reference, source_indices = views[src], src
+        target_K = np.broadcast_to(geometry.K[0], (T, 3, 3))
     renders = io.to_uint8(renders)
     timings["warp_s"] = time.perf_counter() - t1
     timings["warp_fps"] = T / timings["warp_s"]
@@ -261,11 +301,11 @@ def run(config, log=print, dry_run: bool = False) -> dict:
     with io.staged_folder(config.output_dir, OUTPUTS) as out:
         codec = io.write_mp4(os.path.join(out, "renders.mp4"), renders, clip.fps)
         io.write_mp4(os.path.join(out, "masks.mp4"), masks, clip.fps)
-        io.write_mp4(os.path.join(out, "reference.mp4"), clip.frames, clip.fps)
+        io.write_mp4(os.path.join(out, "reference.mp4"), reference, clip.fps)
         mask_rgb = np.repeat(io.to_uint8(masks)[..., None], 3, axis=-1)
-        io.write_png(os.path.join(out, "contact_sheet.png"), contact_sheet([clip.frames, renders, mask_rgb]))
+        io.write_png(os.path.join(out, "contact_sheet.png"), contact_sheet([reference, renders, mask_rgb]))
         io.write_npz(os.path.join(out, "conditions.npz"), renders=renders, masks=masks, target_w2c=tgt_w2c,
-                     K=geometry.K, source_indices=clip.source_indices)
+                     K=np.asarray(target_K, np.float32), source_indices=source_indices)
         timings["write_s"] = time.perf_counter() - t2
         timings["total_s"] = time.perf_counter() - t0
         meta = {
@@ -279,6 +319,7 @@ def run(config, log=print, dry_run: bool = False) -> dict:
             "camera": cam_info,
             "valid_fraction_mean": float(masks.mean()),
             "warp": recipe.metadata(),
+            "views_per_block": view_records,
             "codec": codec,
             "jax_backend": jax.default_backend(),
             "timings": timings,

@@ -68,3 +68,30 @@ def test_render_job_rejects_bad_trajectory(shared_data, tmp_path):
     with pytest.raises(TrajectoryError, match="bad.txt"):
         run_job(out, str(bad), shared_data)
     assert sorted(os.listdir(tmp_path)) == ["bad.txt"]  # validated before decoding: nothing made
+
+
+def test_render_job_fuses_a_four_image_scene(tmp_path):
+    """A four-view scene folder (the synthetic room of tests/inference/test_session_multiview.py):
+    the job fuses every view into each target, writes the source clip the release would encode
+    (the view assigned to each latent) and records the choice per block."""
+    from star_jax import render
+    from star_jax.io.scene_folder import Scene, write_scene
+    from tests.inference.test_session_multiview import COLOURS, _room, _yaw_w2c
+
+    views, depth, K, w2c = _room()
+    target = np.stack([_yaw_w2c(180.0)] * 5 + [_yaw_w2c(0.0)] * 4)
+    write_scene(tmp_path / "room", Scene(kind="image", views=views, depth=depth, source_K=K, source_w2c=w2c,
+                                         target_w2c=target, fps=15.0, output_id="room", valid_frames=9,
+                                         geometry="user-depth"))
+    cfg = render_exp.get_config("variant=tiny,height=32,width=48")
+    with cfg.unlocked():
+        cfg.video, cfg.trajectory, cfg.output_dir = str(tmp_path / "room"), "", str(tmp_path / "out")
+        cfg.w2c_file = str(tmp_path / "room" / "input" / "target_tcw.txt")
+        cfg.warp.mode = "inspatio-1.5"
+    meta = render.run(cfg, log=lambda *_: None)
+    assert meta["frames"] == 9 and meta["views_per_block"][0]["latent_views"] == [1, 2, 0]
+    with np.load(tmp_path / "out" / "conditions.npz") as z:
+        np.testing.assert_array_equal(z["source_indices"], [1, 2, 2, 2, 2, 0, 0, 0, 0])
+        assert z["masks"].mean() > 0.95 and z["K"].shape == (9, 3, 3)
+        np.testing.assert_allclose(np.median(z["renders"][2][z["masks"][2]], axis=0), COLOURS[2], atol=1)
+        np.testing.assert_allclose(np.median(z["renders"][7][z["masks"][7]], axis=0), COLOURS[0], atol=1)

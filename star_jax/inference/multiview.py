@@ -87,3 +87,22 @@ def render_views(views: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c: np.nd
                                 jnp.asarray(w2c, jnp.float32), jnp.asarray(K_target, jnp.float32),
                                 jnp.asarray(target_w2c, jnp.float32), out_hw=(H, W), recipe=recipe)
     return fused, np.asarray(counts)
+
+
+def assign_clip(counts: np.ndarray, frames_per_block: int = 3) -> tuple[np.ndarray, list[dict]]:
+    """A whole clip at once, as the 1.5 release's render writes its source video: counts (V, T)
+    covered pixels per view and target frame -> (the view behind each frame (T,), one record per
+    block of `frames_per_block` latents: latent views, kept views, covered pixels). The latents
+    are frame 0, then groups of 4 (the last may be short; so may the last block)."""
+    counts = np.asarray(counts, np.int64)
+    T = counts.shape[1]
+    groups = [slice(0, 1)] + [slice(s, min(s + 4, T)) for s in range(1, T, 4)]
+    src, records = np.zeros(T, np.int64), []
+    for b in range(0, len(groups), frames_per_block):
+        chunk = groups[b:b + frames_per_block]
+        overlap = group_coverage(counts, chunk)
+        chosen, kept = assign_views(overlap)
+        for g, v in zip(chunk, chosen):
+            src[g] = v
+        records.append({"latent_views": list(chosen), "kept_views": list(kept), "overlap_pixels": overlap.tolist()})
+    return src, records

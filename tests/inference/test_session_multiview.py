@@ -118,6 +118,7 @@ def model():
     return random_star_model("tiny", jax.random.PRNGKey(0), conditioning="inspatio-1.5")
 
 
+@pytest.mark.slow  # compiles the tiny model's first and second blocks: minutes on a busy 2-core CPU
 def test_session_on_four_views_records_its_choice(model):
     """A NavigationSession with fuse=True on the room: the block's reference frames are the
     chosen views' images latent by latent, and BlockOutput.views says what was chosen."""
@@ -139,3 +140,21 @@ def test_session_on_four_views_records_its_choice(model):
     assert out.views["kept_views"][0] == 3 and 3 in out.views["latent_views"]
     with pytest.raises(ValueError, match="at least as many views"):
         NavigationSession(model, views[:2], SceneGeometry(depth[:2], K[:2], w2c[:2], "measured"), fuse=True)
+
+
+def test_assign_clip_blocks_of_three_latents():
+    """The whole-clip assignment (the render job): blocks of 3 latents over frame 0 and groups of
+    4, a short last block; each block equals assign_views on its own latents."""
+    from star_jax.inference.multiview import assign_clip
+
+    rng = np.random.default_rng(1)
+    counts = rng.integers(0, 100, (4, 25))  # latents: 0 | 1-4 5-8 | 9-12 13-16 17-20 | 21-24 -> blocks 3, 3, 1
+    src, records = assign_clip(counts)
+    assert len(records) == 3 and len(records[-1]["latent_views"]) == 1
+    first = group_coverage(counts, latent_groups(9, True))
+    assert records[0]["latent_views"] == list(assign_views(first)[0])
+    second = group_coverage(counts[:, 9:21], latent_groups(12, False))
+    assert records[1]["latent_views"] == list(assign_views(second)[0])
+    want = np.repeat([*records[0]["latent_views"], *records[1]["latent_views"], *records[2]["latent_views"]],
+                     [1, 4, 4, 4, 4, 4, 4])
+    np.testing.assert_array_equal(src, want)
