@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 
 from star_jax.errors import InputError
+from star_jax.models.attention import ATTENTIONS
 
 REF_VIEW_STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
 
@@ -44,6 +45,8 @@ class EncoderConfig:
     cam_enc_depth: int = 4
     cam_enc_heads: int = 16
     ref_view_strategy: str = "saddle_balanced"  # used when >= 3 views and no cameras are given
+    attention: str = "blockwise"  # star_jax.models.attention.ATTENTIONS; all compute the same function
+    attention_chunk: int = 1024
     dtype: str = "float32"
     param_dtype: str = "float32"
 
@@ -73,6 +76,8 @@ class EncoderConfig:
             bad.append(f"head widths {self.head_out_channels}, {self.head_features} must be multiples of 4")
         if self.ref_view_strategy not in REF_VIEW_STRATEGIES:
             bad.append(f"ref_view_strategy {self.ref_view_strategy!r} not one of {REF_VIEW_STRATEGIES}")
+        if self.attention not in ATTENTIONS:
+            bad.append(f"attention {self.attention!r} not one of {ATTENTIONS}")
         if bad:
             raise InputError(f"EncoderConfig {self.name!r}: " + "; ".join(bad))
 

@@ -18,13 +18,14 @@ What DA3 adds to DINOv2 (depth_anything_3/model/dinov2/vision_transformer.py):
   the second half layer-normed; the camera token is the class slot of that (before the norm).
 
 Images are ImageNet-normalised, channel-last, H and W multiples of the patch size (14).
-Layer norms and softmax run in float32; matmuls in cfg.dtype.
+Layer norms and softmax run in float32; matmuls in cfg.dtype. Attention is one of the DiT's
+implementations (`star_jax.models.attention`, cfg.attention): "blockwise" by default, so the
+cross-view blocks (S x (1 + h w) tokens, 12k for 16 views at 294 x 504) never hold the score matrix.
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -32,6 +33,7 @@ from star_jax import sharding as sh
 from star_jax.errors import InputError
 from star_jax.geometry.encoder.resample import bicubic_taps, resample_axis
 from star_jax.geometry.encoder.variants import EncoderConfig
+from star_jax.models.attention import attention_by_name
 
 
 def dense(features: int, names: tuple, cfg: EncoderConfig, name: str, use_bias: bool = True) -> nn.Dense:
@@ -81,9 +83,9 @@ class Attention(nn.Module):
             k = layer_norm(cfg, 1e-5, "k_norm")(k).astype(v.dtype)
         if pos is not None:
             q, k = rope_2d(q, pos, cfg.rope_freq), rope_2d(k, pos, cfg.rope_freq)
-        logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) / np.sqrt(hd)
-        out = jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(logits, -1).astype(v.dtype), v)
-        return dense(C, (sh.HEADS, sh.EMBED), cfg, "proj")(out.transpose(0, 2, 1, 3).reshape(B, N, C))
+        attend = attention_by_name(cfg.attention, cfg.attention_chunk)
+        out = attend(*(t.transpose(0, 2, 1, 3) for t in (q, k, v)), None)  # (B, N, heads, hd)
+        return dense(C, (sh.HEADS, sh.EMBED), cfg, "proj")(out.reshape(B, N, C))
 
 
 class Block(nn.Module):
