@@ -183,6 +183,9 @@ def validate(config) -> Plan:
     if cameras is None:
         cameras = read_cameras(config)
     F = cfg.frames_per_block
+    if scene is not None and scene["source_type"] == "multi-image" and config.camera.freeze_frame >= 0:
+        raise InputError(f"config.camera.freeze_frame: a four-image scene ({config.video}) fuses every view into "
+                         f"each frame, so no frame can be frozen: expected -1, found {config.camera.freeze_frame}")
     if cameras.kind == "moves":
         try:
             MoveSpeeds(**config.moves_speed)

@@ -107,3 +107,27 @@ def test_four_images_fused_and_assigned(shared_data, tmp_path):
     with np.load(tmp_path / "out" / "cameras.npz") as z:
         np.testing.assert_allclose(z["w2c"], np.stack([w2c[2]] * 5 + [w2c[0]] * 4), atol=1e-4)
         assert np.allclose(z["K"], z["K"][0])  # every target rendered with view 0's intrinsics
+
+
+def test_moves_dry_run_and_bad_move_on_the_command_line(tmp_path):
+    """--moves sets the frame count (dry run, in process); a bad move is one named line, exit 2."""
+    import subprocess
+    import sys
+
+    c = get_config("variant=tiny,blocks=4,height=48,width=64,random_weights")
+    with c.unlocked():
+        c.moves, c.output_dir = "forward:20 look-up*2:5", str(tmp_path / "out")
+    plan = run(c, log=lambda *_: None, dry_run=True)
+    assert plan["frames"] == total_frames(blocks_for(25)) == 33 and plan["camera"] == "moves"
+    with c.unlocked():
+        c.moves_speed.turn_deg = -1.0
+    with pytest.raises(Exception, match="config.moves_speed: moves speeds: turn_deg"):
+        run(c, log=lambda *_: None, dry_run=True)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, "-m", "star_jax.navigate", "--config=experiments/navigate.py:variant=tiny",
+                        "--moves", "forward:36", "jump:3", "--dry_run", f"--output_dir={tmp_path / 'x'}"],
+                       cwd=root, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == ("error: --moves: move 2 'jump:3': unknown move 'jump'; expected one "
+                                                 "of forward, back, left, right, up, down, turn-left, turn-right, "
+                                                 "look-up, look-down, still")
