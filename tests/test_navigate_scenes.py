@@ -131,3 +131,25 @@ def test_moves_dry_run_and_bad_move_on_the_command_line(tmp_path):
     assert p.stderr.strip().splitlines()[-1] == ("error: --moves: move 2 'jump:3': unknown move 'jump'; expected one "
                                                  "of forward, back, left, right, up, down, turn-left, turn-right, "
                                                  "look-up, look-down, still")
+
+
+def test_scene_dry_run_frames_and_frozen_frame_refused(tmp_path):
+    """A four-view scene of 13 target poses: 2 blocks (21 frames) are generated; scene_blocks caps
+    them; a frozen frame is refused, naming the field."""
+    from star_jax.errors import InputError
+    from star_jax.io.scene_folder import Scene, write_scene
+    from tests.inference.test_session_multiview import _room, _yaw_w2c
+
+    views, depth, K, w2c = _room()
+    write_scene(tmp_path / "room", Scene(kind="image", views=views, depth=depth, source_K=K, source_w2c=w2c,
+                                         target_w2c=np.stack([_yaw_w2c(3.0 * i) for i in range(13)]), fps=15.0,
+                                         output_id="room", valid_frames=11, geometry="user-depth"))
+    c = _config(str(tmp_path / "room"), tmp_path / "out")
+    assert run(c, log=lambda *_: None, dry_run=True)["frames"] == 21
+    with c.unlocked():
+        c.scene_blocks = 1
+    assert run(c, log=lambda *_: None, dry_run=True)["frames"] == 9
+    with c.unlocked():
+        c.camera.freeze_frame = 0
+    with pytest.raises(InputError, match="config.camera.freeze_frame: a four-image scene .* expected -1, found 0"):
+        run(c, log=lambda *_: None, dry_run=True)
