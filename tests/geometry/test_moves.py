@@ -2,7 +2,6 @@
 give on the interactive controller (forward along the view axis by speed x frames within the
 smoothing ramp, turn-right yaws right, pitch stays bounded)."""
 
-
 import numpy as np
 import pytest
 
