@@ -100,3 +100,15 @@ def test_variants_and_input_checks():
         jax.eval_shape(lambda p: model.apply({"params": p}, x, jnp.zeros((1, 2, 4, 4))), params)
     with pytest.raises(InputError, match=r"must be \(B, S, H, W, 3\)"):
         jax.eval_shape(lambda p: model.apply({"params": p}, x[0]), params)
+
+
+def test_logical_axes_shard_the_base_model(mesh8):
+    """The backbone's matmul weights carry logical names: under the default rules the base model's
+    qkv kernels split over fsdp x tensor, the rest (DPT convs, norms) is replicated."""
+    from star_jax import sharding as sh
+    from star_jax.geometry.encoder.model import abstract_params
+
+    shardings = flatten_dict(sh.param_shardings(abstract_params(encoder_variant("base")), mesh8), sep="/")
+    assert tuple(shardings["backbone/blocks_4/attn/qkv/kernel"].spec) == ("fsdp", "tensor")
+    assert tuple(shardings["backbone/blocks_4/fc2/kernel"].spec) == ("tensor", "fsdp")
+    assert tuple(shardings["head/layer1_rn/kernel"].spec) == ()
