@@ -34,8 +34,11 @@ def make_clip(seed: int, hw: tuple[int, int], frames: int):
     world = sample_world(seed, small)
     spec = dataclasses.replace(small, height=hw[0], width=hw[1])
     K = spec.intrinsics()
-    truth = world.target_rgb if hw == (96, 160) else raycast.render_video(
-        world.scene, K, world.target_w2c, hw, spec.times(), supersample=1).rgb
+    if hw == (96, 160):
+        truth = world.target_rgb
+    else:  # the ray caster's View.rgb is float in [0, 1]
+        rgb = raycast.render_video(world.scene, K, world.target_w2c, hw, spec.times(), supersample=1).rgb
+        truth = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     rng = np.random.default_rng(seed)
     gen = np.clip(truth.astype(np.float32) + rng.normal(0, 4, truth.shape), 0, 255).astype(np.uint8)
     return truth, gen, world.target_w2c, K
