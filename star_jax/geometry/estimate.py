@@ -3,7 +3,7 @@
     python -m star_jax.geometry.estimate --video clip.mp4 --checkpoint DA3-SMALL/model.safetensors --out scene/
     navigate --manifest scene/manifest.json ...
 
-    geometry, info = estimate_geometry(frames, params, cfg)      # in-process: a SceneGeometry (kind "estimated")
+    geometry, info = geometry_from_checkpoint(frames, "model.safetensors")   # in-process (navigate, prepare)
 
 What it does, per source frame of the video (every frame, at the source resolution):
 1. Frames are resized as Depth-Anything-3's own input processor does (longer side `process_res`,
@@ -198,6 +198,25 @@ def estimate_geometry(frames: np.ndarray, params, cfg, settings: EstimateSetting
     return SceneGeometry(depth.astype(np.float32), Ks.astype(np.float32), w2c.astype(np.float32), GEOMETRY_KIND), info
 
 
+def load_encoder(checkpoint: str, variant: str | None = None):
+    """(params, cfg, variant name) of a DA3 weights file; the size is read from the file unless given."""
+    from star_jax.checkpoint.storage import read_weight_shapes
+    from star_jax.geometry.encoder import checkpoint_variant, encoder_variant, load_da3_checkpoint
+
+    name = variant or checkpoint_variant(read_weight_shapes(checkpoint), checkpoint)
+    cfg = encoder_variant(name)
+    return load_da3_checkpoint(checkpoint, cfg), cfg, name
+
+
+def geometry_from_checkpoint(frames: np.ndarray, checkpoint: str, settings: EstimateSettings = EstimateSettings(),
+                             progress: Callable[[int], None] | None = None):
+    """In-process use (navigate / prepare): frames (T, H, W, 3) uint8 + a DA3 weights file ->
+    (SceneGeometry of kind "estimated", info with the checkpoint and variant)."""
+    params, cfg, name = load_encoder(checkpoint)
+    geometry, info = estimate_geometry(frames, params, cfg, settings, progress)
+    return geometry, {**info, "checkpoint": os.path.abspath(checkpoint), "variant": name}
+
+
 def write_scene(folder: str, video: str, geometry, meta: dict) -> None:
     """Writes the manifest folder's files (module docstring) into an existing empty `folder`."""
     from star_jax.io.files import write_json
@@ -218,8 +237,6 @@ def main(argv=None) -> dict:
     import argparse
 
     from star_jax.cli import ArgumentParser
-    from star_jax.geometry.encoder import checkpoint_variant, encoder_variant, load_da3_checkpoint
-    from star_jax.checkpoint.storage import read_weight_shapes
     from star_jax.io.files import check_output_folder, staged_folder
     from star_jax.io.video import iter_video, probe_video
 
@@ -236,9 +253,7 @@ def main(argv=None) -> dict:
     settings = EstimateSettings(window=a.window, process_res=a.process_res)
     check_output_folder(a.out, OUTPUT_NAMES)
     probe = probe_video(a.video)
-    name = a.variant or checkpoint_variant(read_weight_shapes(a.checkpoint), a.checkpoint)
-    cfg = encoder_variant(name)
-    params = load_da3_checkpoint(a.checkpoint, cfg)
+    params, cfg, name = load_encoder(a.checkpoint, a.variant)
     _, decoded = iter_video(a.video)
     frames = np.stack([f for _, f in decoded])
     from tqdm import tqdm
