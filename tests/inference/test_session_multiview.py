@@ -158,3 +158,19 @@ def test_assign_clip_blocks_of_three_latents():
     want = np.repeat([*records[0]["latent_views"], *records[1]["latent_views"], *records[2]["latent_views"]],
                      [1, 4, 4, 4, 4, 4, 4])
     np.testing.assert_array_equal(src, want)
+
+
+@pytest.mark.slow  # the random tiny model's init: ~0.5-2 min on a busy 2-core CPU
+def test_from_scene_fuses_a_four_view_folder(model, tmp_path):
+    """NavigationSession.from_scene on a four-view scene folder: the views as the reference, fused."""
+    from star_jax.inference import NavigationSession
+    from star_jax.io.scene_folder import Scene, write_scene
+
+    views, depth, K, w2c = _room()
+    write_scene(tmp_path / "room", Scene(kind="image", views=views, depth=depth, source_K=K, source_w2c=w2c,
+                                         target_w2c=np.stack([_yaw_w2c(0.0)] * 9), fps=15.0, output_id="room",
+                                         valid_frames=9, geometry="user-depth"))
+    session = NavigationSession.from_scene(model, tmp_path / "room")
+    assert session.fuse and session.reference.shape == (4, H, W, 3)
+    np.testing.assert_array_equal(session.reference, views)
+    np.testing.assert_allclose(session.geometry.w2c, w2c, atol=1e-6)
