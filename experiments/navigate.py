@@ -59,8 +59,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint = TINY_MODEL if a.variant == "tiny" and not a.random_weights else ""
     c.ground_truth = default_world_path("target.mp4")  # the true target video along the path; empty: none
     c.text_embedding = ""  # .npy (L <= text_len, text_dim) umT5 embedding of the caption; empty: zeros
-    c.prompt = ""  # caption -> text by star_jax.text.embed_prompt (tiny: hashed-word table; else umT5); or text_embedding
-    c.text_encoder = ""  # umT5: Wan2.1 model folder, models_t5_umt5-xxl-enc-bf16.pth, or a transformers/diffusers folder
+    c.prompt = ""  # caption -> text by star_jax.text.embed_prompt (tiny: hashed-word table; else umT5)
+    c.text_encoder = ""  # umT5: Wan2.1 folder, models_t5_umt5-xxl-enc-bf16.pth, or a transformers/diffusers one
     c.tokenizer = ""  # tokenizer.json / spiece.model or its folder; empty: found beside the weights
     c.prompt_cache = "~/.cache/star_jax/prompts"  # one .npz per (encoder, prompt); empty: no cache
     c.evaluate = False  # measure the video at the end (star_jax.evaluate): metrics.json + report.png
@@ -74,6 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         radius_ratio=1.0, planar_depth=1.0, planar_fov_x_deg=60.0))
     c.controller = ml_collections.ConfigDict(dict(max_speed=0.5, max_accel=1.0, clearance=0.2))
     c.warp = ml_collections.ConfigDict(dict(point_size=2))  # the recipe follows the model's conditioning convention
-    c.conditioning = ""  # "inspatio-release" / "inspatio-1.5" / "star-jax-v0" / "star-jax-v1"; empty: what the checkpoint records (else the release's)
+    # "inspatio-release" / "inspatio-1.5" / "star-jax-v0" / "star-jax-v1"; empty: what the checkpoint records
+    # (else the release's)
+    c.conditioning = ""
     c.lock()
     return c
