@@ -124,7 +124,7 @@ def _conv(features, name, cfg: TAEHVConfig, **kw):
 
 class MemBlock(nn.Module):
     """x (B, T, H, W, C_in), memory (B, H, W, C_in): the input frame before x[:, 0]
-    -> (y (B, T, H, W, features), the new memory x[:, -1])."""
+    -> (y (B, T, H, W, features), the new memory x[:, -1] in memory's dtype)."""
 
     features: int
     cfg: TAEHVConfig
@@ -138,7 +138,7 @@ class MemBlock(nn.Module):
         y = _conv(self.features, "conv_4", self.cfg)(y)
         skip = x if x.shape[-1] == self.features else _conv(self.features, "skip", self.cfg, kernel_size=1,
                                                             use_bias=False)(x)
-        return nn.relu(y + skip), x[:, -1]
+        return nn.relu(y + skip), x[:, -1].astype(memory.dtype)  # the state keeps its dtype
 
 
 def _grow(y, stride: int):
@@ -327,7 +327,7 @@ def decode(tae: TAEHV, params, latents):
     """latents (B, n, h, w, z) raw -> frames (B, 1 + 4(n - 1), 8h, 8w, 3) in [-1, 1], all frames
     at once (the reference's parallel decode)."""
     _check_latents(latents, tae.cfg)
-    state = init_decode_state(tae, latents.shape[0], latents.shape[2:4], latents.dtype)
+    state = init_decode_state(tae, latents.shape[0], latents.shape[2:4])
     return decode_chunk(tae, params, latents, state)[0][:, tae.cfg.frames_to_trim:]
 
 
@@ -335,7 +335,7 @@ def decode_start(tae: TAEHV, params, latents):
     """Starts a decoder stream: latents (B, n, h, w, z) raw -> (frames (B, 1 + 4(n - 1), 8h, 8w, 3)
     in [-1, 1], state). The first latent frame gives 1 frame; the rest go to `decode_continue`."""
     _check_latents(latents, tae.cfg)
-    state = init_decode_state(tae, latents.shape[0], latents.shape[2:4], latents.dtype)
+    state = init_decode_state(tae, latents.shape[0], latents.shape[2:4])
     y0, state = decode_chunk(tae, params, latents[:, :1], state)
     y0 = y0[:, tae.cfg.frames_to_trim:]
     if latents.shape[1] == 1:
@@ -373,5 +373,5 @@ def encode(tae: TAEHV, params, video):
     pad = -video.shape[1] % 4
     if pad:
         video = jnp.concatenate([video, jnp.repeat(video[:, -1:], pad, axis=1)], axis=1)
-    state = init_encode_state(tae, video.shape[0], video.shape[2:4], video.dtype)
+    state = init_encode_state(tae, video.shape[0], video.shape[2:4])
     return encode_chunk(tae, params, video, state)[0]

@@ -22,7 +22,6 @@ from star_jax.checkpoint.storage import CheckpointError
 from star_jax.models.taehv import (
     TAEHV,
     decode,
-    decode_chunk,
     decode_continue,
     decode_start,
     encode,
@@ -155,8 +154,11 @@ def test_bfloat16_close_to_float32():
     params = init_taehv_params(TAEHV(cfg), 3)
     z = jnp.asarray(_latents(2, seed=6))
     y32 = decode(TAEHV(cfg), params, z)
-    y16 = decode(TAEHV(taehv_variant("tiny", dtype="bfloat16")), params, z)
+    tae16 = TAEHV(taehv_variant("tiny", dtype="bfloat16"))
+    y16 = decode(tae16, params, z)
     assert y16.dtype == jnp.bfloat16
+    y, state = decode_continue(tae16, params, z, init_decode_state(tae16, 2, (4, 6), jnp.float32))
+    assert {a.dtype for a in state} == {jnp.dtype(jnp.float32)}  # the carried state keeps its dtype
     assert float(jnp.abs(y16.astype(jnp.float32) - y32).max()) < 0.05
 
 
@@ -207,6 +209,8 @@ def test_converter_tgrow_patch_prefix_and_decoder_only():
     np.testing.assert_array_equal(params["decoder"]["layers_7"]["conv"]["kernel"], kept.transpose(2, 3, 1, 0))
     dec = convert_taehv_state({k: v for k, v in state.items() if k.startswith("decoder.")}, cfg, parts=("decoder",))
     assert set(dec) == {"decoder"}
+    z = jnp.asarray(_latents(2, seed=8))
+    np.testing.assert_array_equal(decode(TAEHV(cfg), dec, z), decode(TAEHV(cfg), params, z))  # decoder params suffice
     with pytest.raises(CheckpointError, match="missing"):  # the decoder alone is not a whole TAEHV
         convert_taehv_state({k: v for k, v in state.items() if k.startswith("decoder.")}, cfg)
 
@@ -240,4 +244,3 @@ def test_bad_input():
         taehv_variant("wan2.2")
     with pytest.raises(CheckpointError, match="parts"):
         convert_taehv_state({}, taehv_variant("tiny"), parts=("vae",))
-    assert decode_chunk is not None  # public
