@@ -82,13 +82,6 @@ def window_starts(num_frames: int, window: int) -> list[int]:
     return starts + [num_frames - window]
 
 
-def _rigid_inverse(m: np.ndarray) -> np.ndarray:
-    out = np.eye(4, dtype=np.float64)
-    out[:3, :3] = m[:3, :3].T
-    out[:3, 3] = -m[:3, :3].T @ m[:3, 3]
-    return out
-
-
 def chain_windows(num_frames: int, windows: list[tuple[int, np.ndarray, np.ndarray]]):
     """[(start, depth (V, h, w), w2c (V, 4, 4))] in per-window frames and scales -> (depth (T, h, w),
     w2c (T, 4, 4)) in the first window's. Each later window is scaled by the median depth ratio
@@ -109,7 +102,7 @@ def chain_windows(num_frames: int, windows: list[tuple[int, np.ndarray, np.ndarr
             d = d * s
             m[:, :3, 3] *= s
             k0 = shared[0]
-            m = m @ (_rigid_inverse(m[k0]) @ w2c[start + k0])
+            m = m @ (np.linalg.inv(m[k0]) @ w2c[start + k0])  # a general inverse: exact for near-rigid input too
         for k in range(len(d)):
             if depth[start + k] is None:
                 depth[start + k], w2c[start + k] = d[k], m[k]
@@ -122,7 +115,7 @@ def normalise_scene(depth: np.ndarray, w2c: np.ndarray) -> tuple[np.ndarray, np.
     from star_jax.geometry.trajectory import foreground_depth
 
     fg = foreground_depth(depth[0])
-    w2c = w2c @ _rigid_inverse(w2c[0])
+    w2c = w2c @ np.linalg.inv(w2c[0])
     w2c[:, :3, 3] /= fg
     return depth / fg, w2c, fg
 
