@@ -118,3 +118,13 @@ def test_cli_user_errors_exit_2(tmp_path, capsys):
                                  "--skip", "colour"]) == cli.EXIT_USER
     assert "unknown group" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_threads_do_not_change_the_metrics(world):
+    frames, w2c, K = world
+    a = ev.evaluate(frames[:13], w2c=w2c[:13], K=K, truth=frames[:13], workers=1).to_json()
+    b = ev.evaluate(frames[:13], w2c=w2c[:13], K=K, truth=frames[:13], workers=4).to_json()
+    for name, m in a["metrics"].items():  # details also carry the estimators' own timings
+        assert json.dumps([m["ok"], m["raw"], m["score"]]) == json.dumps(
+            [b["metrics"][name][k] for k in ("ok", "raw", "score")]), name
+    assert a["aggregate"] == b["aggregate"]
