@@ -16,6 +16,7 @@ The table goes to stdout and, with --out, to a markdown file (written atomically
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import time
@@ -47,25 +48,35 @@ def _numpy_params(abstract, seed: int = 0) -> dict:
 
 
 def _decoder(name: str):
-    """name -> (params, jitted start(params, latents), jitted continue(params, latents, state), decoder params)."""
+    """name -> (params, jitted start(params, latents), jitted continue(params, latents, state),
+    decoder params, one steady-state latent frame's chunk(params, z, state))."""
     if name == "taehv":
         m = taehv.TAEHV(taehv.taehv_variant("wan2.1"))
         params = taehv.init_taehv_params(m)
         start = jax.jit(lambda p, z: taehv.decode_start(m, p, z))
         cont = jax.jit(lambda p, z, s: taehv.decode_continue(m, p, z, s))
+        chunk = functools.partial(taehv.decode_chunk, m)
         counted = params["decoder"]
     else:
         m = vae.WanVAE(vae_variant(name.removeprefix("wan-")))
         params = _numpy_params(jax.eval_shape(lambda: vae.init_vae_params(m, jax.random.PRNGKey(0), 16, 16)))
         start = jax.jit(lambda p, z: vae.decode_start(m, p, z))
         cont = jax.jit(lambda p, z, s: vae.decode_continue(m, p, z, s))
+        chunk = functools.partial(vae.decode_chunk, m, first=False)
         counted = {k: params[k] for k in ("decoder", "post_quant_conv")}
     count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(counted))
-    return params, start, cont, count
+    return params, start, cont, count, chunk
+
+
+def _block_flops(chunk, params, z, state) -> float:
+    """XLA's count of one steady-state latent frame's decode (from the lowered HLO), x the block."""
+    cost = jax.jit(chunk).lower(params, z[:, :1], state).cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return BLOCK * float(cost["flops"])
 
 
 def run(name: str, hw: tuple[int, int], repeats: int) -> dict:
-    params, start, cont, count = _decoder(name)
+    params, start, cont, count, chunk = _decoder(name)
     rng = np.random.default_rng(0)
     z = rng.normal(size=(1, BLOCK * (repeats + 2), hw[0] // 8, hw[1] // 8, 16)).astype(np.float32)
     t0 = time.perf_counter()
@@ -79,16 +90,17 @@ def run(name: str, hw: tuple[int, int], repeats: int) -> dict:
         jax.block_until_ready(y)
         times.append(time.perf_counter() - t0)
     steady = float(np.median(times[1:]))
+    flops = _block_flops(chunk, params, z, state)
     return dict(decoder=name, hw=f"{hw[0]}x{hw[1]}", params=count, first=first, compile_cont=times[0],
-                steady=steady, fps=y.shape[1] / steady)
+                steady=steady, fps=y.shape[1] / steady, gflop=flops / 1e9, gflops=flops / 1e9 / steady)
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| decoder | H x W | decoder params | compile + first block (s) | s / 12-frame block | frames/s |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| decoder | H x W | decoder params | GFLOP / block | compile + first block (s) | s / 12-frame block "
+             "| frames/s | GFLOP/s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['decoder']} | {r['hw']} | {r['params'] / 1e6:.2f} M | {r['first']:.1f} | "
-                     f"{r['steady']:.3f} | {r['fps']:.1f} |")
+        lines.append(f"| {r['decoder']} | {r['hw']} | {r['params'] / 1e6:.2f} M | {r['gflop']:.0f} | {r['first']:.1f} | "
+                     f"{r['steady']:.3f} | {r['fps']:.1f} | {r['gflops']:.0f} |")
     return "\n".join(lines)
 
 

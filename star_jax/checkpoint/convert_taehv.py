@@ -3,6 +3,12 @@
 
     params = load_taehv_checkpoint("taew2_1.safetensors", taehv_variant("wan2.1"))   # host numpy tree
     check_taehv_file("taew2_1.pth", cfg)       # names and shapes from the headers, nothing loaded
+    python -m star_jax.checkpoint.convert_taehv --src taew2_1.pth --out model_folder/taehv [--parts decoder]
+    tae, params = load_taehv_folder("model_folder/taehv")            # checked against its taehv.json
+
+A converted folder holds the orbax params and `taehv.json`: {"format": 1, "variant", "config"
+(the TAEHVConfig fields but the dtypes), "parts", "source"}; a model folder keeps it as `taehv/`
+beside `vae/`, for sessions that decode with `decoder="tiny"`.
 
 The published names are the PyTorch `nn.Sequential` indices (`decoder.3.conv.0.weight`,
 `decoder.7.conv.weight`, `encoder.4.skip.weight`); they become Flax paths mechanically: the index
@@ -17,15 +23,31 @@ file converts with `parts=("decoder",)`.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import os
 import re
+import sys
 
 import numpy as np
 
 from star_jax.checkpoint.convert import _listing, check_tree_shapes
-from star_jax.checkpoint.storage import CheckpointError, read_weight_shapes, read_weights, shape_placeholders
-from star_jax.models.taehv import TAEHVConfig
+from star_jax.checkpoint.storage import (
+    CheckpointError,
+    orbax_shapes,
+    read_weight_shapes,
+    read_weights,
+    restore_params,
+    save_params,
+    shape_placeholders,
+)
+from star_jax.models.taehv import TAEHV_VARIANTS, TAEHVConfig, taehv_variant
 
 PARTS = ("encoder", "decoder")
+TAEHV_JSON = "taehv.json"
+TAEHV_JSON_FORMAT = 1
+_RUN_FIELDS = ("dtype", "param_dtype")  # how it runs, not what it computes: never stored
 _PREFIXES = ("taehv.", "model.", "module.")  # wrappers' prefixes (a whole-state prefix is stripped)
 
 
@@ -121,3 +143,102 @@ def load_taehv_checkpoint(path: str, cfg: TAEHVConfig, parts=PARTS, dtype=np.flo
         return convert_taehv_state(state, cfg, parts, dtype)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
+
+
+def _config_dict(cfg: TAEHVConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUN_FIELDS}
+
+
+def read_taehv_json(folder: str, dtype: str = "float32") -> tuple[TAEHVConfig, tuple[str, ...]]:
+    """(config with `dtype` as compute dtype, parts) of a converted TAEHV folder's taehv.json;
+    CheckpointError naming the file and what is wrong."""
+    path = os.path.join(folder, TAEHV_JSON)
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: expected the TAEHV folder's taehv.json (written by `python -m "
+                              f"star_jax.checkpoint.convert_taehv`), found no such file") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: expected JSON, could not read it ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != TAEHV_JSON_FORMAT or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path}: expected {{'format': {TAEHV_JSON_FORMAT}, 'config': {{...}}, 'parts': [...]}}, "
+                              f"found {str(meta)[:80]}")
+    fields = {f.name for f in dataclasses.fields(TAEHVConfig)} - set(_RUN_FIELDS)
+    given = meta["config"]
+    if set(given) != fields:
+        raise CheckpointError(f"{path}: config fields: missing {sorted(fields - set(given))}, unknown "
+                              f"{sorted(set(given) - fields)}")
+    parts = tuple(meta.get("parts", ()))
+    if not parts or any(p not in PARTS for p in parts):
+        raise CheckpointError(f"{path}: 'parts' must be a non-empty subset of {list(PARTS)}, found {meta.get('parts')!r}")
+    cfg = TAEHVConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()},
+                      dtype=dtype, param_dtype="float32")
+    return cfg, parts
+
+
+def check_taehv_folder(folder: str, dtype: str = "float32") -> tuple[TAEHVConfig, tuple[str, ...]]:
+    """Checks a converted TAEHV folder (taehv.json, stored shapes) with nothing loaded; returns its
+    (config, parts)."""
+    cfg, parts = read_taehv_json(folder, dtype)
+    check_tree_shapes(orbax_shapes(folder, "taehv"), taehv_abstract(cfg, parts),
+                      f"{folder}: the stored TAEHV params do not match its taehv.json", torch_name)
+    return cfg, parts
+
+
+def load_taehv_folder(folder: str, dtype: str = "float32"):
+    """A converted TAEHV folder -> (TAEHV module, params {part: tree}), checked first."""
+    from star_jax.models.taehv import TAEHV
+
+    cfg, parts = check_taehv_folder(folder, dtype)
+    return TAEHV(cfg), restore_params(folder, what="taehv")
+
+
+def write_taehv_folder(params: dict, cfg: TAEHVConfig, out: str, variant: str, source: str) -> str:
+    """Writes checked params + taehv.json to the new folder `out`, atomically; returns its path."""
+    from star_jax.io import files
+
+    meta = {"format": TAEHV_JSON_FORMAT, "variant": variant, "config": _config_dict(cfg),
+            "parts": sorted(params, key=PARTS.index), "source": source}
+    with files.staged_folder(out, create=False) as tmp:
+        save_params(params, tmp)
+        files.write_json(os.path.join(tmp, TAEHV_JSON), meta)
+    return os.path.abspath(out)
+
+
+def main(argv=None) -> None:
+    """The conversion command (module docstring); raises CheckpointError for unusable inputs."""
+    import jax
+
+    from star_jax.cli import ArgumentParser
+    from star_jax.io import files
+
+    ap = ArgumentParser(prog="python -m star_jax.checkpoint.convert_taehv", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--src", required=True, help="the published .pth or .safetensors (taew2_1)")
+    ap.add_argument("--out", required=True, help="folder to write (must not exist), e.g. <model folder>/taehv")
+    ap.add_argument("--variant", default="wan2.1", choices=sorted(TAEHV_VARIANTS))
+    ap.add_argument("--parts", default="all", choices=("all", "decoder"), help="keep the decoder only, or both")
+    ap.add_argument("--dry_run", action="store_true", help="check --src names and shapes and --out, write nothing")
+    ap.add_argument("--debug", action="store_true", help="print the traceback of user errors too")
+    a = ap.parse_args(argv)
+    if os.path.lexists(a.out):
+        raise CheckpointError(f"{a.out}: --out already exists; refusing to overwrite it (give a new folder)")
+    files.check_output_folder(a.out)
+    cfg = taehv_variant(a.variant)
+    check_taehv_file(a.src, cfg)  # the file holds both halves; names and shapes before loading anything
+    if a.dry_run:
+        print(f"dry run: {a.src} matches the TAEHV {a.variant} model; {a.out} can be written")
+        return
+    params = load_taehv_checkpoint(a.src, cfg)
+    if a.parts == "decoder":
+        params = {"decoder": params["decoder"]}
+    path = write_taehv_folder(params, cfg, a.out, a.variant, os.path.basename(a.src))
+    count = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(params))
+    print(f"converted {a.src} -> {path}: {count:,} parameters (TAEHV {a.variant}, {', '.join(params)})")
+
+
+if __name__ == "__main__":
+    from star_jax import cli
+
+    cli.main(main, sys.argv[1:])

@@ -233,6 +233,30 @@ def test_files_load_and_check(tmp_path, suffix):
         check_taehv_file(path, taehv_variant("wan2.1"))
 
 
+def test_command_writes_a_folder_that_loads(tmp_path, capsys):
+    from star_jax.checkpoint.convert_taehv import TAEHV_JSON, check_taehv_folder, load_taehv_folder, main
+
+    twin = TAEHVTwin(**TWIN_SIZES["tiny"])
+    src = str(tmp_path / "taew_tiny.pth")
+    torch.save(twin.state_dict(), src)
+    out = str(tmp_path / "model" / "taehv")
+    main(["--src", src, "--out", out, "--variant", "tiny", "--parts", "decoder"])
+    assert "converted" in capsys.readouterr().out
+    assert check_taehv_folder(out) == (taehv_variant("tiny"), ("decoder",))
+    tae, params = load_taehv_folder(out)
+    z = _latents(2, seed=9)
+    with torch.no_grad():
+        want = _nhwc(twin.decode_video(_nchw(z))) * 2 - 1
+    assert np.abs(np.asarray(decode(tae, params, jnp.asarray(z))) - want).max() < 1e-4
+    with pytest.raises(CheckpointError, match="already exists"):
+        main(["--src", src, "--out", out, "--variant", "tiny"])
+    with pytest.raises(CheckpointError, match="TAEHV params do not match the model: mis_shaped"):  # published sizes
+        main(["--src", src, "--out", str(tmp_path / "other"), "--dry_run"])
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(CheckpointError, match=re.escape(f"{tmp_path / 'bad' / TAEHV_JSON}: expected the TAEHV")):
+        load_taehv_folder(str(tmp_path / "bad"))
+
+
 def test_bad_input():
     tae = TAEHV(taehv_variant("tiny"))
     params = init_taehv_params(tae, 0)
