@@ -6,8 +6,8 @@
     geometry, info = geometry_from_checkpoint(frames, "model.safetensors")   # in-process (navigate, prepare)
 
 What it does, per source frame of the video (every frame, at the source resolution):
-1. Frames are resized as Depth-Anything-3's own input processor does (longer side `process_res`,
-   each side then rounded to a multiple of 14) and ImageNet-normalised.
+1. Frames are resized as Depth-Anything-3's own input processor does (`da3_input_frame`: longer
+   side to `process_res`, then each side to the nearest multiple of 14) and ImageNet-normalised.
 2. The network sees `window` frames at a time; consecutive windows share one frame (the last
    window is moved back to end at the last frame, so every window is full). Each window's
    depth and cameras are in its own frame and scale; a window is brought into the first one's by
@@ -73,6 +73,21 @@ def processing_size(hw: tuple[int, int], process_res: int, patch: int = 14) -> t
     return nearest(h), nearest(w)
 
 
+def da3_input_frame(frame: np.ndarray, process_res: int, patch: int = 14) -> np.ndarray:
+    """(H, W, 3) uint8 -> the (h, w, 3) uint8 frame DA3's input processor feeds its network: the
+    longer side resized to process_res, then each side to the nearest multiple of 14, two OpenCV
+    resizes (INTER_AREA down, INTER_CUBIC up), as `upper_bound_resize` does."""
+    H, W = frame.shape[:2]
+    s = process_res / max(H, W)
+    hw = (max(1, int(round(H * s))), max(1, int(round(W * s))))
+    if max(H, W) != process_res:
+        frame = _resize(frame, hw, up=s > 1.0)
+    h, w = processing_size((H, W), process_res, patch)
+    if (h, w) != frame.shape[:2]:
+        frame = _resize(frame, (h, w), up=h > frame.shape[0] or w > frame.shape[1])
+    return frame
+
+
 def window_starts(num_frames: int, window: int) -> list[int]:
     """First frame of each window: windows of `window` frames, consecutive ones sharing one frame,
     the last one ending at the last frame (a video shorter than a window is one window)."""
@@ -120,13 +135,10 @@ def normalise_scene(depth: np.ndarray, w2c: np.ndarray) -> tuple[np.ndarray, np.
     return depth / fg, w2c, fg
 
 
-def _resize(img: np.ndarray, hw: tuple[int, int], nearest: bool = False) -> np.ndarray:
+def _resize(img: np.ndarray, hw: tuple[int, int], up: bool = False, nearest: bool = False) -> np.ndarray:
     import cv2
 
     h, w = hw
-    if img.shape[:2] == (h, w):
-        return img
-    up = h > img.shape[0] or w > img.shape[1]
     mode = cv2.INTER_NEAREST if nearest else (cv2.INTER_CUBIC if up else cv2.INTER_AREA)
     return cv2.resize(img, (w, h), interpolation=mode)
 
@@ -156,7 +168,7 @@ def estimate_geometry(frames: np.ndarray, params, cfg, settings: EstimateSetting
         raise VideoError(f"geometry estimate: expected frames (T >= 1, H, W, 3), found {frames.shape}")
     T, H, W, _ = frames.shape
     h, w = processing_size((H, W), settings.process_res, cfg.patch_size)
-    small = np.stack([_resize(f, (h, w)) for f in frames])
+    small = np.stack([da3_input_frame(f, settings.process_res, cfg.patch_size) for f in frames])
     run = _runner(cfg)
     windows, Ks, masked = [], np.zeros((T, 3, 3)), np.zeros(T, np.int64)
     for start in window_starts(T, settings.window):

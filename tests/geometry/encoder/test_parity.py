@@ -143,3 +143,28 @@ def test_pose_encoding_round_trip_and_reference_conversions():
     np.testing.assert_allclose(back[..., :3], enc[..., :3], atol=1e-5)
     np.testing.assert_allclose(back[..., 3:7], q_std, atol=1e-5)
     np.testing.assert_allclose(back[..., 7:], enc[..., 7:], atol=1e-5)
+
+
+@pytest.mark.parametrize("hw, res", [((480, 832), 504), ((760, 1352), 504), ((100, 150), 504), ((300, 200), 126)])
+def test_frames_are_resized_as_da3s_input_processor(monkeypatch, hw, res):
+    """`da3_input_frame` against the package's own resize steps (`_resize_image` then
+    `_make_divisible_by_resize`, through PIL as it does); torchvision, which that module imports
+    for its normalisation only, is stubbed (not installed next to the pinned torch)."""
+    import sys
+    import types
+
+    from PIL import Image
+
+    from star_jax.geometry.estimate import da3_input_frame
+
+    stub = types.ModuleType("torchvision")
+    stub.transforms = types.ModuleType("torchvision.transforms")
+    stub.transforms.Normalize = lambda *a, **k: None
+    monkeypatch.setitem(sys.modules, "torchvision", stub)
+    monkeypatch.setitem(sys.modules, "torchvision.transforms", stub.transforms)
+    from depth_anything_3.utils.io.input_processor import InputProcessor
+
+    frame = (np.random.default_rng(0).uniform(0, 255, size=hw + (3,))).astype(np.uint8)
+    proc = InputProcessor()
+    ref = proc._make_divisible_by_resize(proc._resize_image(Image.fromarray(frame), res, "upper_bound_resize"), 14)
+    np.testing.assert_array_equal(da3_input_frame(frame, res), np.asarray(ref))
