@@ -38,7 +38,10 @@ setup(
         # parity references: the CPU torch build (pinned: it lies on disk), diffusers' Wan models
         "test": ["pytest", "pytest-xdist", "torch==2.13.0", "diffusers>=0.33", "transformers", "accelerate",
                  "nbclient", "nbformat", "ipykernel", "sentencepiece", "tokenizers",
-                 "scikit-image"],
+                 "scikit-image",
+                 # the geometry encoder's parity reference (depth-anything-3, installed --no-deps by .ci/run:
+                 # its own requirements would replace numpy 2 and the torch pin) imports these
+                 "addict", "omegaconf"],
         "notebook": ["jupyter", "ipywidgets"],
         "train": ["tensorboardX"],  # optional TensorBoard events beside metrics.jsonl
         # umT5 prompts: tokenizer.json / spiece.model, and torch to read Wan's .pth (all imported lazily)
