@@ -17,6 +17,11 @@ Numerics: parameters in `param_dtype`, matmuls in `dtype`; layer norms, adaLN mo
 and the residual stream are float32, as in the reference implementation; the timestep sinusoid
 matches Wan's float64 one to a float32 ulp.
 
+Masks: self-attention masks are `AttentionMask`s (key lengths and per-token block ids), never
+(Lq, Lk) arrays: block-causal attention is q_block / k_block = latent frame // frames_per_block; a
+cache read attends to keys laid out as [the cache's valid tokens | the block's own tokens | the
+rest], so the visible keys are a prefix of length `cache.length + L` (cuDNN's padding mask).
+
 Memory: `cfg.attention` picks the attention implementation (`star_jax.models.attention`; all
 three compute the same function) and `cfg.remat` wraps each block in `nn.remat` with that
 `jax.checkpoint_policies` policy (outputs and gradients unchanged; the backward pass recomputes
@@ -38,9 +43,9 @@ from star_jax import sharding as sh
 from star_jax.errors import InputError
 from star_jax.models.attention import (
     AttentionFn,
+    AttentionMask,
     apply_rope,
     attention_by_name,
-    block_causal_mask,
     rope_tables,
     token_positions,
 )
@@ -141,16 +146,25 @@ class Attention(nn.Module):
         return self.o(y.reshape(y.shape[:-2] + (self.cfg.dim,)))
 
 
+def cache_read_keys(cached: jnp.ndarray, own: jnp.ndarray, length) -> jnp.ndarray:
+    """The keys (or values) of a cache read: cached (B, S, N, D), own (B, L, N, D), `length` ()
+    valid cached tokens -> (B, S + L, N, D) = [cached[:length] | own | cached[length:]], so the
+    visible keys are the prefix [0, length + L)."""
+    buf = jnp.concatenate([cached.astype(own.dtype), jnp.zeros_like(own)], axis=1)
+    return jax.lax.dynamic_update_slice_in_dim(buf, own, length, axis=1)
+
+
 class WanBlock(nn.Module):
     """One DiT block. Scanned over layers; `cache_mode` is static. `mask`: the self-attention
-    mask over [cached keys (read mode) | own keys], None for full attention."""
+    `AttentionMask` (None: full attention) over the own keys, or in read mode over the keys of
+    `cache_read_keys` (the cache's first `cache_length` tokens, then the own ones)."""
 
     cfg: DiTConfig
     attention_fn: AttentionFn
     cache_mode: str = "none"
 
     @nn.compact
-    def __call__(self, x, cache_kv, e6, context, cos, sin, mask):
+    def __call__(self, x, cache_kv, e6, context, cos, sin, mask, cache_length):
         cfg = self.cfg
         cdt = jnp.dtype(cfg.dtype)
         mod = _modulation_table(self, "modulation", 6, cfg)
@@ -170,8 +184,7 @@ class WanBlock(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.cache_mode == "read":
             ck, cv = cache_kv
-            keys = jnp.concatenate([ck.astype(k.dtype), k], axis=1)
-            vals = jnp.concatenate([cv.astype(v.dtype), v], axis=1)
+            keys, vals = cache_read_keys(ck, k, cache_length), cache_read_keys(cv, v, cache_length)
         else:
             keys, vals = k, v
         y = self.attention_fn(q, keys, vals, mask)
@@ -317,20 +330,24 @@ class WanDiT(nn.Module):
 
         pos = token_positions(Tp, Hp, Wp, frame_offset)
         cos, sin = rope_tables(pos, cfg.head_dim, cfg.rope_theta)
-        frames = pos[:, 0]
-        # self-attention mask (None: every key visible; (1, 1, 1, Lk) masks keys only)
-        mask = block_causal_mask(frames, frames, cfg.frames_per_block) if self.block_causal else None
+        # self-attention mask (None: every key visible): per-token block ids, key lengths
+        blocks = pos[:, 0] // cfg.frames_per_block if self.block_causal else None
+        mask = AttentionMask(q_block=blocks, k_block=blocks) if self.block_causal else None
         if cache_mode == "write" and L > cache.k.shape[2]:
             raise ValueError(f"context has {L} tokens but the cache holds {cache.k.shape[2]}")
         if cache_mode == "write" and context_valid_tokens is not None:
-            valid = (jnp.arange(L) < context_valid_tokens)[None, None, None, :]
-            mask = valid if mask is None else mask & valid
-        xs = None
-        if cache_mode == "read":
+            kv_length = jnp.full((B,), context_valid_tokens, jnp.int32)
+            mask = AttentionMask(kv_length=kv_length) if mask is None else mask.replace(kv_length=kv_length)
+        xs, cache_length = None, None
+        if cache_mode == "read":  # keys [cache[:length] | own | cache[length:]] (`cache_read_keys`)
             S = cache.k.shape[2]
-            cache_mask = (jnp.arange(S) < cache.length)[None, None, None, :]
-            own = jnp.ones((1, 1, 1, L), bool) if mask is None else mask
-            mask = jnp.concatenate([jnp.broadcast_to(cache_mask, own.shape[:-1] + (S,)), own], axis=-1)
+            cache_length = cache.length
+            kv_length = jnp.full((B,), cache_length + L, jnp.int32)
+            k_block = None
+            if self.block_causal:  # the cached tokens come before every block
+                k_block = jnp.full((S + L,), np.iinfo(np.int32).min, jnp.int32)
+                k_block = jax.lax.dynamic_update_slice_in_dim(k_block, blocks.astype(jnp.int32), cache_length, 0)
+            mask = AttentionMask(kv_length=kv_length, q_block=blocks, k_block=k_block)
             xs = (cache.k, cache.v)
 
         block = WanBlock
@@ -340,12 +357,12 @@ class WanDiT(nn.Module):
             block,
             variable_axes={"params": 0},
             split_rngs={"params": True},
-            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
             length=cfg.num_layers,
             metadata_params={nn.PARTITION_NAME: sh.LAYERS},
         )
         attention_fn = self.attention_fn or attention_by_name(cfg.attention, cfg.attention_chunk)
-        h, new_kv = Blocks(cfg, attention_fn, cache_mode, name="blocks")(h, xs, e6, ctx, cos, sin, mask)
+        h, new_kv = Blocks(cfg, attention_fn, cache_mode, name="blocks")(h, xs, e6, ctx, cos, sin, mask, cache_length)
 
         # head with its own modulation on the (un-projected) time embedding
         hm = _modulation_table(self, "head_modulation", 2, cfg)
