@@ -2,9 +2,9 @@
 Flax linen: a fast stand-in for the Wan VAE's decoder (and encoder), streamed with a fixed-shape state.
 
     tae = TAEHV(taehv_variant("wan2.1"))
-    params = init_taehv_params(tae, rng)
+    params = init_taehv_params(tae, seed=0)                   # random (torch-style); or convert_taehv
     frames = decode(tae, params, latents)                     # (B, n, h, w, 16) -> (B, 1 + 4(n - 1), 8h, 8w, 3)
-    frames0, state = decode_start(tae, params, latents[:, :3])       # 9 frames
+    frames0, state = decode_start(tae, params, latents[:, :3])              # 9 frames
     frames1, state = decode_continue(tae, params, latents[:, 3:6], state)   # 12 frames
     latents = encode(tae, params, video)                      # (B, 4k, H, W, 3) -> (B, k, H/8, W/8, 16)
 
@@ -13,6 +13,9 @@ out are the RAW Wan latents (`denormalize_latents` of the DiT's), frames are in 
 itself works in [0, 1]: its output is clipped to [0, 1] and mapped by 2x - 1; the encoder maps its
 [-1, 1] input by (x + 1) / 2). A decoder stream turns the first latent frame into 1 frame and every
 later one into 4, as Wan's does: each latent frame gives 4 frames and the stream's first 3 are dropped.
+The encoder follows the reference exactly (latent i from frames 4i .. 4i + 3, a clip padded at its
+end by repeating its last frame); how that aligns in time with Wan's encoder (latent 0 from frame 0
+alone) is the published weights' business and is unchecked here (no real weights in tests).
 
 Architecture (per frame 2-D convolutions, channel-last (B, T, H, W, C); the only temporal mixing is
 MemBlocks and the TPool / TGrow reshapes):
