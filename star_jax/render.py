@@ -121,6 +121,10 @@ def validate_reference(config) -> tuple[ManifestEntry, VideoProbe]:
     files), the bare video, header and first frame, or a scene folder (`scene_folder.probe_scene`:
     scene.json, camera files, file headers). Returns (entry, probe)."""
     spec = video_spec(config)
+    ckpt = config.get("geometry_checkpoint")
+    if ckpt and not os.path.exists(ckpt):
+        raise InputError(f"config.geometry_checkpoint: {ckpt}: no such file (Depth-Anything-3 weights, "
+                         f".safetensors; empty: the manifest's depth or the planar prior)")
     if config.video and is_scene_folder(config.video):
         return probe_scene(config.video)
     entry = reference_entry(config)
@@ -234,6 +238,12 @@ def load_reference(entry: ManifestEntry, config, log=print):
         f"(source {clip.source_size}, {clip.source_fps:g} fps)")
     if entry.depth_dir:
         return clip, load_scene_geometry(entry, clip)
+    if config.get("geometry_checkpoint"):
+        from star_jax.geometry.estimate import geometry_from_checkpoint
+
+        log(f"no depth given: estimating depth and cameras with the geometry encoder ({config.geometry_checkpoint})")
+        geometry, _ = geometry_from_checkpoint(clip.frames, config.geometry_checkpoint)
+        return clip, geometry  # kind "estimated": one scale for the scene, frame 0's foreground depth 1
     cam = config.camera
     log("no depth given: using a planar depth prior (renders show camera motion over a plane)")
     return clip, planar_prior_geometry(T, H, W, cam.planar_depth, cam.planar_fov_x_deg)

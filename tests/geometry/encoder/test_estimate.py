@@ -179,3 +179,30 @@ def test_seven_scenes_through_the_estimate_path_keeps_the_warp_gain(shared_data,
         err_raw = np.abs(np.asarray(raw.rgb) - rgb[j])[mask].mean()
         err_source = np.abs(rgb[0] - rgb[j])[mask].mean()
         assert abs(err - err_raw) < 1e-3 and err < 0.6 * err_source, (err, err_raw, err_source)
+
+
+@pytest.mark.slow  # ~20 s of CPU: the encoder at DA3's 504-px processing size
+def test_render_job_estimates_geometry_in_process(tiny_checkpoint, video, tmp_path):
+    """`render --config.geometry_checkpoint`: a video without a depth folder gets the encoder's depth
+    and cameras in-process (depth "estimated" in the metadata), and a missing checkpoint is refused
+    before anything is decoded."""
+    from experiments import render as render_exp
+    from star_jax import render
+    from star_jax.errors import InputError
+
+    c = render_exp.get_config("variant=tiny,height=48,width=64")
+    with c.unlocked():
+        c.video, c.trajectory, c.output_dir = video, "", str(tmp_path / "out")
+        c.geometry_checkpoint = str(tiny_checkpoint / "model.safetensors")
+        c.video_spec["max_frames"] = 5
+    traj = tmp_path / "orbit.txt"
+    traj.write_text("0 5\n0 10\n1 1\n")
+    with c.unlocked():
+        c.trajectory = str(traj)
+    meta = render.run(c, log=lambda *_: None)
+    assert meta["depth"] == "estimated"
+    with c.unlocked():
+        c.geometry_checkpoint, c.output_dir = str(tmp_path / "none.safetensors"), str(tmp_path / "out2")
+    with pytest.raises(InputError, match="geometry_checkpoint: .*none.safetensors: no such file"):
+        render.run(c, log=lambda *_: None)
+    assert not (tmp_path / "out2").exists()
