@@ -21,6 +21,9 @@ A MODEL FOLDER (`python -m star_jax.checkpoint.export student`; the embedded one
 
     dit/              orbax params of the block-causal DiT (the student's EMA params)
     vae/              orbax params + vae.json (its VAEConfig and latent statistics)
+    taehv/            optional: the TAEHV tiny decoder (orbax params + taehv.json, written by
+                      `python -m star_jax.checkpoint.convert_taehv --out <folder>/taehv`), for
+                      sessions that decode with `decoder="tiny"`; loaded when present
     star_model.json   format 2, a `ModelCard`: conditioning convention, variant, the DiT's
                       architecture, the resolution and latent frames it was trained at, its sampler
                       (steps, shift), its text encoder (the tiny hashed-word table: name and
@@ -30,6 +33,9 @@ A MODEL FOLDER (`python -m star_jax.checkpoint.export student`; the embedded one
     card = read_model_card(tiny_model_path())              # ModelCard, or None for a format-1 folder
 
 `check_model_folder` does every check without loading a weight (the jobs' validate step).
+`tiny_decoder(model)` is the model's TAEHV (module, params), or a CheckpointError naming the
+missing taehv/ folder; `random_star_model` always carries a random TAEHV ("tiny" widths for the
+tiny variant, the published ones otherwise).
 """
 
 from __future__ import annotations
@@ -69,6 +75,43 @@ class StarModel:
     weights: str = "random-init"
     conditioning: Conditioning = get_conditioning(DEFAULT_CONDITIONING)
     conditioning_source: str = "default"
+    taehv: Any = None  # the TAEHV tiny decoder (star_jax.models.taehv.TAEHV), or None
+    taehv_params: Any = None  # {"decoder": ...[, "encoder": ...]}
+    taehv_source: str = "none"  # what the TAEHV params are, or where one was looked for
+
+
+TAEHV_DIR = "taehv"
+
+
+def tiny_decoder(model: StarModel):
+    """(TAEHV module, params) of the model, for `decoder="tiny"`; CheckpointError naming the
+    folder that should hold it when the model has none."""
+    if model.taehv is None:
+        raise CheckpointError(f"decoder 'tiny': {model.taehv_source}: expected a TAEHV decoder (convert taew2_1 with "
+                              f"`python -m star_jax.checkpoint.convert_taehv --out <model folder>/{TAEHV_DIR}`), "
+                              f"found none")
+    return model.taehv, model.taehv_params
+
+
+def check_tiny_decoder_folder(folder: str, dtype: str = "float32") -> None:
+    """The model folder holds a TAEHV with a decoder (nothing loaded); CheckpointError otherwise."""
+    from star_jax.checkpoint.convert_taehv import check_taehv_folder
+
+    path = os.path.join(folder, TAEHV_DIR)
+    if not os.path.isdir(path):
+        raise CheckpointError(f"decoder 'tiny': {path}: expected the model folder's TAEHV folder (convert taew2_1 "
+                              f"with `python -m star_jax.checkpoint.convert_taehv --out {path}`), found no such folder")
+    _, parts = check_taehv_folder(path, dtype)
+    if "decoder" not in parts:
+        raise CheckpointError(f"decoder 'tiny': {path}: expected a TAEHV with its decoder, found parts {list(parts)}")
+
+
+def random_taehv(variant: str, dtype: str = "float32", seed: int = 0):
+    """A random TAEHV (module, params) for a STAR variant: "tiny" widths for "tiny", else the published."""
+    from star_jax.models.taehv import TAEHV, init_taehv_params, taehv_variant
+
+    tae = TAEHV(taehv_variant("tiny" if variant == "tiny" else "wan2.1", dtype=dtype))
+    return tae, init_taehv_params(tae, seed)
 
 
 STAR_MODEL_JSON = "star_model.json"
@@ -266,8 +309,9 @@ def random_star_model(variant: str, rng, dtype: str = "float32", text: str | Non
     params = random_dit_params(dit, k_dit)
     vae_params = _init_vae(vae, k_vae)
     emb, src = load_text_embedding(text, cfg.text_dim, cfg.text_len)
+    tae, tae_params = random_taehv(variant, dtype)
     return StarModel(dit, params, vae, vae_params, emb, src, f"random-init ({variant})",
-                     get_conditioning(conditioning), "default")
+                     get_conditioning(conditioning), "default", tae, tae_params, f"random-init TAEHV ({variant})")
 
 
 def checkpoint_conditioning(dit: str, requested: str | Conditioning | None = None) -> tuple[Conditioning, str]:
@@ -314,16 +358,21 @@ def check_model_folder(folder: str, variant: str, dtype: str = "float32",
         raise CheckpointError(f"{os.path.join(vae_dir, VAE_JSON)}: expected the trained VAE's config (a model "
                               f"folder's VAE records its own), found no such file")
     check_vae_folder(vae_dir, folder_vae_config(vae_dir, dtype=dtype) or vae_variant(variant, dtype=dtype))
+    if os.path.isdir(os.path.join(folder, TAEHV_DIR)):
+        check_tiny_decoder_folder(folder, dtype)
     return card
 
 
 def load_model_folder(folder: str, variant: str, dtype: str = "float32", conditioning: str | None = None,
                       text: str | None = None) -> StarModel:
     """A model folder (module docstring) -> StarModel, after `check_model_folder`. `weights` names
-    the folder and, from its card, what the model is."""
+    the folder and, from its card, what the model is; its taehv/ is loaded when present."""
     card = check_model_folder(folder, variant, dtype, conditioning)
+    tae_dir = os.path.join(folder, TAEHV_DIR)
     model = load_star_model(variant, os.path.join(folder, "dit"), os.path.join(folder, "vae"), text, dtype,
-                            conditioning=conditioning)
+                            conditioning=conditioning, taehv=tae_dir if os.path.isdir(tae_dir) else None)
+    if model.taehv is None:
+        model = dataclasses.replace(model, taehv_source=os.path.abspath(tae_dir))
     if card is not None:
         what = card.training.get("what", "trained model")
         model = dataclasses.replace(model, weights=f"{os.path.abspath(folder)} ({what})")
@@ -331,11 +380,12 @@ def load_model_folder(folder: str, variant: str, dtype: str = "float32", conditi
 
 
 def load_star_model(variant: str, dit: str, vae: str, text: str | None = None, dtype: str = "bfloat16",
-                    conditioning: str | None = None) -> StarModel:
+                    conditioning: str | None = None, taehv: str | None = None) -> StarModel:
     """Converted orbax checkpoints (see `star_jax.checkpoint.convert`) -> StarModel. The
     conditioning convention recorded beside `dit` must equal `conditioning` when one is given
     (checked first); shapes are checked against the variant (the VAE: against its vae.json when
-    the folder has one) before any compute."""
+    the folder has one) before any compute. `taehv`: a converted TAEHV folder (its decoder serves
+    `decoder="tiny"`), checked against its taehv.json."""
     import flax.linen as nn
 
     from star_jax.checkpoint.convert import check_against_model
@@ -357,5 +407,14 @@ def load_star_model(variant: str, dit: str, vae: str, text: str | None = None, d
     vae_params = restore_params(vae)
     check_vae_against_model(vae_params, vae_m.cfg)
     emb, src = load_text_embedding(text, dit_m.cfg.text_dim, dit_m.cfg.text_len)
+    tae = tae_params = None
+    tae_src = "no TAEHV folder given to load_star_model"
+    if taehv:
+        from star_jax.checkpoint.convert_taehv import load_taehv_folder
+
+        tae, tae_params = load_taehv_folder(taehv, dtype)
+        if "decoder" not in tae_params:
+            raise CheckpointError(f"{taehv}: expected a TAEHV with its decoder, found parts {sorted(tae_params)}")
+        tae_src = os.path.abspath(taehv)
     return StarModel(dit_m, dit_params, vae_m, vae_params, emb, src, f"{os.path.abspath(dit)} + {os.path.abspath(vae)}",
-                     cond, cond_src)
+                     cond, cond_src, tae, tae_params, tae_src)

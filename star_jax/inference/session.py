@@ -4,29 +4,48 @@
     out = session.step(target_w2c=w2c[:session.frames_needed()])   # cameras for this block's frames
     out = session.step(keys=[{"forward"}] * session.frames_needed())  # or driven by key presses
     out.frames, out.latency                                          # (n, H, W, 3) uint8, seconds
+    NavigationSession(model, frames, geometry, decoder="tiny")       # decode with the model's TAEHV
 
 Per block: the reference frames time-aligned with the block are warped into its target cameras
 (depth-image warping with the warp recipe of the model's conditioning convention, e.g. the
 release's supersampled point renderer for InSpatio weights; `session.conditioning_metadata()`
-says which), the reference and the renders are VAE-encoded as one causal
-stream each (the encoder state carries over between blocks, so streaming equals encoding the
-whole video at once), the block is denoised (`star_block`, the body of the jitted rollout scan),
-and its latents are decoded by the causal VAE decoder, whose state also carries over. The first
-block yields 9 frames (latent frames 0-2 = frames 0-8), every later one 12.
+says which), the renders are VAE-encoded as one causal stream (the encoder state carries over
+between blocks, so streaming equals encoding the whole video at once), the block is denoised
+(`star_block`, the body of the jitted rollout scan), and its latents are decoded by the causal
+VAE decoder (`decoder="wan"`) or the model's TAEHV (`decoder="tiny"`, `tiny_decoder(model)`;
+both take the raw latents, `denormalize_latents` of the DiT's), whose state also carries over.
+The first block yields 9 frames (latent frames 0-2 = frames 0-8), every later one 12.
 
 Past the end of the reference video the source frames bounce back and forth (or stay on
 `freeze_frame`), so a session can run forever; its state has a fixed size.
 
+The reference latents do not depend on the camera, so they are encoded once per session (at the
+first step). The source index of output frame t repeats every P frames (P = 2 (T - 1) for a
+bounced clip of T frames, 1 for a frozen frame or T = 1), so the source window of latent j >= 1
+(frames 4j - 3 .. 4j) repeats every L = lcm(P, 4) / 4 latents. What is cached: the reference
+stream exactly as the per-block encode would see it (the bounced source frames, one causal
+stream from frame 0, encoded in the session's own block shapes) for its first N = F ceil((L + 1)
+/ F) latents, whole blocks covering one cycle of windows. Latent j < N is that stream's latent j:
+equal to encoding the reference per block, through the first pass and the first bounce back.
+Latent j >= N reuses the cached latent with the same source window, N - L + (j - N + L) mod L,
+from the last cycle of the stream: the same frames, encoded after the history of one cycle and
+not of every cycle since the start (a causal encoder's latent depends on the frames before its
+window, so the per-block encode differed slightly from cycle to cycle; the cached one repeats).
+With `reference_once=False` (and always with `fuse=True`) the reference is encoded per block as a
+second stream beside the renders, as before the cache.
+
 With `fuse=True` (a four-image scene, `from_scene`) the reference holds V views, not a timeline:
 every view is rendered into each target camera (with view 0's intrinsics) and the renders are
 fused by a z-test; the block's source latents show the views chosen by coverage
-(`star_jax.inference.multiview`), recorded in `BlockOutput.views`.
+(`star_jax.inference.multiview`), recorded in `BlockOutput.views`. The views behind each latent
+follow the camera, so that reference stream is encoded per block.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from typing import Iterable, Sequence
 
@@ -40,7 +59,8 @@ from star_jax.geometry.controller import CameraController, ControllerConfig
 from star_jax.geometry.trajectory import TrajectoryError, check_w2c, foreground_depth
 from star_jax.geometry.warp import warp_frames
 from star_jax.inference.conditions import StarConditions, mask_to_latent
-from star_jax.inference.model import StarModel
+from star_jax.checkpoint.storage import CheckpointError
+from star_jax.inference.model import StarModel, tiny_decoder
 from star_jax.inference.multiview import assign_views, group_coverage, latent_groups, render_views
 from star_jax.inference.rollout import DEFAULT_SHIFT, DEFAULT_STEPS, init_rollout_state, star_block_jit
 from star_jax.models.vae import (
@@ -52,6 +72,9 @@ from star_jax.models.vae import (
     encode_start,
     normalize_latents,
 )
+from star_jax.models import taehv
+
+DECODERS = ("wan", "tiny")
 
 
 @dataclasses.dataclass
@@ -81,6 +104,14 @@ def _decode_stream(vae: WanVAE, params, latents, cache):
     return decode_start(vae, params, latents) if cache is None else decode_continue(vae, params, latents, cache)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _tiny_decode_stream(tae: taehv.TAEHV, params, latents, state):
+    """latents (B, m, h, w, z) raw -> TAEHV frames in [-1, 1]; a stream start when state is None."""
+    if state is None:
+        return taehv.decode_start(tae, params, latents)
+    return taehv.decode_continue(tae, params, latents, state)
+
+
 _warp = jax.jit(warp_frames, static_argnames=("out_hw", "point_size", "recipe"))
 
 
@@ -94,17 +125,36 @@ def bounce_index(t: np.ndarray, num_source: int) -> np.ndarray:
     return np.where(i < num_source, i, period - i)
 
 
+def cycle_latents(num_source: int, frozen: bool = False) -> int:
+    """L: the source window of latent j >= 1 (output frames 4j - 3 .. 4j) repeats every L latents."""
+    period = 1 if frozen or num_source == 1 else 2 * (num_source - 1)
+    return math.lcm(period, 4) // 4
+
+
+def cached_latent_index(j: np.ndarray, cycle: int, cached: int) -> np.ndarray:
+    """Latent j of the endless reference stream -> the index of the cached latent standing for it:
+    j itself below `cached` (N), else the one in the cache's last cycle with the same source window."""
+    j = np.asarray(j)
+    if cached < cycle + 1:
+        raise ValueError(f"the cache must hold a whole cycle after latent 0: cached {cached} < cycle {cycle} + 1")
+    start = cached - cycle
+    return np.where(j < cached, j, start + (j - start) % cycle)
+
+
 class NavigationSession:
     """reference: (T, H, W, 3) uint8; geometry: a `SceneGeometry` (depth (T, H, W), K (T, 3, 3),
     w2c (T, 4, 4)). Target cameras are world-to-camera in the geometry's world. `point_size`: the
     splat footprint at output resolution (the release's 2); the rest of the warp recipe and the
     mask encoding come from `model.conditioning`. `fuse`: the reference is V >= 3 views of a
-    four-image scene (geometry one entry per view), fused per target (module docstring)."""
+    four-image scene (geometry one entry per view), fused per target (module docstring).
+    `decoder`: "wan" (the VAE's decoder) or "tiny" (the model's TAEHV; CheckpointError without
+    one). `reference_once`: encode the reference once per session (module docstring); False
+    encodes it per block (the behaviour before the cache; fused views always do)."""
 
     def __init__(self, model: StarModel, reference: np.ndarray, geometry, *, rng=None,
                  steps: Sequence[int] = DEFAULT_STEPS, shift: float = DEFAULT_SHIFT, point_size: int = 2,
                  freeze_frame: int | None = None, controller: ControllerConfig | None = None,
-                 fuse: bool = False):
+                 fuse: bool = False, decoder: str = "wan", reference_once: bool = True):
         reference = np.asarray(reference)
         if reference.ndim != 4 or reference.shape[-1] != 3 or reference.dtype != np.uint8:
             raise ValueError(f"reference must be (T, H, W, 3) uint8, got {reference.shape} {reference.dtype}")
@@ -125,6 +175,19 @@ class NavigationSession:
             raise ValueError(f"fused views: {model.dit.cfg.frames_per_block} latents per block need at least as many "
                              f"views, got {T}")
         self.latent_hw = (H // f, W // f)
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        self.decoder = decoder
+        if decoder == "tiny":
+            tae, _ = tiny_decoder(model)
+            vc, tc = model.vae.cfg, tae.cfg
+            if (tc.latent_channels, tc.spatial_factor, tc.temporal_factor) != (vc.z_dim, f, vc.temporal_factor):
+                raise CheckpointError(f"decoder 'tiny': {model.taehv_source}: expected a TAEHV of the VAE's latents "
+                                      f"({vc.z_dim} channels, {f}x space, {vc.temporal_factor}x time), found "
+                                      f"({tc.latent_channels}, {tc.spatial_factor}x, {tc.temporal_factor}x)")
+        self.reference_once = bool(reference_once) and not self.fuse
+        self._ref_latents = None  # (1, N, h, w, z) normalised: the cached reference stream (module docstring)
+        self.reference_seconds = 0.0  # time spent encoding it
         self.scene_scale = foreground_depth(geometry.depth[0])
         self.controller = CameraController(controller or ControllerConfig(), self.scene_scale,
                                            geometry.depth[0], geometry.K[0])
@@ -147,14 +210,52 @@ class NavigationSession:
         self.state = init_rollout_state(cfg, 1, self.latent_hw, self._rng)
         self.block = 0
         self.frame = 0  # first output frame of the next block
-        self._enc_cache = None
+        self._enc_cache = None  # the renders' encoder stream (and the reference's when encoded per block)
         self._dec_cache = None
-        self.controller.reset()
+        self.controller.reset()  # the cached reference latents stay: they depend on no camera
 
     def conditioning_metadata(self) -> dict:
         """The conditioning this session feeds the DiT (convention, mask encoding, warp recipe, and
         where the convention came from), for output metadata."""
         return {**self.model.conditioning.metadata(self.point_size), "source": self.model.conditioning_source}
+
+    def decoder_metadata(self) -> dict:
+        """Which decoder turns latents into frames, and its weights, for output metadata."""
+        weights = self.model.weights if self.decoder == "wan" else self.model.taehv_source
+        return {"decoder": self.decoder, "network": "Wan VAE decoder" if self.decoder == "wan" else "TAEHV",
+                "weights": weights}
+
+    def reference_metadata(self) -> dict:
+        """How the reference latents are encoded: once (the cycle and cache sizes, the seconds it
+        took) or per block."""
+        if not self.reference_once:
+            return {"encoded": "per block"}
+        cycle, cached = self._reference_sizes()
+        return {"encoded": "once", "cycle_latents": cycle, "cached_latents": cached,
+                "seconds": self.reference_seconds}
+
+    def _reference_sizes(self) -> tuple[int, int]:
+        F = self.model.dit.cfg.frames_per_block
+        cycle = cycle_latents(len(self.reference), self.freeze_frame is not None)
+        return cycle, F * -(-(cycle + 1) // F)
+
+    def reference_latents(self) -> jnp.ndarray:
+        """The cached reference stream (1, N, h, w, z), normalised; encoded on the first call, as
+        the per-block encode would: the bounced source frames in the session's block shapes."""
+        if self._ref_latents is None:
+            t0 = time.perf_counter()
+            m, F = self.model, self.model.dit.cfg.frames_per_block
+            _, cached = self._reference_sizes()
+            cache, parts, t = None, [], 0
+            for b in range(cached // F):
+                n = 1 + 4 * (F - 1) if b == 0 else 4 * F
+                video = jnp.asarray(self.reference[self._source_at(t, n)], jnp.float32)[None] / 127.5 - 1.0
+                dist, cache = _encode_stream(m.vae, m.vae_params, video, cache)
+                parts.append(normalize_latents(dist.mean, m.vae.cfg))
+                t += n
+            self._ref_latents = jax.block_until_ready(jnp.concatenate(parts, axis=1))
+            self.reference_seconds = time.perf_counter() - t0
+        return self._ref_latents
 
     def frames_needed(self) -> int:
         """Output frames of the next block: 1 + 4 (F - 1) for the first, 4 F after."""
@@ -162,7 +263,11 @@ class NavigationSession:
         return 1 + 4 * (f - 1) if self.block == 0 else 4 * f
 
     def source_indices(self, n: int) -> np.ndarray:
-        t = np.arange(self.frame, self.frame + n)
+        """The source frames behind the next block's n output frames."""
+        return self._source_at(self.frame, n)
+
+    def _source_at(self, start: int, n: int) -> np.ndarray:
+        t = np.arange(start, start + n)
         if self.freeze_frame is not None:
             return np.full_like(t, self.freeze_frame)
         return bounce_index(t, len(self.reference))
@@ -213,9 +318,17 @@ class NavigationSession:
         t1 = time.perf_counter()
         lat["warp"] = t1 - t0
 
-        pair = jnp.stack([jnp.asarray(ref, jnp.float32) / 127.5 - 1.0, warped.rgb * 2.0 - 1.0])  # (2, n, H, W, 3)
-        dist, self._enc_cache = _encode_stream(m.vae, m.vae_params, pair, self._enc_cache)
-        z = normalize_latents(dist.mean, m.vae.cfg)
+        if self.reference_once:
+            z_ref = self.reference_latents()  # the first block also pays for the one-time encode
+            F = m.dit.cfg.frames_per_block
+            z_ref = z_ref[:, cached_latent_index(F * self.block + np.arange(F), *self._reference_sizes())]
+            render = (warped.rgb * 2.0 - 1.0)[None]  # (1, n, H, W, 3)
+            dist, self._enc_cache = _encode_stream(m.vae, m.vae_params, render, self._enc_cache)
+            z = jnp.concatenate([z_ref, normalize_latents(dist.mean, m.vae.cfg)])
+        else:
+            pair = jnp.stack([jnp.asarray(ref, jnp.float32) / 127.5 - 1.0, warped.rgb * 2.0 - 1.0])  # (2, n, H, W, 3)
+            dist, self._enc_cache = _encode_stream(m.vae, m.vae_params, pair, self._enc_cache)
+            z = normalize_latents(dist.mean, m.vae.cfg)
         mask = mask_to_latent(warped.mask[None], m.vae.cfg.spatial_factor, m.vae.cfg.temporal_factor, first=first,
                               convention=m.conditioning)
         cond = StarConditions(z[:1], z[1:], mask)
@@ -229,8 +342,11 @@ class NavigationSession:
         t3 = time.perf_counter()
         lat["dit"] = t3 - t2
 
-        frames, self._dec_cache = _decode_stream(m.vae, m.vae_params, denormalize_latents(latents, m.vae.cfg),
-                                                 self._dec_cache)
+        raw = denormalize_latents(latents, m.vae.cfg)  # both decoders take the raw Wan latents
+        if self.decoder == "tiny":
+            frames, self._dec_cache = _tiny_decode_stream(m.taehv, m.taehv_params, raw, self._dec_cache)
+        else:
+            frames, self._dec_cache = _decode_stream(m.vae, m.vae_params, raw, self._dec_cache)
         frames = io.to_uint8((frames[0] + 1.0) / 2.0)
         t4 = time.perf_counter()
         lat["decode"] = t4 - t3
