@@ -12,7 +12,8 @@ millimetres, .npy / .npz in metres, unless `--depth_scale`), with `--intrinsics`
 per view) and the source poses (`--w2c` or `--c2w` files; identity for one image or a video when
 absent); else the planar prior (a fronto-parallel plane at 1 m, a 60-degree pinhole, static
 camera). Which one is written in scene.json ("geometry") and printed. Four images need depth and
-their poses. The geometry encoder is issue 11: `--geometry_checkpoint` says so.
+their poses; with `--geometry_checkpoint` (Depth-Anything-3 weights) the geometry encoder gives the
+depth and cameras of every view or frame (`star_jax.geometry.estimate`).
 
 Target cameras: `--target_w2c` (one OpenCV world-to-camera per output frame), else `--trajectory`
 (InSpatio keyframes, displacement x the foreground depth of view 0), else a gentle orbit
@@ -88,8 +89,12 @@ class PrepareOptions:
 def prepare(opts: PrepareOptions, log=print) -> Scene:
     """Reads the sources (module docstring), writes the scene folder `opts.output` and returns it."""
     if opts.geometry_checkpoint:
-        raise InputError(f"--geometry_checkpoint {opts.geometry_checkpoint}: the geometry encoder is not available "
-                         f"yet (issue 11); give --depth (with --intrinsics and source poses) or neither (planar prior)")
+        if opts.depth or opts.intrinsics or opts.w2c or opts.c2w:
+            raise InputError("--geometry_checkpoint: the encoder gives depth, intrinsics and poses; expected it "
+                             "instead of --depth / --intrinsics / --w2c / --c2w, found both")
+        if not os.path.isfile(opts.geometry_checkpoint):
+            raise InputError(f"--geometry_checkpoint {opts.geometry_checkpoint}: no such file (Depth-Anything-3 "
+                             f"weights, .safetensors)")
     if opts.target_w2c and opts.trajectory:
         raise InputError("--target_w2c / --trajectory: expected at most one target camera source, found both")
     if opts.w2c and opts.c2w:
@@ -105,6 +110,11 @@ def prepare(opts: PrepareOptions, log=print) -> Scene:
     else:
         views, depth, K, w2c = _image_sources(opts, (spec.height, spec.width))
     geometry = "user-depth" if opts.depth else "planar-prior"
+    if opts.geometry_checkpoint:  # depth and cameras of every view / frame from the encoder
+        from star_jax.geometry.estimate import geometry_from_checkpoint
+
+        g, _ = geometry_from_checkpoint(views, opts.geometry_checkpoint)
+        depth, K, w2c, geometry = g.depth, g.K, g.w2c, "geometry-encoder"
     valid = len(views) if kind == "video" else None
     target, valid, cam_info = _targets(opts, valid, depth[0], w2c)
     if kind == "image":
@@ -207,6 +217,9 @@ def _image_sources(opts: PrepareOptions, hw: tuple[int, int]):
     info = crop_info(src_hw, hw)
     views = np.stack([resize_center_crop(im, hw) for im in images])
     if not opts.depth:
+        if V > 1 and opts.geometry_checkpoint:  # the encoder places them (prepare)
+            g = planar_prior_geometry(V, *hw, PLANAR_DEPTH, PLANAR_FOV_X_DEG)
+            return views, g.depth, g.K, g.w2c
         if V > 1:
             raise InputError(f"--source: {V} images need their depth and poses (--depth, --intrinsics, --w2c or "
                              f"--c2w): the planar prior cannot place several photos (geometry encoder: issue 11)")
@@ -302,7 +315,7 @@ def parse_args(argv: Sequence[str]) -> PrepareOptions:
     p.add_argument("--height", type=int, default=480, help="scene height (1.5 runs 480 x 832 only)")
     p.add_argument("--width", type=int, default=832, help="scene width")
     p.add_argument("--output_id", default=None, help="scene.json output_id (default: the output folder's name)")
-    p.add_argument("--geometry_checkpoint", default=None, help="geometry encoder weights (issue 11: not yet)")
+    p.add_argument("--geometry_checkpoint", default=None, help="Depth-Anything-3 weights (.safetensors): depth and cameras from the geometry encoder")
     p.add_argument("--debug", action="store_true", help="print the traceback of user errors too")
     a = p.parse_args(list(argv))
     fields = {f.name for f in dataclasses.fields(PrepareOptions)}

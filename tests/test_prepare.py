@@ -180,8 +180,10 @@ def _bad_cases(tmp_path):
                                 "sheared.txt:2: matrix 1: not a rigid"),
         "source poses count": ([ok], ["--depth", d, "--intrinsics", K, "--w2c", str(tmp_path / "two.txt")],
                                "expected 1 camera matrices (one per image), found 2"),
-        "geometry encoder": ([ok], ["--geometry_checkpoint", "ckpt"],
-                             "geometry encoder is not available yet (issue 11)"),
+        "geometry encoder weights missing": ([ok], ["--geometry_checkpoint", "ckpt"],
+                                             "--geometry_checkpoint ckpt: no such file"),
+        "geometry encoder and depth": ([ok], ["--geometry_checkpoint", "ckpt", "--depth", d],
+                                       "expected it instead of --depth"),
         "bad size": ([ok], ["--height", "50"], "expected height and width positive multiples of 16"),
         "bad frames": ([ok], ["--frames", "0"], "--frames: expected an integer >= 1"),
     }, size
@@ -293,3 +295,19 @@ def test_prepared_photo_drives_a_navigation_session(tmp_path):
     assert n == 9 and out.frames.shape == (9, 32, 48, 3)
     np.testing.assert_allclose(out.target_w2c, scene.target_w2c[:9], atol=1e-6)
     assert out.masks[0].mean() > 0.95 and out.masks.mean() > 0.5  # the orbit starts at the photo's camera
+
+
+def test_four_photos_placed_by_the_geometry_encoder(tmp_path):
+    """--geometry_checkpoint (random tiny Depth-Anything-3 weights): four photos without depth or
+    poses get the encoder's depth and cameras; scene.json says geometry-encoder."""
+    from tests.geometry.encoder.test_estimate import write_tiny_checkpoint
+
+    ckpt = write_tiny_checkpoint(tmp_path / "da3")
+    srcs = [_image(tmp_path / f"v{i}.png", seed=i) for i in range(4)]
+    out = tmp_path / "scene"
+    main(["--source", *srcs, "--output", str(out), "--height", str(H), "--width", str(W), "--frames", "5",
+          "--geometry_checkpoint", ckpt])
+    scene = load_scene(out)
+    assert scene.geometry == "geometry-encoder" and len(scene.views) == 4
+    assert np.all(np.isfinite(scene.depth)) and np.all(scene.depth >= 0) and scene.depth.max() > 0
+    np.testing.assert_allclose(scene.source_w2c[0], np.eye(4), atol=1e-5)  # frame 0 is the world

@@ -60,8 +60,9 @@ def test_chaining_undoes_a_different_similarity_per_window():
     assert foreground_depth(got_d[0]) == pytest.approx(1.0)
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
+def write_tiny_checkpoint(folder) -> str:
+    """Random weights of the tiny encoder's shapes as a DA3 safetensors file (and a NaN-damaged copy
+    nan.safetensors) in `folder` -> the path of model.safetensors."""
     from safetensors.numpy import save_file
 
     from flax.traverse_util import unflatten_dict
@@ -76,12 +77,19 @@ def tiny_checkpoint(tmp_path_factory):
         else:
             params[path] = 0.1 * rng.normal(size=shape)
     params = unflatten_dict({k: v.astype(np.float32) for k, v in params.items()}, sep="/")
-    folder = tmp_path_factory.mktemp("da3")
+    os.makedirs(folder, exist_ok=True)
     state = {f"model.{k}": v for k, v in params_to_da3_state(params).items()}
-    save_file(state, str(folder / "model.safetensors"))
+    save_file(state, os.path.join(folder, "model.safetensors"))
     nan = dict(state)
     nan["model.head.scratch.output_conv2.2.bias"] = np.full_like(state["model.head.scratch.output_conv2.2.bias"], np.nan)
-    save_file(nan, str(folder / "nan.safetensors"))
+    save_file(nan, os.path.join(folder, "nan.safetensors"))
+    return os.path.join(folder, "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("da3")
+    write_tiny_checkpoint(folder)
     return folder
 
 
