@@ -183,7 +183,16 @@ def _data(T, seed=0, B=2):
 BASES = {"xla": xla_attention, "blockwise": functools.partial(blockwise_attention, chunk=8)}
 
 
-@pytest.mark.parametrize("attention", ["xla", "blockwise"])
+def _apply(model, params, *args, **kw):
+    """model.apply, compiled (one compile instead of op-by-op dispatch: the tests' time)."""
+    static = ("cache_mode", "frame_offset")
+    return jax.jit(model.apply, static_argnames=static)({"params": params}, *args, **kw)
+
+
+SLOW = pytest.mark.slow  # ~15 s each on 2 idle cores (two DiT compiles and two gradient compiles)
+
+
+@pytest.mark.parametrize("attention", [pytest.param("xla", marks=SLOW), "blockwise"])
 def test_dit_block_causal_forward_and_grads_are_bitwise_the_dense_path(params, attention):
     x, ctx = _data(9)
     t = jnp.asarray([[0.0] * 6 + [700.0] * 3] * 2)
@@ -191,16 +200,20 @@ def test_dit_block_causal_forward_and_grads_are_bitwise_the_dense_path(params, a
     new = WanDiT(CFG, attention_fn=BASES[attention], block_causal=True)
     old = WanDiT(CFG, attention_fn=dense_twin(BASES[attention], block_causal_mask(frames, frames, 3)),
                  block_causal=True)
-    ya, yb = (m.apply({"params": params}, x, t, ctx)[0] for m in (new, old))
+    ya, yb = (_apply(m, params, x, t, ctx)[0] for m in (new, old))
     np.testing.assert_array_equal(ya, yb)
     loss = lambda m: (lambda p: jnp.mean(m.apply({"params": p}, x, t, ctx)[0] ** 2))  # noqa: E731
-    ga, gb = jax.grad(loss(new))(params), jax.grad(loss(old))(params)
+    ga, gb = jax.jit(jax.grad(loss(new)))(params), jax.jit(jax.grad(loss(old)))(params)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ga), jax.tree_util.tree_leaves(gb)):
         np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.mark.parametrize("attention", ["xla", "blockwise"])
-@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("attention, causal", [
+    ("xla", False),  # the rollout's passes
+    pytest.param("blockwise", False, marks=SLOW),
+    pytest.param("xla", True, marks=SLOW),
+    pytest.param("blockwise", True, marks=SLOW),
+])
 def test_dit_cache_write_and_read_equal_the_dense_path(params, attention, causal):
     """The rollout's two passes: a context write with padding (the first block: 3 of 6 frames
     valid) and the block's read at RoPE offset 6, for a half-valid and a full cache. A full cache
@@ -214,18 +227,18 @@ def test_dit_cache_write_and_read_equal_the_dense_path(params, attention, causal
         w_mask = block_causal_mask(frames[:6 * TPF], frames[:6 * TPF], 3) if causal else jnp.ones((1, 1, 1, 6 * TPF), bool)
         w_mask = w_mask & (jnp.arange(6 * TPF) < valid)[None, None, None, :]
         kw = dict(cache_mode="write", context_valid_tokens=valid)
-        ya, ca = WanDiT(CFG, base, causal).apply({"params": params}, x[:, :6], jnp.zeros((2,)), ctx, cache=cache, **kw)
-        yb, cb = WanDiT(CFG, dense_twin(base, w_mask), causal).apply({"params": params}, x[:, :6], jnp.zeros((2,)),
-                                                                   ctx, cache=cache, **kw)
+        ya, ca = _apply(WanDiT(CFG, base, causal), params, x[:, :6], jnp.zeros((2,)), ctx, cache=cache, **kw)
+        yb, cb = _apply(WanDiT(CFG, dense_twin(base, w_mask), causal), params, x[:, :6], jnp.zeros((2,)), ctx,
+                        cache=cache, **kw)
         np.testing.assert_array_equal(ya, yb)
         np.testing.assert_array_equal(ca.k, cb.k)
 
         r_own = block_causal_mask(frames[6 * TPF:], frames[6 * TPF:], 3) if causal else None
         kw = dict(cache_mode="read", frame_offset=6)
         t = jnp.full((2,), 700.0)
-        ya, _ = WanDiT(CFG, base, causal).apply({"params": params}, x[:, 6:], t, ctx, cache=ca, **kw)
-        yb, _ = WanDiT(CFG, dense_twin(base, r_own, 6 * TPF, valid), causal).apply(
-            {"params": params}, x[:, 6:], t, ctx, cache=ca, **kw)
+        ya, _ = _apply(WanDiT(CFG, base, causal), params, x[:, 6:], t, ctx, cache=ca, **kw)
+        yb, _ = _apply(WanDiT(CFG, dense_twin(base, r_own, 6 * TPF, valid), causal), params, x[:, 6:], t, ctx,
+                       cache=ca, **kw)
         if valid == 6 * TPF:
             np.testing.assert_array_equal(ya, yb)
         else:
