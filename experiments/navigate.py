@@ -14,6 +14,7 @@ Launch (repository root):
         python -m star_jax.navigate --config experiments/navigate.py:variant=tiny --video scene/  # a 1.5 scene
     python -m star_jax.navigate --config experiments/navigate.py:variant=1.3B,height=480,width=832 \
         --checkpoint ckpt/   # ckpt/dit and ckpt/vae from `python -m star_jax.checkpoint.convert`
+    python -m star_jax.navigate --config experiments/navigate.py:variant=tiny,random_weights --decoder tiny  # TAEHV
 
 Needs: nothing beside the package. The default input is the embedded default world
 (`star_jax/assets/default_world/`: a held-out procedural world, 45 frames at 96x160 with true
@@ -65,6 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.prompt_cache = "~/.cache/star_jax/prompts"  # one .npz per (encoder, prompt); empty: no cache
     c.evaluate = False  # measure the video at the end (star_jax.evaluate): metrics.json + report.png
     c.min_render_coverage = 0.02  # a block whose renders cover less of the frame stops the job; 0 disables
+    c.decoder = "wan"  # or "tiny": the model folder's taehv/ (TAEHV, convert_taehv), much faster; random: random
     c.output_dir = "outputs/navigate"
     c.seed = 0
     c.video_spec = dict(height=a.height, width=a.width, fps=a.fps, max_frames=0)

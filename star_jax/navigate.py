@@ -38,6 +38,12 @@ The card's description, and where this input leaves what the model was trained o
 planar depth, more latent frames than its clips), are logged and recorded under "model".
 Empty `config.checkpoint`: random weights, and the outputs say so.
 
+Decoder: `config.decoder` (--decoder) "wan" decodes with the Wan VAE's causal decoder, "tiny"
+with the model folder's TAEHV (its taehv/, `python -m star_jax.checkpoint.convert_taehv`; a
+folder without one stops the job at validate, naming it; random weights bring a random TAEHV).
+The reference latents are encoded once per session (`star_jax.inference.session`); metadata
+records the decoder and the reference encoding.
+
 With `config.ground_truth` (a video of the true target views along the same camera path; the
 default world ships one) the generated video is scored against it: PSNR over all pixels, inside
 the render mask and in the holes (`star_jax.evaluation.psnr`, pooled over the clip), logged and
@@ -216,6 +222,13 @@ def validate(config) -> Plan:
 
         # dit/ and vae/ (shapes from orbax metadata), star_model.json (convention, variant, architecture)
         card = check_model_folder(config.checkpoint, config.variant, config.dtype, config.conditioning or None)
+    decoder = config.get("decoder", "wan")
+    if decoder not in ("wan", "tiny"):
+        raise InputError(f"config.decoder (--decoder): expected 'wan' or 'tiny', found {decoder!r}")
+    if decoder == "tiny" and config.checkpoint:
+        from star_jax.inference.model import check_tiny_decoder_folder
+
+        check_tiny_decoder_folder(config.checkpoint, config.dtype)  # CheckpointError naming <folder>/taehv
     if config.get("ground_truth", ""):
         _check_ground_truth(config.ground_truth, n_valid, probe)
     if config.prompt and config.text_embedding:
@@ -391,7 +404,7 @@ def run(config, log=print, dry_run: bool = False) -> dict:
     session = NavigationSession(
         model, clip.frames, geometry, rng=jax.random.fold_in(rng, 1), steps=tuple(config.sampler.steps),
         shift=config.sampler.shift, point_size=config.warp.point_size, freeze_frame=freeze, controller=rig,
-        fuse=fuse)
+        fuse=fuse, decoder=config.get("decoder", "wan"))
     if plan.cameras.kind in ("keys", "moves"):
         keys = (plan.cameras.value + [frozenset()] * n_total)[:n_total]
         cam_info, w2c = {"source": plan.cameras.path, "kind": plan.cameras.kind}, None
@@ -466,6 +479,7 @@ def run(config, log=print, dry_run: bool = False) -> dict:
                 "trained_latent_frames": card.latent_frames, "text_encoder": card.text_encoder, "notes": notes},
             "ground_truth": quality,
             "camera": cam_info, "conditioning": session.conditioning_metadata(),
+            "decoder": session.decoder_metadata(), "reference_encoding": session.reference_metadata(),
             "sampler": {"steps": list(config.sampler.steps), "shift": config.sampler.shift},
             "valid_fraction_mean": float(masks.mean()), "render_coverage_per_block": coverage,
             "min_render_coverage": plan.min_coverage, "codec": codec, "jax_backend": jax.default_backend(),
@@ -500,7 +514,7 @@ def main(argv):
     overrides = {"video": F.video, "trajectory": F.trajectory, "w2c_file": F.w2c, "keys_file": F.keys,
                  "checkpoint": F.checkpoint, "text_embedding": F.text, "prompt": F.prompt,
                  "text_encoder": F.text_encoder, "tokenizer": F.tokenizer, "output_dir": F.output_dir,
-                 "ground_truth": F.ground_truth, "moves": F.moves}
+                 "ground_truth": F.ground_truth, "moves": F.moves, "decoder": F.decoder}
     if F.evaluate:
         overrides["evaluate"] = True
     if F.random_weights and F.checkpoint:
@@ -564,6 +578,8 @@ if __name__ == "__main__":
                         "transformers / diffusers folder")
     flags.DEFINE_string("tokenizer", "", "tokenizer.json or spiece.model (default: found beside the weights)")
     flags.DEFINE_string("output_dir", "", "where outputs go")
+    flags.DEFINE_string("decoder", "", "'wan' (the Wan VAE decoder) or 'tiny' (the model folder's taehv/ TAEHV); "
+                        "default: config.decoder")
     cli.define_flags()
     sys.path.insert(0, os.getcwd())
     cli.main(main, join_moves_argv(sys.argv), parse=cli.absl_parser())
