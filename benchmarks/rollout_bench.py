@@ -3,10 +3,15 @@
     python -m benchmarks.rollout_bench                   # CPU: tiny variant, small frames (CI-sized)
     python -m benchmarks.rollout_bench --gpu             # GPU: 1.3B, 480x832, bf16, random weights
 
-Two tables. (1) The streaming session, steady state (after the compiling blocks): per-block
+Three tables, printed (2), (1), (3). (1) The streaming session, steady state (after the compiling blocks): per-block
 latency split into warp / VAE encode / DiT / VAE decode, frames/s, and the ratio to the 24 FPS the
-release reports. (2) The DiT rollout alone: the jitted `lax.scan` over N blocks against the
-same blocks called one by one from Python (the reference run, same process), blocks/s and ratio.
+release reports. (2) The session's changes before / after, same process, same clip and cameras:
+the reference encoded per block beside the renders (before), encoded once per session (the
+one-time encode is reported apart: the first block pays it), and then decoded by the TAEHV tiny
+decoder instead of the Wan VAE's (random weights of the variant's TAEHV); per-block stage seconds,
+frames/s and the ratio to the first row. (3) The DiT rollout alone: the jitted `lax.scan` over N
+blocks against the same blocks called one by one from Python (the reference run, same process),
+blocks/s and ratio.
 """
 
 from __future__ import annotations
@@ -26,25 +31,52 @@ from star_jax.inference.rollout import star_block_jit
 RELEASE_FPS = 24.0
 
 
-def session_table(model, height: int, width: int, blocks: int) -> dict:
+STAGES = ("warp", "encode", "dit", "decode", "total")
+
+
+def _run_session(model, height: int, width: int, blocks: int, **session_kw) -> tuple[dict, float, NavigationSession]:
+    """(seconds per steady-state block by stage, frames/s, the session)."""
     T = 9 + 12 * (blocks - 1)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (T, height, width, 3), dtype=np.uint8)
-    session = NavigationSession(model, frames, planar_prior_geometry(T, height, width, 2.0))
+    session = NavigationSession(model, frames, planar_prior_geometry(T, height, width, 2.0), **session_kw)
     lat = []
     for _ in range(blocks):
         out = session.step(keys=[{"forward", "yaw_left"}] * session.frames_needed())
         lat.append((len(out.frames), out.latency))
-    steady = lat[2:]  # blocks 0 and 1 compile
+    steady = lat[2:]  # blocks 0 and 1 compile (and block 0 encodes the reference once)
     n = sum(k for k, _ in steady)
-    tot = {s: sum(x[s] for _, x in steady) for s in ("warp", "encode", "dit", "decode", "total")}
-    fps = n / tot["total"]
-    print(f"\nstreaming session, {height}x{width}, {len(steady)} steady-state blocks of 12 frames")
+    tot = {s: sum(x[s] for _, x in steady) / len(steady) for s in STAGES}
+    return tot, n / len(steady) / tot["total"], session
+
+
+def changes_table(model, height: int, width: int, blocks: int) -> list[dict]:
+    """Table (2): before / after each change of the session, same process."""
+    rows = []
+    for name, kw in (("reference per block, Wan decoder (before)", dict(reference_once=False)),
+                     ("reference once, Wan decoder", dict()),
+                     ("reference once, TAEHV decoder", dict(decoder="tiny"))):
+        tot, fps, session = _run_session(model, height, width, blocks, **kw)
+        rows.append(dict(name=name, fps=fps, reference=session.reference_metadata(), **tot))
+    print(f"\nsession changes, {height}x{width}, {blocks - 2} steady-state blocks of 12 frames, s / block")
+    print(f"{'session':>42} | " + " | ".join(f"{s:>7}" for s in STAGES) + " | frames/s | ratio")
+    for r in rows:
+        print(f"{r['name']:>42} | " + " | ".join(f"{r[s]:7.3f}" for s in STAGES)
+              + f" | {r['fps']:8.2f} | {r['fps'] / rows[0]['fps']:.2f}")
+    ref = rows[1]["reference"]
+    print(f"one-time reference encode (in block 0): {ref['seconds']:.2f}s for {ref['cached_latents']} latents "
+          f"(a cycle of {ref['cycle_latents']}); encode per block {rows[0]['encode']:.3f}s -> {rows[1]['encode']:.3f}s")
+    return rows
+
+
+def session_table(row: dict, height: int, width: int) -> None:
+    """Table (1), from the default session's row of table (2) (not run twice)."""
+    print(f"\nstreaming session ({row['name']}), {height}x{width}, steady state")
     print(f"{'stage':>8} | {'s / block':>9} | {'share':>6}")
-    for s in ("warp", "encode", "dit", "decode", "total"):
-        print(f"{s:>8} | {tot[s] / len(steady):9.4f} | {tot[s] / tot['total']:6.1%}")
+    for s in STAGES:
+        print(f"{s:>8} | {row[s]:9.4f} | {row[s] / row['total']:6.1%}")
+    fps = row["fps"]
     print(f"frames/s {fps:.2f}  (x{fps / RELEASE_FPS:.3f} of the release's {RELEASE_FPS:g} FPS on an H-series GPU)")
-    return {"fps": fps, **{k: v / len(steady) for k, v in tot.items()}}
 
 
 def scan_table(model, latent_hw, blocks: int, repeats: int) -> None:
@@ -87,7 +119,8 @@ def main():
     model = random_star_model(variant, jax.random.PRNGKey(0), "bfloat16" if a.gpu else "float32")
     print(f"device {jax.devices()[0].device_kind}, variant {variant}, {model.dit.cfg.dtype}, "
           f"init {time.perf_counter() - t0:.1f}s")
-    session_table(model, h, w, max(a.blocks, 3))
+    rows = changes_table(model, h, w, max(a.blocks, 3))
+    session_table(rows[1], h, w)  # the session's defaults
     scan_table(model, (h // 8, w // 8), a.blocks, a.repeats)
 
 

@@ -100,6 +100,33 @@ def test_navigate_with_keys_and_bad_checkpoint(clip, orbit, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_navigate_decoder_choice_is_checked_at_validate(clip, orbit, tmp_path):
+    """--decoder tiny needs the model folder's taehv/ (the embedded tiny model has none): named
+    before anything is built; an unknown decoder is named too."""
+    import re
+
+    from star_jax.checkpoint import CheckpointError
+    from star_jax.inference.model import tiny_model_path
+
+    missing = re.escape(os.path.join(tiny_model_path(), "taehv"))
+    with pytest.raises(CheckpointError, match=f"decoder 'tiny': {missing}: expected the model folder's TAEHV folder"):
+        run(_config(clip, tmp_path / "x", orbit, checkpoint=tiny_model_path(), decoder="tiny"), log=lambda *_: None)
+    with pytest.raises(InputError, match=r"config.decoder \(--decoder\): expected 'wan' or 'tiny', found 'fast'"):
+        run(_config(clip, tmp_path / "x", orbit, decoder="fast"), log=lambda *_: None, dry_run=True)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow  # ~1 min on a shared 2-core CPU: model init and one block compiled
+def test_navigate_tiny_decoder_random_weights(clip, orbit, tmp_path):
+    meta = run(_config(clip, tmp_path / "t", orbit, num_blocks=1, decoder="tiny"), log=lambda *_: None)
+    assert meta["frames"] == 9
+    assert meta["decoder"] == {"decoder": "tiny", "network": "TAEHV", "weights": "random-init TAEHV (tiny)"}
+    assert meta["reference_encoding"]["encoded"] == "once" and meta["reference_encoding"]["seconds"] > 0
+    saved = json.load(open(tmp_path / "t" / "metadata.json"))
+    # 9 reference frames: a cycle of 4 latents, cached in 2 blocks (6 latents)
+    assert saved["decoder"]["decoder"] == "tiny" and saved["reference_encoding"]["cached_latents"] == 6
+
+
 def test_render_coverage_floor(clip, tmp_path):
     """A dolly of 1e9 scene depths flies far past the scene: every render is black. The default
     floor stops the job after the first block with nothing written; a floor of 0 lets it finish
