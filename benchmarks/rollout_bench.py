@@ -65,7 +65,8 @@ def changes_table(model, height: int, width: int, blocks: int) -> list[dict]:
               + f" | {r['fps']:8.2f} | {r['fps'] / rows[0]['fps']:.2f}")
     ref, warm = rows[1]["reference"], rows[2]["reference"]
     print(f"one-time reference encode (in block 0): {ref['cached_latents']} latents "
-          f"(a cycle of {ref['cycle_latents']}) in {ref['seconds']:.2f}s with compiling, {warm['seconds']:.2f}s compiled (3rd session); "
+          f"(a cycle of {ref['cycle_latents']}) in {ref['seconds']:.2f}s with compiling, "
+          f"{warm['seconds']:.2f}s compiled (3rd session); "
           f"encode per block {rows[0]['encode']:.3f}s -> {rows[1]['encode']:.3f}s")
     return rows
 
