@@ -48,6 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.manifest = default_world_path("manifest.json")  # InSpatio manifest: video + depth + cameras
     c.video = ""  # a bare video path; replaces `manifest` when set
     c.caption = ""
+    c.geometry_checkpoint = ""  # Depth-Anything-3 weights: depth and cameras for a video without a depth folder
     c.trajectory = default_world_path("trajectory.txt")  # InSpatio keyframes (pitch, yaw, displacement)
     c.w2c_file = ""  # per-frame OpenCV w2c matrices; replaces `trajectory`
     c.keys_file = ""  # a key script ("<frames> forward+yaw_left" lines); replaces both

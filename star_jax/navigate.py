@@ -311,9 +311,12 @@ def model_notes(card, config, hw: tuple[int, int], depth_kind: str, latent_frame
     notes = []
     if tuple(hw) != tuple(card.resolution_hw):
         notes.append(f"trained at {card.resolution_hw[0]}x{card.resolution_hw[1]}, running at {hw[0]}x{hw[1]}")
-    if depth_kind != "measured":
+    if depth_kind == "planar-prior":
         notes.append("a planar depth prior stands in for measured depth: the renders only approximate the scene "
                      "and the model learned from exact depth")
+    elif depth_kind == "estimated":
+        notes.append("depth and cameras estimated by the geometry encoder (Depth-Anything-3): one scale for the "
+                     "scene, frame 0's foreground depth 1; the model learned from exact depth")
     if config.video or not config.manifest or os.path.abspath(config.manifest) != default_world_manifest():
         notes.append("not the default world: on anything but the procedural worlds it was trained on (real video "
                      "above all) expect blurred views that follow the render and invented, texture-less holes")
@@ -514,7 +517,8 @@ def main(argv):
     overrides = {"video": F.video, "trajectory": F.trajectory, "w2c_file": F.w2c, "keys_file": F.keys,
                  "checkpoint": F.checkpoint, "text_embedding": F.text, "prompt": F.prompt,
                  "text_encoder": F.text_encoder, "tokenizer": F.tokenizer, "output_dir": F.output_dir,
-                 "ground_truth": F.ground_truth, "moves": F.moves, "decoder": F.decoder}
+                 "ground_truth": F.ground_truth, "moves": F.moves, "decoder": F.decoder,
+                 "geometry_checkpoint": F.geometry_checkpoint}
     if F.evaluate:
         overrides["evaluate"] = True
     if F.random_weights and F.checkpoint:
@@ -568,6 +572,8 @@ if __name__ == "__main__":
     flags.DEFINE_string("checkpoint", "", "model folder: dit/ + vae/ (+ star_model.json); default for tiny: the "
                         "embedded trained model")
     flags.DEFINE_bool("random_weights", False, "randomly initialised networks instead of the default model")
+    flags.DEFINE_string("geometry_checkpoint", "", "Depth-Anything-3 weights (.safetensors): depth and cameras of a "
+                        "video without a depth folder, estimated in-process (else the planar prior)")
     flags.DEFINE_string("ground_truth", "", "true target video along the camera path: scored (PSNR) and shown "
                         "side by side in comparison.mp4")
     flags.DEFINE_bool("evaluate", False, "measure the generated video at the end (star_jax.evaluate): metrics.json "
