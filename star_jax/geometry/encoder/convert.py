@@ -22,6 +22,7 @@ import re
 
 import numpy as np
 
+from star_jax.checkpoint.convert import _listing  # the one missing / unexpected / mis-shaped listing
 from star_jax.checkpoint.storage import CheckpointError, read_weights
 from star_jax.geometry.encoder.variants import EncoderConfig
 
@@ -66,15 +67,6 @@ def encoder_shapes(cfg: EncoderConfig) -> dict:
     from star_jax.geometry.encoder.model import abstract_params
 
     return {k: tuple(v.shape) for k, v in flatten_dict(nn.meta.unbox(abstract_params(cfg)), sep="/").items()}
-
-
-def _listing(title: str, **groups) -> str:
-    parts = []
-    for name, items in groups.items():
-        if items:
-            shown = ", ".join(map(str, items[:20])) + (f", ... (+{len(items) - 20})" if len(items) > 20 else "")
-            parts.append(f"{name} ({len(items)}): {shown}")
-    return f"{title}: " + "; ".join(parts)
 
 
 def convert_da3_state(state: dict, cfg: EncoderConfig, dtype=np.float32, source: str = "checkpoint") -> dict:
