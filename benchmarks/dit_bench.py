@@ -69,41 +69,70 @@ def cpu_compare(name: str, cfg: DiTConfig, B: int, T: int, H: int, W: int, repea
     return (name, B * T * tpf, jax_s, torch_s, flops)
 
 
-def gpu_run(repeats: int):
+def gpu_run(repeats: int, attentions: list[str], variant: str = "1.3B", hw: tuple[int, int] = (480, 832)):
+    """One STAR block of `variant` at `hw` in bf16 per attention implementation, same process, same
+    random weights: the context fill (6 frames at t=0, full attention, writes the cache), one
+    denoising step (3 frames reading the 6 cached), and the block (fill + 4 steps) in ms, with
+    TFLOP/s and MFU. `variant="tiny"` at a small `hw` runs the same code on any backend (a smoke test)."""
     import jax
     import jax.numpy as jnp
     import flax.linen as nn
 
     from star_jax.models import WanDiT, init_cache
+    from star_jax.models.flops import peak_tflops
 
-    cfg = dit_variant("1.3B", dtype="bfloat16", param_dtype="bfloat16")
-    model = WanDiT(cfg, block_causal=True)
-    tpf = 1560
-    x_ctx = jnp.zeros((1, 6, 60, 104, 36), jnp.bfloat16)
-    x_blk = jnp.zeros((1, 3, 60, 104, 36), jnp.bfloat16)
-    ctx = jnp.zeros((1, 512, 4096), jnp.bfloat16)
-    params = jax.jit(lambda r: nn.meta.unbox(model.init(r, x_blk, jnp.zeros((1,)), ctx)["params"]))(jax.random.key(0))
-    cache = init_cache(cfg, 1, 6 * tpf)
-    fill = jax.jit(lambda p, c: model.apply({"params": p}, x_ctx, jnp.zeros((1,)), ctx, cache=c, cache_mode="write")[1])
-    step = jax.jit(lambda p, c, x: model.apply({"params": p}, x, jnp.full((1,), 500.0), ctx, cache=c,
-                                               cache_mode="read", frame_offset=6)[0])
-    cache = fill(params, cache)
-    s_step = best_time(lambda: jax.block_until_ready(step(params, cache, x_blk)), repeats)
-    flops = dit_flops(cfg, 3, tpf, 512, cache_frames=6)
+    hl, wl = hw[0] // 8, hw[1] // 8
+    tpf = (hl // 2) * (wl // 2)
     kind = jax.devices()[0].device_kind
-    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in kind), float("nan"))
-    print(f"GPU {kind}: 1.3B bf16 denoise step (3 frames + 6 cached, 480x832): {s_step * 1e3:.1f} ms, "
-          f"{3 * tpf / s_step:,.0f} tokens/s, {flops / s_step / 1e12:.1f} TFLOP/s, MFU {flops / s_step / 1e12 / peak:.1%}")
+    peak = peak_tflops(kind) or float("nan")
+    rows, params = [], None
+    for attention in attentions:
+        cfg = dit_variant(variant, dtype="bfloat16", param_dtype="bfloat16", attention=attention)
+        model = WanDiT(cfg, block_causal=True)
+        L = cfg.text_len
+        x_ctx = jnp.zeros((1, 6, hl, wl, cfg.in_dim), jnp.bfloat16)
+        x_blk = jax.random.normal(jax.random.key(1), (1, 3, hl, wl, cfg.in_dim), jnp.bfloat16)
+        ctx = jax.random.normal(jax.random.key(2), (1, L, cfg.text_dim), jnp.bfloat16)
+        if params is None:  # the same weights for every attention implementation
+            params = jax.jit(lambda r: nn.meta.unbox(model.init(r, x_blk, jnp.zeros((1,)), ctx)["params"]))(
+                jax.random.key(0))
+        cache0 = init_cache(cfg, 1, 6 * tpf)
+        fill = jax.jit(lambda p, c: model.apply({"params": p}, x_ctx, jnp.zeros((1,)), ctx, cache=c,
+                                                cache_mode="write")[1])
+        step = jax.jit(lambda p, c, x: model.apply({"params": p}, x, jnp.full((1,), 500.0), ctx, cache=c,
+                                                   cache_mode="read", frame_offset=6)[0])
+        cache = fill(params, cache0)
+        out = step(params, cache, x_blk)
+        s_fill = best_time(lambda: jax.block_until_ready(fill(params, cache0)), repeats)
+        s_step = best_time(lambda: jax.block_until_ready(step(params, cache, x_blk)), repeats)
+        f_fill = dit_flops(cfg, 6, tpf, L)
+        f_step = dit_flops(cfg, 3, tpf, L, cache_frames=6)
+        rows.append((attention, s_fill, s_step, f_fill, f_step, np.asarray(out, np.float32)))
+    print(f"\n{kind}: {variant} bf16, {hw[0]}x{hw[1]} ({tpf} tokens / latent frame), text {L}, "
+          f"best of {repeats}; MFU against {peak:g} TFLOP/s dense bf16")
+    print("| attention | fill ms | fill MFU | step ms | step TFLOP/s | step MFU | block ms (fill + 4 steps) "
+          "| block MFU | DiT-only FPS (12 frames / block) | max |step - first| |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for attention, s_fill, s_step, f_fill, f_step, out in rows:
+        blk, f_blk = s_fill + 4 * s_step, f_fill + 4 * f_step
+        diff = float(np.max(np.abs(out - rows[0][5])))
+        print(f"| {attention} | {s_fill * 1e3:.1f} | {f_fill / s_fill / 1e12 / peak:.1%} | {s_step * 1e3:.1f} "
+              f"| {f_step / s_step / 1e12:.1f} | {f_step / s_step / 1e12 / peak:.1%} | {blk * 1e3:.1f} "
+              f"| {f_blk / blk / 1e12 / peak:.1%} | {12 / blk:.1f} | {diff:.3g} |")
+    return rows
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--gpu", action="store_true")
+    ap.add_argument("--gpu", action="store_true", help="1.3B at 480x832 in bf16 (on a GPU)")
+    ap.add_argument("--attention", default="xla,dot_product",
+                    help="--gpu / --smoke: comma-separated attention implementations, compared in one process")
+    ap.add_argument("--smoke", action="store_true", help="the --gpu code on the tiny variant at 96x160, any backend")
     a = ap.parse_args()
     flop_table()
-    if a.gpu:
-        gpu_run(a.repeats)
+    if a.gpu or a.smoke:
+        gpu_run(a.repeats, a.attention.split(","), *(("tiny", (96, 160)) if a.smoke else ()))
         return
     import jax
 

@@ -17,6 +17,7 @@ blocks/s and ratio.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import jax
@@ -27,6 +28,7 @@ from benchmarks.common import best_time
 from star_jax.io.manifest import planar_prior_geometry
 from star_jax.inference import NavigationSession, StarConditions, init_rollout_state, random_star_model, rollout
 from star_jax.inference.rollout import star_block_jit
+from star_jax.models import WanDiT
 
 RELEASE_FPS = 24.0
 
@@ -50,12 +52,18 @@ def _run_session(model, height: int, width: int, blocks: int, **session_kw) -> t
     return tot, n / len(steady) / tot["total"], session
 
 
-def changes_table(model, height: int, width: int, blocks: int) -> list[dict]:
-    """Table (2): before / after each change of the session, same process."""
+SESSIONS = {  # name in --sessions: (row label, NavigationSession keywords)
+    "per_block": ("reference per block, Wan decoder (before)", dict(reference_once=False)),
+    "once": ("reference once, Wan decoder", dict()),
+    "tiny": ("reference once, TAEHV decoder", dict(decoder="tiny")),
+}
+
+
+def changes_table(model, height: int, width: int, blocks: int, sessions=tuple(SESSIONS)) -> list[dict]:
+    """Table (2): before / after each change of the session, same process (`sessions`: keys of SESSIONS)."""
     rows = []
-    for name, kw in (("reference per block, Wan decoder (before)", dict(reference_once=False)),
-                     ("reference once, Wan decoder", dict()),
-                     ("reference once, TAEHV decoder", dict(decoder="tiny"))):
+    for key in sessions:
+        name, kw = SESSIONS[key]
         tot, fps, session = _run_session(model, height, width, blocks, **kw)
         rows.append(dict(name=name, fps=fps, reference=session.reference_metadata(), **tot))
     print(f"\nsession changes, {height}x{width}, {blocks - 2} steady-state blocks of 12 frames, s / block")
@@ -63,11 +71,13 @@ def changes_table(model, height: int, width: int, blocks: int) -> list[dict]:
     for r in rows:
         print(f"{r['name']:>42} | " + " | ".join(f"{r[s]:7.3f}" for s in STAGES)
               + f" | {r['fps']:8.2f} | {r['fps'] / rows[0]['fps']:.2f}")
-    ref, warm = rows[1]["reference"], rows[2]["reference"]
-    print(f"one-time reference encode (in block 0): {ref['cached_latents']} latents "
-          f"(a cycle of {ref['cycle_latents']}) in {ref['seconds']:.2f}s with compiling, "
-          f"{warm['seconds']:.2f}s compiled (3rd session); "
-          f"encode per block {rows[0]['encode']:.3f}s -> {rows[1]['encode']:.3f}s")
+    once = [r for r in rows if r["reference"].get("cached_latents")]
+    if len(once) >= 2:
+        ref, warm = once[0]["reference"], once[1]["reference"]
+        print(f"one-time reference encode (in block 0): {ref['cached_latents']} latents "
+              f"(a cycle of {ref['cycle_latents']}) in {ref['seconds']:.2f}s with compiling, "
+              f"{warm['seconds']:.2f}s compiled (a later session); "
+              f"encode per block {rows[0]['encode']:.3f}s -> {once[0]['encode']:.3f}s")
     return rows
 
 
@@ -112,18 +122,29 @@ def main():
     ap.add_argument("--width", type=int, default=None)
     ap.add_argument("--blocks", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--attention", default=None,
+                    help="the DiT's attention implementation (xla | dot_product | blockwise); default: the variant's")
+    ap.add_argument("--sessions", default=",".join(SESSIONS), help=f"rows of table (2), from {list(SESSIONS)}")
+    ap.add_argument("--no_scan", action="store_true", help="skip table (3), the DiT rollout alone")
     a = ap.parse_args()
+    sessions = a.sessions.split(",")
+    if not set(sessions) <= set(SESSIONS):
+        raise SystemExit(f"--sessions: expected names from {list(SESSIONS)}, got {sessions}")
     if a.gpu and jax.default_backend() != "gpu":
         raise SystemExit("--gpu: no GPU backend here")
     variant = a.variant or ("1.3B" if a.gpu else "tiny")
     h, w = (a.height or (480 if a.gpu else 96)), (a.width or (832 if a.gpu else 160))
     t0 = time.perf_counter()
     model = random_star_model(variant, jax.random.PRNGKey(0), "bfloat16" if a.gpu else "float32")
+    if a.attention:
+        model = dataclasses.replace(model, dit=WanDiT(dataclasses.replace(model.dit.cfg, attention=a.attention),
+                                                      block_causal=True))
     print(f"device {jax.devices()[0].device_kind}, variant {variant}, {model.dit.cfg.dtype}, "
-          f"init {time.perf_counter() - t0:.1f}s")
-    rows = changes_table(model, h, w, max(a.blocks, 3))
-    session_table(rows[1], h, w)  # the session's defaults
-    scan_table(model, (h // 8, w // 8), a.blocks, a.repeats)
+          f"attention {model.dit.cfg.attention}, init {time.perf_counter() - t0:.1f}s")
+    rows = changes_table(model, h, w, max(a.blocks, 3), sessions)
+    session_table(rows[sessions.index("once")] if "once" in sessions else rows[-1], h, w)
+    if not a.no_scan:
+        scan_table(model, (h // 8, w // 8), a.blocks, a.repeats)
 
 
 if __name__ == "__main__":
