@@ -3,7 +3,9 @@
     python -m benchmarks.rollout_bench                   # CPU: tiny variant, small frames (CI-sized)
     python -m benchmarks.rollout_bench --gpu             # GPU: 1.3B, 480x832, bf16, random weights
 
-Three tables, printed (2), (1), (3). (1) The streaming session, steady state (after the compiling blocks): per-block
+Four tables, printed (0), (2), (1), (3). (0) FLOPs per block of the 1.3B at 480x832 by stage
+(DiT analytic, the VAE parts counted by XLA on abstract shapes) and the roofline FPS at an H100's
+dense bf16 peak, with either decoder (`--roofline_only` prints it alone, in seconds on a CPU). (1) The streaming session, steady state (after the compiling blocks): per-block
 latency split into warp / VAE encode / DiT / VAE decode, frames/s, and the ratio to the 24 FPS the
 release reports. (2) The session's changes before / after, same process, same clip and cameras:
 the reference encoded per block beside the renders (before), encoded once per session (the
@@ -114,6 +116,61 @@ def scan_table(model, latent_hw, blocks: int, repeats: int) -> None:
     print(f"{'lax.scan (jit once)':>22} | {t_scan:8.4f} | {blocks / t_scan:8.2f} | {t_loop / t_scan:.2f}")
 
 
+def _hlo_flops(fn, *args) -> float:
+    """XLA's FLOP count of `fn` on abstract `args` (from the lowered HLO: nothing is compiled or run)."""
+    cost = jax.jit(fn).lower(*args).cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"])
+
+
+def roofline(variant: str = "1.3B", hw: tuple[int, int] = (480, 832)) -> dict:
+    """FLOPs of one steady-state block (12 frames, 3 latent frames) of the session by stage: the DiT
+    (context fill + 4 steps, analytic `dit_flops`), the render encode (3 chunks of 4 frames of the
+    Wan encoder) and the decode (Wan or TAEHV, 3 latent frames), the VAE parts counted by XLA on
+    the lowered HLO of one chunk (abstract shapes: nothing is allocated). The warp is not counted
+    (scatters, not arithmetic)."""
+    from star_jax.models import taehv, vae as vae_lib
+    from star_jax.models.flops import dit_flops
+    from star_jax.models.variants import dit_variant, vae_variant
+
+    H, W = hw
+    cfg = dit_variant(variant)
+    tpf = (H // 16) * (W // 16)
+    dit = dit_flops(cfg, 6, tpf, cfg.text_len) + 4 * dit_flops(cfg, 3, tpf, cfg.text_len, cache_frames=6)
+    vae = vae_lib.WanVAE(vae_variant(variant))
+    f32 = jnp.float32
+    params = jax.eval_shape(lambda: vae_lib.init_vae_params(vae, jax.random.PRNGKey(0), 16, 16))
+    frame1, frames4 = (jax.ShapeDtypeStruct((1, n, H, W, 3), f32) for n in (1, 4))
+    lat1 = jax.ShapeDtypeStruct((1, 1, H // 8, W // 8, vae.cfg.z_dim), f32)
+    _, enc_cache = jax.eval_shape(lambda p, x: vae_lib.encode_chunk(vae, p, x, None, True), params, frame1)
+    _, dec_cache = jax.eval_shape(lambda p, z: vae_lib.decode_chunk(vae, p, z, None, True), params, lat1)
+    encode = 3 * _hlo_flops(lambda p, x, c: vae_lib.encode_chunk(vae, p, x, c, False), params, frames4, enc_cache)
+    wan = 3 * _hlo_flops(lambda p, z, c: vae_lib.decode_chunk(vae, p, z, c, False), params, lat1, dec_cache)
+    tae = taehv.TAEHV(taehv.taehv_variant("tiny" if variant == "tiny" else "wan2.1"))
+    state = jax.eval_shape(lambda: taehv.init_decode_state(tae, 1, (H // 8, W // 8)))
+    tiny = 3 * _hlo_flops(lambda p, z, s: taehv.decode_chunk(tae, p, z, s), taehv.taehv_param_shapes(tae), lat1, state)
+    return dict(dit=dit, encode=encode, wan=wan, tiny=tiny)
+
+
+def roofline_table(variant: str = "1.3B", hw: tuple[int, int] = (480, 832)) -> dict:
+    """Table (0): FLOPs per block by stage and the FPS each pipeline would reach at an H100 / H200's
+    dense bf16 peak if every stage ran at peak (an upper bound; convolutions run well below it)."""
+    from star_jax.models.flops import PEAK_BF16_TFLOPS
+
+    f = roofline(variant, hw)
+    peak = PEAK_BF16_TFLOPS["H100"] * 1e12
+    print(f"\nper-block FLOPs, {variant} at {hw[0]}x{hw[1]} (12 frames / block), roofline at "
+          f"{peak / 1e12:g} TFLOP/s (H100 / H200 dense bf16)")
+    print(f"{'stage':>24} | {'TFLOP':>8} | {'ms at peak':>10}")
+    for name, key in (("DiT (fill + 4 steps)", "dit"), ("render encode (Wan)", "encode"),
+                      ("decode (Wan)", "wan"), ("decode (TAEHV)", "tiny")):
+        print(f"{name:>24} | {f[key] / 1e12:8.2f} | {f[key] / peak * 1e3:10.1f}")
+    for name, dec in (("Wan decoder", "wan"), ("TAEHV decoder", "tiny")):
+        total = f["dit"] + f["encode"] + f[dec]
+        print(f"roofline FPS, {name}: {12 * peak / total:.1f}  (DiT {f['dit'] / total:.0%} of the FLOPs)")
+    return f
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpu", action="store_true", help="1.3B, 480x832, bf16 (needs a GPU)")
@@ -126,12 +183,16 @@ def main():
                     help="the DiT's attention implementation (xla | dot_product | blockwise); default: the variant's")
     ap.add_argument("--sessions", default=",".join(SESSIONS), help=f"rows of table (2), from {list(SESSIONS)}")
     ap.add_argument("--no_scan", action="store_true", help="skip table (3), the DiT rollout alone")
+    ap.add_argument("--roofline_only", action="store_true", help="print table (0) for the 1.3B at 480x832 and stop")
     a = ap.parse_args()
     sessions = a.sessions.split(",")
     if not set(sessions) <= set(SESSIONS):
         raise SystemExit(f"--sessions: expected names from {list(SESSIONS)}, got {sessions}")
     if a.gpu and jax.default_backend() != "gpu":
         raise SystemExit("--gpu: no GPU backend here")
+    roofline_table()  # table (0): the 1.3B at 480x832 whatever runs below (abstract shapes: seconds on a CPU)
+    if a.roofline_only:
+        return
     variant = a.variant or ("1.3B" if a.gpu else "tiny")
     h, w = (a.height or (480 if a.gpu else 96)), (a.width or (832 if a.gpu else 160))
     t0 = time.perf_counter()
