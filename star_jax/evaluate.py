@@ -38,6 +38,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from star_jax.errors import InputError
+from star_jax.evaluation.clips import check_clip, check_masks
 from star_jax.evaluation.worldscore import Metric, aggregate
 from star_jax.io import files as io
 
@@ -61,21 +62,6 @@ class Evaluation:
     def to_json(self) -> dict:
         return {"aggregate": self.aggregate, "metrics": {m.name: m.to_json() for m in self.metrics},
                 "seconds": self.seconds, "inputs": self.inputs}
-
-
-def _check_frames(frames, name: str, like: np.ndarray | None = None) -> np.ndarray:
-    x = np.asarray(frames)
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise InputError(f"{name}: expected frames (T, H, W, 3), got shape {x.shape}")
-    if x.dtype != np.uint8:
-        if not np.issubdtype(x.dtype, np.floating):
-            raise InputError(f"{name}: expected uint8 or float frames in [0, 1], got dtype {x.dtype}")
-        if not np.isfinite(x).all():
-            raise InputError(f"{name}: frames hold NaN or inf values")
-        x = io.to_uint8(x)
-    if like is not None and x.shape != like.shape:
-        raise InputError(f"{name}: expected {like.shape} like the generated frames, got {x.shape}")
-    return x
 
 
 def _check_cameras(w2c, K, n: int, hw: tuple[int, int]):
@@ -134,14 +120,11 @@ def evaluate(frames, *, w2c=None, K=None, truth=None, masks=None, renders=None,
     from star_jax.evaluation import ground_truth as gt
     from star_jax.evaluation import sfm
 
-    frames = _check_frames(frames, "frames")
+    frames = check_clip(frames, "frames", uint8=True)
     T, H, W, _ = frames.shape
-    truth = None if truth is None else _check_frames(truth, "ground truth", frames)
-    renders = None if renders is None else _check_frames(renders, "renders", frames)
-    if masks is not None:
-        masks = np.asarray(masks).astype(bool)
-        if masks.shape != (T, H, W):
-            raise InputError(f"masks: expected {(T, H, W)} like the generated frames, got {masks.shape}")
+    truth = None if truth is None else check_clip(truth, "truth", frames.shape, uint8=True)
+    renders = None if renders is None else check_clip(renders, "renders", frames.shape, uint8=True)
+    masks = None if masks is None else check_masks(masks, frames.shape)
     w2c, K = _check_cameras(w2c, K, T, (H, W))
 
     seconds: dict = {}

@@ -78,12 +78,14 @@ def test_bad_inputs_are_named(world):
     frames, w2c, K = world
     with pytest.raises(ev.InputError, match="cameras, one per generated frame"):
         ev.evaluate(frames, w2c=w2c[:5], K=K)
-    with pytest.raises(ev.InputError, match="ground truth"):
+    with pytest.raises(ev.InputError, match=r"truth: expected the frames' shape \(45, 96, 160, 3\), found \(45, 32"):
         ev.evaluate(frames, truth=frames[:, :32])
     bad = frames.astype(np.float32) / 255.0
     bad[3, 5, 5, 0] = np.nan
-    with pytest.raises(ev.InputError, match="NaN"):
+    with pytest.raises(ev.InputError, match=r"frames: frame 3: expected values in \[0, 1\], found nan"):
         ev.evaluate(bad)
+    with pytest.raises(ev.InputError, match=r"masks: expected bool \(or 0 / 1\)"):
+        ev.evaluate(frames, masks=np.full(frames.shape[:3], 0.5))
     with pytest.raises(ev.InputError, match="principal point"):
         ev.evaluate(frames, K=K * np.array([[4.0], [4.0], [1.0]]))
 

@@ -64,6 +64,7 @@ import dataclasses
 import cv2
 import numpy as np
 
+from star_jax.evaluation.clips import check_clip
 from star_jax.evaluation.image_metrics import ssim as ssim_metric
 from star_jax.evaluation.worldscore import (
     FLOW_AEPE,
@@ -117,34 +118,21 @@ class FlowSet:
 
 
 def check_frames(frames, min_frames: int, settings: FlowSettings = FlowSettings()) -> np.ndarray | str:
-    """-> the frames as (T, H, W, 3) uint8, or the reason they cannot be measured (one line).
-    Float frames are taken as RGB in [0, 1] and rounded to uint8."""
-    frames = list(frames) if not isinstance(frames, np.ndarray) else frames
-    if len(frames) < min_frames:
-        return f"needs at least {min_frames} frames, got {len(frames)}"
-    shapes = {np.shape(f) for f in frames}
-    if len(shapes) != 1:
-        return f"frames must share one size, got {sorted(shapes)}"
-    shape = shapes.pop()
-    if len(shape) != 3 or shape[-1] != 3:
-        return f"expected RGB frames (H, W, 3), got frames of shape {shape}"
-    if min(shape[:2]) < 2 * settings.crop + 2 or min(shape[:2]) < 11:
-        return f"frames of {shape[0]}x{shape[1]} are too small (need > {2 * settings.crop + 1} px a side)"
-    x = np.asarray(frames)
-    if x.dtype != np.uint8:
-        if not np.issubdtype(x.dtype, np.floating):
-            return f"expected uint8 or float frames, got dtype {x.dtype}"
-        bad = ~np.isfinite(x)
-        if bad.any():
-            return f"frame {int(np.argwhere(bad)[0][0])} has NaN or infinite values"
-        if x.min() < -1e-3 or x.max() > 1 + 1e-3:
-            return f"float frames must be in [0, 1], found values in [{x.min():.3g}, {x.max():.3g}]"
-        x = np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+    """-> the frames as (T, H, W, 3) uint8 (`clips.check_clip`: float frames in [0, 1] rounded),
+    or the reason they cannot be measured (one line): a bad clip, frames too small for the crop,
+    or a textureless frame."""
+    try:
+        x = check_clip(frames, "frames", min_frames=min_frames, uint8=True)
+    except InputError as e:
+        return str(e)
+    h, w = x.shape[1:3]
+    if min(h, w) < 2 * settings.crop + 2 or min(h, w) < 11:
+        return f"frames: expected more than {max(2 * settings.crop + 1, 10)} px a side, found {h}x{w}"
     for i, f in enumerate(x):
         std = float(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).std())
         if std < settings.min_texture_std:
-            return (f"frame {i} is textureless (grey-level std {std:.2f} < {settings.min_texture_std}): "
-                    "optical flow is meaningless there")
+            return (f"frames: frame {i}: expected texture (grey-level std >= {settings.min_texture_std}), found "
+                    f"std {std:.2f}: textureless, optical flow is meaningless there")
     return x
 
 

@@ -32,6 +32,7 @@ import math
 import numpy as np
 
 from star_jax.errors import InputError
+from star_jax.evaluation.clips import check_clip, check_masks
 from star_jax.evaluation.image_metrics import SSIM_RADIUS, psnr, ssim_map
 from star_jax.evaluation.worldscore import Metric
 
@@ -45,32 +46,11 @@ def ground_truth_metrics(frames, truth, masks=None, renders=None) -> list[Metric
     region is empty (or no mask is given). details: per-frame series per region, the hole fraction
     and, with `renders` (T, H, W, 3), the render's PSNR inside its mask ("render_rendered" in raw).
     An SSIM that cannot be measured (frames under 11 pixels on a side) is a failed "ssim" Metric."""
-    frames = check_clip(frames, "frames")
-    truth = check_clip(truth, "truth", frames.shape)
-    masks = None if masks is None else check_masks(masks, frames.shape)
-    if renders is not None:
-        renders = check_clip(renders, "renders", frames.shape)
-        if masks is None:
-            raise InputError("renders: the render's PSNR is measured inside its mask: give masks (T, H, W) bool too")
-    regions = {"all": None} if masks is None else {"all": None, "rendered": masks, "holes": ~masks}
+    frames, truth, masks, renders = _check_truth_inputs(frames, truth, masks, renders)
+    out = [_psnr_metric(frames, truth, masks, renders)]
     t, h, w = frames.shape[:3]
-    holes = None if masks is None else 1.0 - masks.mean(axis=(1, 2))
-    common = {"frames": t, "hole_fraction": None if holes is None else float(holes.mean()),
-              "hole_fraction_by_frame": None if holes is None else holes.tolist(), "normalisation": NO_SCORE}
-
-    # one psnr call per frame and region; the clip's pooled value follows from them (pooled_psnr)
-    counts = {k: np.full(t, h * w) if r is None else r.sum(axis=(1, 2)) for k, r in regions.items()}
-    per_frame = {k: [psnr(frames[i], truth[i], None if r is None else r[i]) for i in range(t)]
-                 for k, r in regions.items()}
-    raw = {k: pooled_psnr(v, counts[k]) for k, v in per_frame.items()}
-    details = dict(common, per_frame={k: [_num(x) for x in v] for k, v in per_frame.items()})
-    if renders is not None:
-        render = [psnr(renders[i], truth[i], masks[i]) for i in range(t)]
-        raw["render_rendered"] = pooled_psnr(render, counts["rendered"])
-        details["render_per_frame"] = [_num(x) for x in render]
-    raw.update({k: None for k in ("rendered", "holes") if k not in raw})
-    out = [Metric("psnr", raw, None, unit="dB vs ground truth", details=details)]
-
+    regions = _regions(masks)
+    common = _common(t, masks)
     if min(h, w) < 2 * SSIM_RADIUS + 1:
         return out + [Metric.failed("ssim", f"frames of {h}x{w} pixels: SSIM needs at least {2 * SSIM_RADIUS + 1} "
                                     f"on a side", unit="SSIM vs ground truth")]
@@ -88,6 +68,50 @@ def ground_truth_metrics(frames, truth, masks=None, renders=None) -> list[Metric
     per_frame = {k: [float(a / n) if n else None for a, n in zip(sums[k], sizes[k])] for k in regions}
     return out + [Metric("ssim", raw, None, unit="SSIM vs ground truth",
                          details=dict(common, per_frame=per_frame))]
+
+
+def psnr_metric(frames, truth, masks=None, renders=None) -> Metric:
+    """The "psnr" Metric of `ground_truth_metrics` alone (no SSIM: the cheap part), e.g. for a job
+    that scores every run against its truth and evaluates only some."""
+    return _psnr_metric(*_check_truth_inputs(frames, truth, masks, renders))
+
+
+def _check_truth_inputs(frames, truth, masks, renders):
+    frames = check_clip(frames, "frames")
+    truth = check_clip(truth, "truth", frames.shape)
+    masks = None if masks is None else check_masks(masks, frames.shape)
+    if renders is not None:
+        renders = check_clip(renders, "renders", frames.shape)
+        if masks is None:
+            raise InputError("renders: the render's PSNR is measured inside its mask: give masks (T, H, W) bool too")
+    return frames, truth, masks, renders
+
+
+def _regions(masks) -> dict:
+    return {"all": None} if masks is None else {"all": None, "rendered": masks, "holes": ~masks}
+
+
+def _common(t: int, masks) -> dict:
+    holes = None if masks is None else 1.0 - masks.mean(axis=(1, 2))
+    return {"frames": t, "hole_fraction": None if holes is None else float(holes.mean()),
+            "hole_fraction_by_frame": None if holes is None else holes.tolist(), "normalisation": NO_SCORE}
+
+
+def _psnr_metric(frames, truth, masks, renders) -> Metric:
+    """One psnr call per frame and region; the clip's pooled value follows from them (pooled_psnr)."""
+    t, h, w = frames.shape[:3]
+    regions = _regions(masks)
+    counts = {k: np.full(t, h * w) if r is None else r.sum(axis=(1, 2)) for k, r in regions.items()}
+    per_frame = {k: [psnr(frames[i], truth[i], None if r is None else r[i]) for i in range(t)]
+                 for k, r in regions.items()}
+    raw = {k: pooled_psnr(v, counts[k]) for k, v in per_frame.items()}
+    details = dict(_common(t, masks), per_frame={k: [_num(x) for x in v] for k, v in per_frame.items()})
+    if renders is not None:
+        render = [psnr(renders[i], truth[i], masks[i]) for i in range(t)]
+        raw["render_rendered"] = pooled_psnr(render, counts["rendered"])
+        details["render_per_frame"] = [_num(x) for x in render]
+    raw.update({k: None for k in ("rendered", "holes") if k not in raw})
+    return Metric("psnr", raw, None, unit="dB vs ground truth", details=details)
 
 
 def pooled_psnr(values, counts) -> float | None:
@@ -213,40 +237,6 @@ def _compare(video, a, b, prefix: str, raw: dict, details: dict) -> None:
 def _num(x: float) -> float | None:
     """NaN (an empty region) -> None; inf (identical images) stays."""
     return None if math.isnan(x) else float(x)
-
-
-def check_clip(x, name: str, shape=None) -> np.ndarray:
-    """A clip (T, H, W, 3): uint8, or float in [0, 1] with no NaN; `shape` when it must match
-    another; else InputError naming `name` (and the first bad frame)."""
-    x = np.asarray(x)
-    if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] == 0:
-        raise InputError(f"{name}: expected a clip (T, H, W, 3), found shape {x.shape}")
-    if shape is not None and x.shape != tuple(shape):
-        raise InputError(f"{name}: expected the frames' shape {tuple(shape)}, found {x.shape}")
-    if x.dtype == np.uint8:
-        return x
-    if not np.issubdtype(x.dtype, np.floating):
-        raise InputError(f"{name}: expected uint8 (or float in [0, 1]) frames, found dtype {x.dtype}")
-    bad = ~np.isfinite(x) | (x < 0) | (x > 1)
-    if bad.any():
-        i = int(np.argmax(bad.reshape(len(x), -1).any(axis=1)))
-        raise InputError(f"{name}: frame {i}: expected values in [0, 1], found {x[i][bad[i]][0]}")
-    return x
-
-
-def check_masks(m, shape, name: str = "masks") -> np.ndarray:
-    """Render masks (T, H, W) matching clips of `shape` (T, H, W, 3): bool, or integers 0 / 1
-    (True where the render shows the scene) -> bool; else InputError naming `name`."""
-    m = np.asarray(m)
-    if m.shape != tuple(shape[:3]):
-        raise InputError(f"{name}: expected (T, H, W) = {tuple(shape[:3])} like the frames, found {m.shape}")
-    if m.dtype != bool:
-        if not np.issubdtype(m.dtype, np.integer) or m.size and not np.isin(m, (0, 1)).all():
-            raise InputError(f"{name}: expected bool (or 0 / 1) per pixel, True where the render shows the scene; "
-                             f"found dtype {m.dtype}" + (f" with values {np.unique(m)[:4].tolist()}"
-                                                         if np.issubdtype(m.dtype, np.number) else ""))
-        m = m.astype(bool)
-    return m
 
 
 def _cameras(w2c, t: int) -> np.ndarray:

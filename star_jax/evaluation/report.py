@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from star_jax.errors import InputError
-from star_jax.evaluation.ground_truth import check_clip, check_masks
+from star_jax.evaluation.clips import check_clip, check_masks
 from star_jax.evaluation.worldscore import Metric, aggregate as worldscore_aggregate
 from star_jax.io.files import atomic_path, to_uint8
 

@@ -43,6 +43,7 @@ import numpy as np
 
 from star_jax.errors import InputError
 from star_jax.evaluation.bundle_adjustment import bundle_adjust, reprojection_residuals
+from star_jax.evaluation.clips import check_clip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,16 +365,7 @@ def _failed(T, K, hw, resize, reason, model="none", **stats) -> Reconstruction:
 
 
 def _prepare(frames, K, max_side: int):
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise InputError(f"sfm: expected frames (T, H, W, 3), found shape {frames.shape}")
-    if frames.dtype != np.uint8:
-        if not np.issubdtype(frames.dtype, np.floating):
-            raise InputError(f"sfm: expected uint8 or float frames, found dtype {frames.dtype}")
-        finite = np.isfinite(frames).reshape(len(frames), -1).all(axis=1)
-        if not finite.all():
-            raise InputError(f"sfm: frame {int(np.argmin(finite))}: expected finite pixel values, found NaN/inf")
-        frames = (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    frames = check_clip(frames, "sfm: frames", uint8=True)
     T, H, W = frames.shape[:3]
     K = default_intrinsics(H, W) if K is None else np.asarray(K, np.float64)
     if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:

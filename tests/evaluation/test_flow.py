@@ -165,28 +165,33 @@ def test_worldscore_mse_wraps_like_uint8_arithmetic():
 def test_failures_are_explicit():
     tex = texture(64, 80)
     frame = shifted(tex, 0, 0)
-    cases = {  # three frames each, so that smoothness fails for the same reason
-        "needs at least 2 frames": [frame],
-        "share one size": [frame, frame, frame[:60]],
-        "frame 2 has NaN": np.stack([frame / 255.0] * 2 + [np.full(frame.shape, np.nan)]),
-        "in [0, 1]": np.stack([frame * 1.0] * 3),
-        "frame 2 is textureless": np.stack([frame, frame, np.full_like(frame, 90)]),
-        "(H, W, 3)": np.zeros((3, 64, 80), np.uint8),
-        "too small": np.stack([frame[:20, :20]] * 3),
+    cases = {  # three frames each, so that smoothness fails for the same reason; clips.check_clip's messages
+        "frames: expected at least 2 frames, found 1": [frame],
+        "frames: expected frames of one size (H, W, 3), found sizes [(60, 80, 3), (64, 80, 3)]":
+            [frame, frame, frame[:60]],
+        "frames: frame 2: expected values in [0, 1], found nan":
+            np.stack([frame / 255.0] * 2 + [np.full(frame.shape, np.nan)]),
+        "frames: frame 0: expected values in [0, 1], found ": np.stack([frame * 1.0] * 3),
+        "frames: expected uint8 (or float in [0, 1]) frames, found dtype int64": np.stack([frame.astype(np.int64)] * 3),
+        "frames: frame 2: expected texture (grey-level std >= 1.0), found std 0.00":
+            np.stack([frame, frame, np.full_like(frame, 90)]),
+        "frames: expected a clip (T, H, W, 3), found shape (3, 64, 80)": np.zeros((3, 64, 80), np.uint8),
+        "frames: expected more than 31 px a side, found 20x20": np.stack([frame[:20, :20]] * 3),
     }
     for needle, frames in cases.items():
         for metric in (fl.photometric_consistency(frames), fl.motion_magnitude(frames),
                        fl.motion_smoothness(frames)):
             assert not metric.ok and metric.raw is None and metric.score is None
-            expected = "needs at least 3 frames" if metric.name == "motion_smoothness" and len(frames) < 3 else needle
-            assert expected in metric.reason, (needle, metric.reason)
-        with pytest.raises(VideoError, match="flows: "):
+            expected = ("frames: expected at least 3 frames, found 1" if metric.name == "motion_smoothness"
+                        and len(frames) < 3 else needle)
+            assert metric.reason.startswith(expected), (needle, metric.reason)
+        with pytest.raises(VideoError, match="flows: frames: "):
             fl.flows(frames)
     two = fl.motion_smoothness(np.stack([frame] * 2))
-    assert not two.ok and "at least 3 frames" in two.reason
+    assert not two.ok and two.reason == "frames: expected at least 3 frames, found 2"
     constant = fl.flow_metrics(np.full((5, 64, 80, 3), 17, np.uint8))
     assert [m.name for m in constant] == ["photometric_consistency", "motion_magnitude", "motion_smoothness"]
-    assert all(not m.ok and "frame 0 is textureless" in m.reason for m in constant)
+    assert all(not m.ok and m.reason.startswith("frames: frame 0: expected texture") for m in constant)
 
 
 def test_bad_settings_raise():

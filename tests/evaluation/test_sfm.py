@@ -245,11 +245,11 @@ def test_noise_and_too_few_frames_fail_explicitly():
 
 
 def test_bad_input_raises():
-    with pytest.raises(InputError, match="frame 1"):
+    with pytest.raises(InputError, match=r"sfm: frames: frame 1: expected values in \[0, 1\], found nan"):
         frames = np.zeros((4, 32, 32, 3), np.float32)
         frames[1, 3, 3, 0] = np.nan
         sfm.reconstruct(frames)
-    with pytest.raises(InputError, match=r"\(T, H, W, 3\)"):
+    with pytest.raises(InputError, match=r"sfm: frames: expected a clip \(T, H, W, 3\), found shape \(4, 32, 32\)"):
         sfm.reconstruct(np.zeros((4, 32, 32), np.uint8))
     with pytest.raises(InputError, match="intrinsics"):
         sfm.reconstruct(np.zeros((4, 32, 32, 3), np.uint8), K=np.eye(3) * np.nan)
