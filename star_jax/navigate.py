@@ -46,8 +46,9 @@ records the decoder and the reference encoding.
 
 With `config.ground_truth` (a video of the true target views along the same camera path; the
 default world ships one) the generated video is scored against it: PSNR over all pixels, inside
-the render mask and in the holes (`star_jax.evaluation.psnr`, pooled over the clip), logged and
-recorded, and comparison.mp4 shows ground truth | generated side by side.
+the render mask and in the holes (`star_jax.evaluation.ground_truth.psnr_metric`, pooled over the
+clip; with --evaluate the evaluation's own "psnr" metric, the same numbers), logged and recorded,
+and comparison.mp4 shows ground truth | generated side by side.
 
 Writes to `config.output_dir`:
   navigate.mp4       the generated video
@@ -290,18 +291,20 @@ def _load_ground_truth(path: str, config, n: int) -> np.ndarray:
     return frames[:n]
 
 
-def score(frames: np.ndarray, truth: np.ndarray, renders: np.ndarray, masks: np.ndarray) -> dict:
+def score(frames: np.ndarray, truth: np.ndarray, renders: np.ndarray, masks: np.ndarray, evaluation=None) -> dict:
     """PSNR (dB) of the generated frames against the ground truth over all pixels, inside the
     render mask and in the holes; the render itself inside its mask for reference. (T, H, W, 3)
-    uint8 each, masks (T, H, W) bool. An empty region gives None."""
-    from star_jax.evaluation import psnr
+    uint8 each, masks (T, H, W) bool. An empty region gives None. Read from `evaluation`'s "psnr"
+    metric when the run evaluated (the same frames, truth, masks and renders), else measured by
+    the same function (`ground_truth.psnr_metric`): one PSNR either way."""
+    from star_jax.evaluation.ground_truth import psnr_metric
 
-    def db(pred, region=None):
-        v = psnr(pred, truth, region)
-        return None if np.isnan(v) else round(float(v), 3)
-
-    return {"psnr_db": {"all": db(frames), "rendered": db(frames, masks), "holes": db(frames, ~masks)},
-            "render_psnr_db": {"rendered": db(renders, masks)}, "hole_fraction": float(1 - masks.mean())}
+    m = None if evaluation is None else evaluation.metric("psnr")
+    if m is None or not m.ok:
+        m = psnr_metric(frames, truth, masks, renders)
+    db = lambda v: None if v is None else round(float(v), 3)  # noqa: E731
+    return {"psnr_db": {k: db(m.raw[k]) for k in ("all", "rendered", "holes")},
+            "render_psnr_db": {"rendered": db(m.raw["render_rendered"])}, "hole_fraction": float(1 - masks.mean())}
 
 
 def model_notes(card, config, hw: tuple[int, int], depth_kind: str, latent_frames: int) -> list[str]:
@@ -441,8 +444,6 @@ def run(config, log=print, dry_run: bool = False) -> dict:
     # the distinct source-video frames (or views) behind the output (a video plays back and forth)
     shown = np.concatenate([b.source_indices for b in blocks])[:n_valid]
     distinct_used = int(np.unique(clip.source_indices[shown]).size)
-    quality = None if truth is None else {"video": os.path.abspath(config.ground_truth),
-                                          **score(frames, truth, renders, masks)}
     target_w2c = np.concatenate([b.target_w2c for b in blocks])[:n_valid]
     target_K = np.concatenate([b.target_K for b in blocks])[:n_valid]
     evaluation = None
@@ -451,6 +452,8 @@ def run(config, log=print, dry_run: bool = False) -> dict:
 
         evaluation = evaluate(frames, w2c=target_w2c, K=target_K[0], truth=truth, masks=masks, renders=renders)
         log(summary(evaluation))
+    quality = None if truth is None else {"video": os.path.abspath(config.ground_truth),
+                                          **score(frames, truth, renders, masks, evaluation)}
     with io.staged_folder(config.output_dir, OUTPUTS + EVALUATION_OUTPUTS) as out:
         codec = io.write_mp4(os.path.join(out, "navigate.mp4"), frames, clip.fps)
         io.write_mp4(os.path.join(out, "renders.mp4"), renders, clip.fps)

@@ -3,6 +3,7 @@ through converted orbax checkpoints (same video), key-script control, the render
 and the metadata's provenance. Inputs are explicit (not the config's default world, no ground
 truth); the default job on the embedded model is tests/test_tiny_model.py's."""
 
+import dataclasses
 import json
 import os
 
@@ -206,3 +207,32 @@ def test_navigate_a_scene_folder_and_evaluate(tmp_path):
         assert m["ok"] or m["reason"]
     assert any("aggregate" in line for line in logs)
     assert load_run(str(out))["w2c"].shape == (9, 4, 4)
+
+
+def test_score_reads_the_evaluations_psnr():
+    """navigate's ground-truth PSNR is the evaluation's "psnr" metric when the run evaluates and the
+    same function's numbers when it does not; both equal PSNR pooled over the clip directly."""
+    from star_jax.evaluate import evaluate
+    from star_jax.evaluation import psnr
+    from star_jax.evaluation.worldscore import Metric
+    from star_jax.navigate import score
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 256, (4, 16, 20, 3), dtype=np.uint8)
+    frames = np.clip(truth + rng.normal(0, 12, truth.shape), 0, 255).astype(np.uint8)
+    renders = np.clip(truth + rng.normal(0, 4, truth.shape), 0, 255).astype(np.uint8)
+    masks = rng.random(truth.shape[:3]) < 0.7
+    masks[1] = True  # a frame without holes: the holes' pooling skips it
+    evaluation = evaluate(frames, truth=truth, masks=masks, renders=renders, skip=("geometry", "flow"), workers=1)
+    alone, read = score(frames, truth, renders, masks), score(frames, truth, renders, masks, evaluation)
+    assert alone == read
+    direct = {"all": psnr(frames, truth), "rendered": psnr(frames, truth, masks), "holes": psnr(frames, truth, ~masks)}
+    assert read["psnr_db"] == pytest.approx(direct, abs=1e-3)  # the stored values are rounded to 3 decimals
+    assert read["render_psnr_db"]["rendered"] == pytest.approx(psnr(renders, truth, masks), abs=1e-3)
+    assert read["hole_fraction"] == pytest.approx(1 - masks.mean())
+    raw = evaluation.metric("psnr").raw
+    assert read["psnr_db"]["all"] == round(raw["all"], 3)
+
+    marked = Metric("psnr", {"all": 1.0, "rendered": 2.0, "holes": None, "render_rendered": 3.0}, None)
+    fake = dataclasses.replace(evaluation, metrics=(marked,))  # read, not measured again
+    assert score(frames, truth, renders, masks, fake)["psnr_db"] == {"all": 1.0, "rendered": 2.0, "holes": None}

@@ -8,6 +8,7 @@
     report.py        the one-page report.png
     image_metrics.py PSNR and SSIM over a region
     realism.py       a weight-free realism distance (Frechet distance of patch statistics)
+    clips.py         the one check of a clip of frames (T, H, W, 3) and its render masks
 
 `python -m star_jax.evaluate` runs them all on a video (star_jax/evaluate.py).
 """
