@@ -24,7 +24,8 @@ so the script runs before every network is trained):
                 synthetic appearance T_c learnt; from `--flat_pixels`, matched by example_id): the
                 realism gap between the two appearances, for scale
 Columns: PSNR / SSIM over all pixels, inside the render mask (render_valid) and in the holes,
-per clip (its frames pooled) then averaged over clips (`teacher_quality.clip_metrics`); realism =
+per clip (its frames pooled) then averaged over clips (`teacher_quality.clip_metrics`, i.e.
+`star_jax.evaluation.ground_truth`, as star_jax.evaluate's metrics.json); realism =
 `star_jax.evaluation.realism_distance` of the row's frames (all clips) against the split's true
 target frames (lower is more alike; 0 only for the targets themselves, the VAE row shows the
 floor a decoder leaves); frames/s of the generator on this machine, latent generation + VAE decode

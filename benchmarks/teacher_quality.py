@@ -12,9 +12,10 @@ For each of the first `num` test clips, five target videos are compared with the
   (d) VAE recon  the dataset's target latents decoded (the VAE's ceiling for (b) and (c));
   (e) diagnostic the render latents decoded: what the teacher is given, through the VAE (a teacher
                  that only copied its render where the mask is valid would match (e) there).
-(b) and (c) are decoded with the VAE. PSNR and SSIM (star_jax.evaluation: RGB in [0, 1], 11x11
-Gaussian SSIM) over all pixels, inside the render mask (render_valid) and in the holes, per clip
-(its 9 frames pooled), then averaged over clips (a region a clip lacks is left out of that mean).
+(b) and (c) are decoded with the VAE. PSNR and SSIM (star_jax.evaluation.ground_truth, the
+implementation behind star_jax.evaluate's metrics.json: RGB in [0, 1], 11x11 Gaussian SSIM) over
+all pixels, inside the render mask (render_valid) and in the holes, per clip (its 9 frames
+pooled), then averaged over clips (a region a clip lacks is left out of that mean).
 
 --teacher is a training workdir (run.json, checkpoints/<step>/, metrics.jsonl) or an export
 (`python -m star_jax.checkpoint.export teacher ...`: dit/ + teacher.json). --vae is the tiny
@@ -38,7 +39,7 @@ import ml_collections
 import numpy as np
 
 from star_jax.errors import InputError
-from star_jax.evaluation import psnr, ssim
+from star_jax.evaluation.ground_truth import ground_truth_metrics
 from star_jax.io.files import atomic_path
 from star_jax.models.vae import decode, denormalize_latents
 from star_jax.train.metrics import read_metrics
@@ -99,12 +100,14 @@ def to_unit(frames) -> np.ndarray:
 
 
 def clip_metrics(pred, target, valid) -> dict:
-    """pred, target (T, H, W, 3) in [0, 1] or uint8, valid (T, H, W) -> {metric/region: value}."""
-    regions = {"all": None, "rendered": valid > 0, "holes": valid == 0}
+    """pred, target (T, H, W, 3) in [0, 1] or uint8, valid (T, H, W) -> {metric/region: value}: PSNR
+    and SSIM pooled over the clip's frames, from `ground_truth_metrics` (the numbers `star_jax.evaluate`
+    writes to metrics.json); NaN where the clip lacks the region."""
     out = {}
-    for name, r in regions.items():
-        out[f"psnr/{name}"] = psnr(pred, target, r)
-        out[f"ssim/{name}"] = ssim(pred, target, r)
+    for m in ground_truth_metrics(pred, target, masks=np.asarray(valid) > 0):
+        for r in REGIONS:
+            v = None if m.raw is None else m.raw[r]
+            out[f"{m.name}/{r}"] = float("nan") if v is None else float(v)
     return out
 
 

@@ -51,3 +51,25 @@ def test_quality_script_on_a_two_clip_standin(tmp_path, capsys):
     other = standin_vae(tmp_path / "other_vae", seed=1)
     with pytest.raises(InputError, match=r"was encoded by VAE [0-9a-f]{16}"):
         teacher_quality.main(args[:2] + ["--vae", other] + args[4:])
+
+
+def test_clip_metrics_are_the_ground_truth_metrics():
+    """Both quality benchmarks score with teacher_quality.clip_metrics, which reads
+    ground_truth_metrics (the numbers in star_jax.evaluate's metrics.json): on a synthetic clip its
+    values are those, and equal PSNR / SSIM pooled over the clip by image_metrics directly."""
+    from benchmarks import student_quality
+    from star_jax.evaluation.ground_truth import ground_truth_metrics
+
+    assert student_quality.clip_metrics is teacher_quality.clip_metrics
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 256, (3, 24, 28, 3), dtype=np.uint8)
+    pred = np.clip(target / 255.0 + rng.normal(0, 0.05, target.shape), 0, 1)  # float, as decoded
+    valid = (rng.random(target.shape[:3]) < 0.6).astype(np.float32)  # render_valid as stored: 0 / 1 floats
+    got = teacher_quality.clip_metrics(pred, target, valid)
+    psnr_m, ssim_m = ground_truth_metrics(pred, target, masks=valid > 0)
+    for region, mask in (("all", None), ("rendered", valid > 0), ("holes", valid == 0)):
+        assert got[f"psnr/{region}"] == psnr_m.raw[region] and got[f"ssim/{region}"] == ssim_m.raw[region]
+        assert got[f"psnr/{region}"] == pytest.approx(psnr(pred, target, mask), abs=1e-9)
+        assert got[f"ssim/{region}"] == pytest.approx(ssim(pred, target, mask), abs=1e-9)
+    full = teacher_quality.clip_metrics(pred, target, np.ones_like(valid))  # no holes: NaN, left out of the mean
+    assert np.isnan(full["psnr/holes"]) and np.isnan(full["ssim/holes"]) and full["psnr/all"] == got["psnr/all"]
