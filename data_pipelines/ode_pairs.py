@@ -1,7 +1,7 @@
 """Latent clips -> ODE pairs for the student's ODE initialisation (`star_ode_<name>`).
 
     python -m data_pipelines.ode_pairs --latents /work/data/latents21_tex \\
-        --teacher /work/runs/s21/teacher_flat_export --out /work/data/ode21 [--steps 32 --guidance 3.0 \\
+        --teacher /work/runs/s21/teacher_flat_export --out /work/data/ode21 [--steps 32 --cfg_scale 3.0 \\
         --split train --limit N --batch 4 --seed 0 --frames 6]
     # 108 clips of 6 latent frames (12x20) by the tiny teacher, 32 steps with CFG: 234 s on a
     # shared 2-core CPU (~40 s of it compiling), 62 MB
@@ -12,7 +12,7 @@ steps on a grid through the student's levels `few_step_schedule((1000, 750, 500,
 sigmas 1, .9375, .8333, .625) from noise seeded by (--seed, example_id). Records: ref, render,
 mask, text (copied from the latents), ode_x (4, n, h, w, 16) the states at the 4 levels (ode_x[0]
 the noise), ode_x0 (n, h, w, 16) the endpoint, example_id. Metadata: the teacher (path, kind,
-step, fingerprint), guidance, Euler steps, shift, levels (steps, timesteps, sigmas), the seed,
+step, fingerprint), cfg_scale, Euler steps, shift, levels (steps, timesteps, sigmas), the seed,
 and the latent dataset's VAE, conditioning and text encoder (copied), so the ODE task and later
 stages can check what they are given. Read with `star_jax.train.records.open_split`.
 
@@ -24,6 +24,7 @@ and, when both record it, have been trained on latents of the same VAE and condi
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import json
@@ -167,16 +168,16 @@ def ode_features(latent_shape: tuple[int, int, int], mask_channels: int, text_sh
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def solve_batch(dit, guidance: float, params, grid, seed, ref, render, mask, text, example_ids):
+def solve_batch(dit, cfg_scale: float, params, grid, seed, ref, render, mask, text, example_ids):
     """A batch of examples (B, n, ...) -> (ode_x (B, L, n, h, w, 16), ode_x0 (B, n, h, w, 16))."""
     from star_jax.inference.conditions import StarConditions
     from star_jax.train.ode import example_noise, teacher_ode
 
     noise = example_noise(seed, example_ids, ref.shape[1:-1] + (dit.cfg.out_dim,))
-    return teacher_ode(dit, params, StarConditions(ref, render, mask), text, noise, grid, guidance)
+    return teacher_ode(dit, params, StarConditions(ref, render, mask), text, noise, grid, cfg_scale)
 
 
-def pair_examples(source, dit, params, grid, guidance: float, seed: int, batch: int, limit: int = 0, bar=None):
+def pair_examples(source, dit, params, grid, cfg_scale: float, seed: int, batch: int, limit: int = 0, bar=None):
     """(key, pairs example) for the first `limit` (0: all) records of a latent split, in order,
     `batch` per solve (the last batch padded by repetition: one compile)."""
     n = len(source) if not limit else min(limit, len(source))
@@ -184,7 +185,7 @@ def pair_examples(source, dit, params, grid, guidance: float, seed: int, batch: 
         idx = [min(i, n - 1) for i in range(start, start + batch)]
         recs = [source[i] for i in idx]
         arr = {k: np.stack([np.asarray(r[k]) for r in recs]) for k in LATENT_FIELDS}
-        xs, x0 = solve_batch(dit, float(guidance), params, grid, jnp.uint32(seed),
+        xs, x0 = solve_batch(dit, float(cfg_scale), params, grid, jnp.uint32(seed),
                              *(arr[k].astype(np.float32) for k in ("ref", "render", "mask", "text")),
                              (arr["example_id"].astype(np.int64) & 0xFFFFFFFF).astype(np.uint32))
         xs, x0 = np.asarray(xs), np.asarray(x0)
@@ -196,19 +197,23 @@ def pair_examples(source, dit, params, grid, guidance: float, seed: int, batch: 
             bar.update(min(batch, n - start))
 
 
-def build(latents: str, teacher: str, out: str, steps: int = 32, guidance: float = 3.0, splits=("train",),
+def build(latents: str, teacher: str, out: str, steps: int = 32, cfg_scale: float = 3.0, splits=("train",),
           limit: int = 0, batch: int = 4, seed: int = 0, frames: int = 6, shift: float = 5.0,
           levels=(1000, 750, 500, 250), attention: str = "xla", overwrite: bool = False, progress: bool = True,
           command: str = "") -> dict:
-    """Writes the pairs dataset of `latents` by `teacher` at `out`; returns its metadata."""
+    """Writes the pairs dataset of `latents` by `teacher` at `out`; returns its metadata. cfg_scale:
+    the teacher's classifier-free guidance on the text, v_u + cfg_scale (v_c - v_u)
+    (`star_jax.diffusion.guidance`; 3, the value every pairs dataset so far was made with)."""
     from tqdm import tqdm
 
+    from star_jax.diffusion.guidance import check_cfg_scale
     from star_jax.diffusion.schedule import few_step_schedule
     from star_jax.train.ode import level_grid
     from star_jax.train.records import dataset_info, open_split
 
     if batch < 1 or limit < 0:
         raise InputError(f"--batch must be >= 1 and --limit >= 0, got {batch}, {limit}")
+    cfg_scale = check_cfg_scale(cfg_scale, "--cfg_scale")
     sched = few_step_schedule(levels, shift)
     if steps < len(sched.sigmas) or steps % len(sched.sigmas):
         raise InputError(f"--steps: expected a multiple of the {len(sched.sigmas)} student levels (the grid passes "
@@ -226,9 +231,8 @@ def build(latents: str, teacher: str, out: str, steps: int = 32, guidance: float
     name = "star_ode_" + info.name.removeprefix("star_latents_").removeprefix("star_")
     meta = info.metadata
     metadata = {"generator": "data_pipelines.ode_pairs", "command": command,
-                "teacher": facts, "guidance": float(guidance), "euler_steps": int(steps), "shift": float(shift),
-                # sample_teacher's convention; DMD's x_c + g' (x_c - x_u) (REFERENCE.md) is g = g' + 1
-                "cfg": "v = v_u + guidance * (v_c - v_u), v_u with zero text",
+                "teacher": facts, "cfg_scale": float(cfg_scale), "euler_steps": int(steps), "shift": float(shift),
+                "cfg": "v = v_u + cfg_scale * (v_c - v_u), v_u with zero text (star_jax.diffusion.guidance)",
                 "seed": int(seed), "grid": grid.tolist(),
                 "levels": {"steps": list(map(int, levels)), "shift": float(shift),
                            "timesteps": sched.timesteps.tolist(), "sigmas": sched.sigmas.tolist()},
@@ -241,7 +245,7 @@ def build(latents: str, teacher: str, out: str, steps: int = 32, guidance: float
 
     def split_examples(split):
         source = open_split(info.folder, split)
-        return lambda: pair_examples(source, dit, params, grid, guidance, seed, batch, limit, bar)
+        return lambda: pair_examples(source, dit, params, grid, cfg_scale, seed, batch, limit, bar)
 
     try:
         write_dataset(out, name, features, {s: split_examples(s) for s in splits}, metadata,
@@ -260,7 +264,9 @@ def job(argv) -> None:
     parser.add_argument("--teacher", required=True, help="teacher export (dit/ + teacher.json) or training workdir")
     parser.add_argument("--out", required=True, help="pairs dataset folder to write (new or empty)")
     parser.add_argument("--steps", type=int, default=32, help="Euler steps in all (a multiple of the 4 levels)")
-    parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance on the text")
+    parser.add_argument("--cfg_scale", type=float, default=3.0,
+                        help="classifier-free guidance on the text, v_u + cfg_scale (v_c - v_u) (1: none)")
+    parser.add_argument("--guidance", type=float, default=None, help=argparse.SUPPRESS)  # renamed --cfg_scale
     parser.add_argument("--split", default="train", help="split(s) of the latents, comma-separated")
     parser.add_argument("--limit", type=int, default=0, help="at most this many examples per split (0: all)")
     parser.add_argument("--batch", type=int, default=4, help="examples per jitted solve")
@@ -270,13 +276,16 @@ def job(argv) -> None:
                         "dot_product, blockwise: the same function; '' keeps the teacher's)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
+    if args.guidance is not None:
+        raise InputError(f"--guidance: renamed --cfg_scale, the same value (the pairs always used v_u + s (v_c - "
+                         f"v_u)): use --cfg_scale {args.guidance:g}")
     quiet_tfds()
-    meta = build(args.latents, args.teacher, args.out, args.steps, args.guidance,
+    meta = build(args.latents, args.teacher, args.out, args.steps, args.cfg_scale,
                  tuple(s for s in args.split.split(",") if s), args.limit, args.batch, args.seed, args.frames,
                  attention=args.attention, overwrite=args.overwrite, progress=not args.no_progress,
                  command="python -m data_pipelines.ode_pairs " + " ".join(argv))
     print(f"wrote {args.out}: {meta['examples']} examples, teacher {meta['teacher']['fingerprint']} step "
-          f"{meta['teacher']['step']}, {meta['euler_steps']} Euler steps, guidance {meta['guidance']:g}, "
+          f"{meta['teacher']['step']}, {meta['euler_steps']} Euler steps, cfg_scale {meta['cfg_scale']:g}, "
           f"{meta['seconds']:.0f} s")
 
 

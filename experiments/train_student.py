@@ -14,9 +14,10 @@ and starts every network from the same random init, which exercises the machiner
 weights). `data=DIR` is a latent dataset (`star_latents_<name>`, split "train"): the student
 needs only its conditions (ref / render / mask / text), never its targets.
 Self-Forcing's recipe (REFERENCE.md) at 1.3B: lr 2e-6 / critic 4e-7, betas (0, 0.999), constant
-lr, clip 10, gen_every 5, EMA 0.99, guidance 3. The tiny variant trains from a teacher that is
-itself small and quickly trained, with larger learning rates and a generator update every
-second iteration (gen_every=2) to fit a CPU budget.
+lr, clip 10, gen_every 5, EMA 0.99, T_c's CFG weight 4 (`cfg_scale=4`: x_u + 4 (x_c - x_u), the
+convention of star_jax/diffusion/guidance.py; `real_cfg_scale=1`: T_m unguided). The tiny variant
+trains from a teacher that is itself small and quickly trained, with larger learning rates and a
+generator update every second iteration (gen_every=2) to fit a CPU budget.
 Rerunning the same command resumes from the newest checkpoint.
 """
 
@@ -26,6 +27,10 @@ import ml_collections
 
 from experiments.common import model_config, parse_arg
 from star_jax import sharding as sh
+from star_jax.diffusion.guidance import renamed_guidance
+
+# arguments of the older x_c + g (x_c - x_u) convention -> their new names
+_RENAMED = {"guidance": "cfg_scale", "real_guidance": "real_cfg_scale"}
 
 # per variant: pixels, latent frames, batch, generator / critic learning rates, generator updates
 # per critic update, EMA decay
@@ -38,9 +43,13 @@ _SIZES = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    for item in filter(None, (arg or "").split(",")):
+        old = item.partition("=")[0].strip()
+        if old in _RENAMED:
+            raise ValueError("experiments/train_student.py: argument " + renamed_guidance(old, _RENAMED[old]))
     a = parse_arg(arg, variant="tiny", steps=0, batch=0, lr=0.0, critic_lr=0.0, frames=0, height=0, width=0,
                   mesh="1x-1x1", examples=64, seed=0, workdir="", dtype="", data="", teacher="", real_teacher="",
-                  jdmd=0.0, init="", guidance=3.0, real_guidance=0.0, gen_every=0, attention="", remat="",
+                  jdmd=0.0, init="", cfg_scale=4.0, real_cfg_scale=1.0, gen_every=0, attention="", remat="",
                   every=0, runlocal=False)
     if a.variant not in _SIZES:
         raise ValueError(f"experiments/train_student.py: variant must be one of {sorted(_SIZES)}, got {a.variant!r}")
@@ -59,7 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   num_examples=a.examples, latent_frames=frames, latent_hw=(height // 8, width // 8),
                   text_len=size["text_len"], seed=a.seed, max_shift=2, conditioning="inspatio-release")
     c.distill = dict(teacher=a.teacher or ("random" if a.runlocal else ""), real_teacher=a.real_teacher,
-                     jdmd_weight=a.jdmd, guidance=a.guidance, real_guidance=a.real_guidance,
+                     jdmd_weight=a.jdmd, cfg_scale=a.cfg_scale, real_cfg_scale=a.real_cfg_scale,
                      steps=(1000, 750, 500, 250), shift=5.0, dmd_shift=5.0, min_sigma=0.02, max_sigma=0.98,
                      gen_every=a.gen_every or size["gen_every"])
     steps = 6 if a.runlocal else (a.steps or 600)

@@ -249,8 +249,11 @@ def export_student(source: str, vae_dir: str, out_dir: str, variant: str = "tiny
         latent_hw = data.get("latent_hw")
         latent_frames = data.get("latent_frames", latent_frames)
         steps, shift = distill.get("steps", steps), distill.get("shift", shift)
-        training.update({k: distill[k] for k in ("jdmd_weight", "guidance", "teacher", "real_teacher")
-                         if k in distill})
+        training.update({k: distill[k] for k in ("jdmd_weight", "teacher", "real_teacher") if k in distill})
+        if config.get("distill"):  # T_c's / T_m's CFG scales (an older run's `guidance` converted)
+            from star_jax.train.distill import recorded_cfg_scales
+
+            training["cfg_scale"], training["real_cfg_scale"] = recorded_cfg_scales(config["distill"])
         where = os.path.join(source, "checkpoints", str(step))
     else:
         params = restore_params(source, what="dit")

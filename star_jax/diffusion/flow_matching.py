@@ -1,5 +1,5 @@
 """Flow-matching training (the Wan / Self-Forcing convention), condition dropout for
-classifier-free guidance, and the Euler sampler that goes with it.
+classifier-free guidance, and the Euler sampler that goes with it (its CFG: `diffusion.guidance`).
 
     x_s = (1 - s) x + s eps,   s in [0, 1] the noise level,   t = 1000 s the DiT's time input
     target velocity v = eps - x,   so x = x_s - s v  (`schedule.x0_from_flow`)
@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from star_jax.diffusion.guidance import apply_cfg
 from star_jax.diffusion.schedule import add_noise, shift_sigma
 from star_jax.errors import InputError
 
@@ -106,12 +107,12 @@ def euler_sigmas(num_steps: int, shift: float) -> np.ndarray:
     return shift_sigma(np.linspace(1.0, 0.0, num_steps + 1), shift)
 
 
-def euler_sample(predict: Predict, noise, num_steps: int, shift: float = 5.0, guidance: float = 1.0,
+def euler_sample(predict: Predict, noise, num_steps: int, shift: float = 5.0, cfg_scale: float = 1.0,
                  predict_uncond: Predict | None = None, num_train_timesteps: int = 1000):
     """Integrates dx/ds = v from s = 1 (x = noise) to s = 0 with `num_steps` Euler steps.
 
-    With `predict_uncond` the velocity is classifier-free guided: v = v_u + g (v_c - v_u)
-    (g = `guidance`; 1 gives the conditional model). Returns x (B, ...) float32."""
+    With `predict_uncond` the velocity is classifier-free guided, v = v_u + cfg_scale (v_c - v_u)
+    (`guidance.apply_cfg`; 1 gives the conditional model). Returns x (B, ...) float32."""
     sigmas = jnp.asarray(euler_sigmas(num_steps, shift), jnp.float32)
     b = noise.shape[0]
 
@@ -121,7 +122,7 @@ def euler_sample(predict: Predict, noise, num_steps: int, shift: float = 5.0, gu
         v = predict(x, t).astype(jnp.float32)
         if predict_uncond is not None:
             v_u = predict_uncond(x, t).astype(jnp.float32)
-            v = v_u + guidance * (v - v_u)
+            v = apply_cfg(v, v_u, cfg_scale)
         return x + (s_next - s) * v, None
 
     x, _ = jax.lax.scan(step, noise.astype(jnp.float32), jnp.arange(num_steps))

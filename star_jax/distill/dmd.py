@@ -8,7 +8,7 @@ minimising the reverse KL, averaged over noise levels s: KL(p_g,s || p_s). Its g
 sample is the difference of the two scores at the re-noised sample,
     score_g(x_s) - score_p(x_s) = (1 - s) / s^2 * (x_fake - x_real),
 where x_real = E_p[x | x_s] is the teacher's x0 prediction (with classifier-free guidance,
-`cfg_x0`) and x_fake = E_g[x | x_s] that of the critic, a second network trained by flow
+`diffusion.guidance.apply_cfg`) and x_fake = E_g[x | x_s] that of the critic, a second network trained by flow
 matching on the student's own samples (it tracks p_g). Self-Forcing drops the s-dependent factor
 and normalises per sample instead:
     D = (x_fake - x_real) / mean|X - x_real|            (`dmd_direction`)
@@ -25,7 +25,7 @@ student sample X:
     real videos, which have no paired render to learn control from.
 Each stream has its own critic because a direction compares a fake and a real prediction of the
 SAME conditioning: a critic that saw the render does not model p_g without it. Either teacher's
-x_real may be guided (`cfg_x0`). With w the JDMD weight (a config value; 0 is plain DMD):
+x_real may be guided (`apply_cfg`). With w the JDMD weight (a config value; 0 is plain DMD):
     D = ((1 - w) (x_fake_c - x_real_c) + w (x_fake_m - x_real_m)) / mean|X - x_real_w|,
     x_real_w = (1 - w) x_real_c + w x_real_m                       (`jdmd_direction`)
 is, up to one positive factor per sample, the gradient of (1 - w) KL(p_g || p_c) +
@@ -116,11 +116,3 @@ def sample_dmd_sigmas(rng, batch: int, shift: float = 5.0, lo: float = 0.02, hi:
     u ~ U(0, 1) (the flow-matching sampler with the DMD clamp)."""
     return sample_sigmas(rng, batch, FlowMatchingConfig(shift=shift, min_sigma=lo, max_sigma=hi))
 
-
-def cfg_x0(x0_cond, x0_uncond, guidance: float):
-    """Classifier-free guided x0: x_c + guidance * (x_c - x_u), arrays (B, ...).
-
-    guidance 0 is the conditional prediction (no CFG). REFERENCE.md's g = 3 is "CFG weight 4" in
-    the usual x_u + 4 (x_c - x_u) form; `euler_sample`'s `guidance` is that weight (g + 1)."""
-    x0_cond, x0_uncond = jnp.asarray(x0_cond, jnp.float32), jnp.asarray(x0_uncond, jnp.float32)
-    return x0_cond + guidance * (x0_cond - x0_uncond)

@@ -2,8 +2,9 @@
 
     optim = section(OptimConfig, config, "optim")   # config.optim (a ConfigDict or dict)
 
-A field the dataclass does not have raises `InputError` naming it and its closest known field;
-a missing section or field takes the dataclass default; lists become tuples.
+A field the dataclass does not have raises `InputError` naming it and its closest known field
+(or, for a field the dataclass lists in its `RENAMED` {old name: message} class attribute, that
+message); a missing section or field takes the dataclass default; lists become tuples.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ def section(cls, config, name: str | None, where: str = "config"):
     path = where if name is None else f"{where}.{name}"
     values = {} if node is None else _as_dict(node)
     fields = {f.name for f in dataclasses.fields(cls)}
+    renamed = getattr(cls, "RENAMED", {})
     for key in values:
         if key not in fields:
-            raise unknown_field_error(path, key, fields)
+            raise InputError(renamed[key]) if key in renamed else unknown_field_error(path, key, fields)
     try:
         return cls(**{k: _freeze(v) for k, v in values.items()})
     except InputError:

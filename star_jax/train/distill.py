@@ -16,7 +16,7 @@ One iteration (`make_distill_step`), as Self-Forcing's trainer orders it:
      stop_gradient(X) to s ~ shift_5(U) clamped to [0.02, 0.98]; direction
          D = dmd_direction(X, (1 - w) cfg(T_c) + w T_m, (1 - w) critic_c + w critic_m)
      (w = jdmd_weight; `jdmd_direction`: the gradient of (1 - w) KL(p_g||p_c) + w KL(p_g||p_m)
-     with one per-sample normaliser)
+     with one per-sample normaliser; cfg(T_c) = x_u + cfg_scale (x_c - x_u), `diffusion.guidance`)
      and the loss 0.5 mean((X - sg(X - D))^2), so dL/dX = D / N. Gradient flows only through each
      block's exit forward: not through its input, the cache, earlier steps or earlier blocks.
   2. every iteration, the critic step: a fresh no-gradient rollout X', plain flow matching of
@@ -31,7 +31,7 @@ other folder); at 1.3B scale that is 2 x 5 GB more per checkpoint.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +39,9 @@ import optax
 from flax import struct
 
 from star_jax.diffusion.flow_matching import FlowMatchingConfig, flow_matching_loss
+from star_jax.diffusion.guidance import apply_cfg, check_cfg_scale, renamed_guidance
 from star_jax.diffusion.schedule import add_noise, few_step_schedule, x0_from_flow
-from star_jax.distill import cfg_x0, dmd_loss, jdmd_direction, sample_dmd_sigmas
+from star_jax.distill import dmd_loss, jdmd_direction, sample_dmd_sigmas
 from star_jax.errors import InputError
 from star_jax.inference.conditions import StarConditions, get_conditioning
 from star_jax.inference.rollout import (
@@ -74,22 +75,29 @@ RANDOM = "random"  # a teacher path that keeps the seeded random init (smoke run
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
     """teacher: T_c (a teacher workdir or export). real_teacher: T_m (needed when jdmd_weight > 0).
-    "random" keeps a seeded random init (smoke runs, tests). jdmd_weight: w in [0, 1] (0: plain DMD). guidance: T_c's text CFG, x_c + g (x_c - x_u) (the
-    release's 3.0 = "CFG weight 4"); real_guidance the same for T_m. steps / shift: the student's
+    "random" keeps a seeded random init (smoke runs, tests). jdmd_weight: w in [0, 1] (0: plain
+    DMD). cfg_scale: T_c's classifier-free guidance on the text, x_u + cfg_scale (x_c - x_u)
+    (`diffusion.guidance`; 1: T_c alone; 4: the release's "CFG weight 4", the default);
+    real_cfg_scale the same for T_m (default 1: no guidance). steps / shift: the student's
     warped few-step schedule. dmd_shift, min_sigma, max_sigma: the re-noising levels of the DMD
     step and of the critic's flow matching. gen_every: critic updates per generator update."""
 
     teacher: str = ""
     real_teacher: str = ""
     jdmd_weight: float = 0.0
-    guidance: float = 3.0
-    real_guidance: float = 0.0
+    cfg_scale: float = 4.0
+    real_cfg_scale: float = 1.0
     steps: tuple[int, ...] = DEFAULT_STEPS
     shift: float = DEFAULT_SHIFT
     dmd_shift: float = 5.0
     min_sigma: float = 0.02
     max_sigma: float = 0.98
     gen_every: int = 5
+
+    # keys of the older x_c + g (x_c - x_u) convention (g = 0: no CFG); `config.section` names these
+    RENAMED: ClassVar[dict[str, str]] = {
+        "guidance": renamed_guidance("guidance", "cfg_scale", "config.distill"),
+        "real_guidance": renamed_guidance("real_guidance", "real_cfg_scale", "config.distill")}
 
     def __post_init__(self):
         if not self.teacher:
@@ -100,6 +108,8 @@ class DistillConfig:
         if self.jdmd_weight > 0 and not self.real_teacher:
             raise InputError(f"config.distill.real_teacher: JDMD (jdmd_weight {self.jdmd_weight}) needs the "
                              f"real-appearance teacher T_m (a teacher workdir or export), got ''")
+        for name in ("cfg_scale", "real_cfg_scale"):
+            check_cfg_scale(getattr(self, name), f"config.distill.{name}")
         if self.gen_every < 1:
             raise InputError(f"config.distill.gen_every: expected >= 1, got {self.gen_every}")
         if not 0.0 < self.min_sigma <= self.max_sigma < 1.0:
@@ -177,11 +187,12 @@ def _x0(bidir: WanDiT, params, x_s, sigma, cond, text):
     return x0_from_flow(x_s, v, sigma[:, None, None, None, None])
 
 
-def _guided_x0(bidir, params, x_s, sigma, cond, text, guidance: float):
+def _guided_x0(bidir, params, x_s, sigma, cond, text, cfg_scale: float):
+    """The teacher's x0 (B, n, h, w, 16) guided on the text (`apply_cfg`; 1: one forward)."""
     x_c = _x0(bidir, params, x_s, sigma, cond, text)
-    if guidance == 0.0:
+    if cfg_scale == 1.0:
         return x_c
-    return cfg_x0(x_c, _x0(bidir, params, x_s, sigma, cond, jnp.zeros_like(text)), guidance)
+    return apply_cfg(x_c, _x0(bidir, params, x_s, sigma, cond, jnp.zeros_like(text)), cfg_scale)
 
 
 def generator_loss(gen, bidir, dcfg: DistillConfig, mask_hole: float, g_params, critics, frozen, batch, rng):
@@ -194,13 +205,13 @@ def generator_loss(gen, bidir, dcfg: DistillConfig, mask_hole: float, g_params, 
     sigma = sample_dmd_sigmas(k_sigma, b, dcfg.dmd_shift, dcfg.min_sigma, dcfg.max_sigma)
     x_s = add_noise(jax.lax.stop_gradient(x), jax.random.normal(k_noise, x.shape, jnp.float32),
                     sigma[:, None, None, None, None])
-    real_c = _guided_x0(bidir, frozen["teacher_c"], x_s, sigma, cond, text, dcfg.guidance)
+    real_c = _guided_x0(bidir, frozen["teacher_c"], x_s, sigma, cond, text, dcfg.cfg_scale)
     fake_c = _x0(bidir, critics["critic_c"], x_s, sigma, cond, text)
     aux = {"exit_step": exit_step.astype(jnp.float32), "score_gap_c": jnp.mean(jnp.abs(fake_c - real_c))}
     real_m = fake_m = None
     if dcfg.joint:
         cond_m = drop_render(cond, mask_hole)
-        real_m = _guided_x0(bidir, frozen["teacher_m"], x_s, sigma, cond_m, text, dcfg.real_guidance)
+        real_m = _guided_x0(bidir, frozen["teacher_m"], x_s, sigma, cond_m, text, dcfg.real_cfg_scale)
         fake_m = _x0(bidir, critics["critic_m"], x_s, sigma, cond_m, text)
         aux["score_gap_m"] = jnp.mean(jnp.abs(fake_m - real_m))
     direction = jdmd_direction(x, real_c, fake_c, real_m, fake_m, dcfg.jdmd_weight)
@@ -286,7 +297,9 @@ def distill_flops(cfg: DiTConfig, dcfg: DistillConfig, n: int, tokens_per_frame:
     roll = k * (ctx + mean_steps * blk)
     streams = 2 if dcfg.joint else 1
     critic = roll + streams * 3 * full
-    gen = roll + k * (ctx + 3 * blk) + streams * full * (2 if dcfg.guidance else 1) + streams * full
+    forwards = lambda scale: 2 if scale != 1.0 else 1  # a guided teacher runs twice  # noqa: E731
+    teachers = forwards(dcfg.cfg_scale) + (forwards(dcfg.real_cfg_scale) if dcfg.joint else 0)
+    gen = roll + k * (ctx + 3 * blk) + teachers * full + streams * full
     return critic + gen / dcfg.gen_every
 
 
@@ -365,6 +378,17 @@ def student_model(config) -> WanDiT:
     return WanDiT(section(DiTConfig, config.get("model", {}), "dit", "config.model"), block_causal=True)
 
 
+def recorded_cfg_scales(distill: dict) -> tuple[float, float]:
+    """(cfg_scale, real_cfg_scale) of a recorded config.distill (a run.json's), in this convention:
+    a record with cfg_scale / real_cfg_scale as it is, an older one's guidance / real_guidance
+    (x_c + g (x_c - x_u)) converted to g + 1; the DistillConfig defaults where absent."""
+    default = {f.name: f.default for f in dataclasses.fields(DistillConfig)}
+    if "guidance" in distill and "cfg_scale" not in distill:
+        return float(distill["guidance"]) + 1.0, float(distill.get("real_guidance", 0.0)) + 1.0
+    return (float(distill.get("cfg_scale", default["cfg_scale"])),
+            float(distill.get("real_cfg_scale", default["real_cfg_scale"])))
+
+
 def generator_params(state: DistillState, ema: bool = True):
     """The generator's weights to export: the EMA when kept, else the params."""
     return state.ema_params if ema and state.ema_params is not None else state.params["generator"]
@@ -372,4 +396,4 @@ def generator_params(state: DistillState, ema: bool = True):
 
 __all__ = ["DistillConfig", "DistillState", "drop_render", "generator_loss", "critic_loss", "make_distill_step",
            "make_distill_task", "self_forcing_sample", "rollout_sample", "student_model", "generator_params",
-           "distill_flops"]
+           "distill_flops", "recorded_cfg_scales"]

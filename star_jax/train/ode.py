@@ -3,15 +3,15 @@ conditional teacher's ODE solved from noise and stored at the student's own leve
 student regressing the trajectory's endpoint from each level.
 
     grid = level_grid(few_step_schedule().sigmas, sub_steps=8, shift=5.0)   # (4, 9) float64
-    xs, x0 = teacher_ode(dit, params, cond, text, noise, grid, guidance=3.0)  # (B, 4, n, h, w, 16), (B, n, h, w, 16)
-    task = make_ode_task(config)                                              # config.task = "ode"
+    xs, x0 = teacher_ode(dit, params, cond, text, noise, grid, cfg_scale=3.0)  # (B, 4, n, h, w, 16), (B, n, h, w, 16)
+    task = make_ode_task(config)                                               # config.task = "ode"
 
-The solve: Euler with classifier-free guidance on the text (v = v_u + g (v_c - v_u), v_u with
-zero text; `train.teacher.teacher_velocity`), from s = 1 (x = the noise) to s = 0, on a grid that
-passes exactly through every student level sigma_i (sub-steps uniform in the unshifted level u,
-then shifted: for shift 5 the levels 1, .9375, .8333, .625 are u = 1, .75, .5, .25, so the grid
-is the teacher sampler's own `euler_sigmas(4 * sub_steps, 5)`). xs[:, i] is the state at level i
-(xs[:, 0] the noise), x0 the endpoint. Pairs datasets: `data_pipelines/ode_pairs.py`.
+The solve: Euler with classifier-free guidance on the text (v = v_u + cfg_scale (v_c - v_u),
+`diffusion.guidance`; v_u with zero text; `train.teacher.teacher_velocity`), from s = 1 (x = the
+noise) to s = 0, on a grid that passes exactly through every student level sigma_i (sub-steps
+uniform in the unshifted level u, then shifted: for shift 5 the levels 1, .9375, .8333, .625 are
+u = 1, .75, .5, .25, so the grid is the teacher sampler's own `euler_sigmas(4 * sub_steps, 5)`).
+xs[:, i] is the state at level i (xs[:, 0] the noise), x0 the endpoint. Pairs datasets: `data_pipelines/ode_pairs.py`.
 
 The task (diffusion-forcing style, teacher forcing): per example, block k of the n / F blocks
 draws its own level index l_k, x_t = ode_x[l_k] of that block at t = timesteps[l_k], and the
@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from star_jax.diffusion.guidance import apply_cfg, check_cfg_scale
 from star_jax.diffusion.schedule import few_step_schedule, shift_sigma
 from star_jax.errors import InputError
 from star_jax.inference.conditions import DEFAULT_CONDITIONING, StarConditions, get_conditioning
@@ -87,10 +88,11 @@ def solve_at_levels(velocity, noise, grid):
     return jnp.moveaxis(xs, 0, 1), x0
 
 
-def guided_velocity(dit: WanDiT, params, cond: StarConditions, text, guidance: float):
-    """velocity(x, t) of the bidirectional teacher with CFG on the text (one doubled batch:
-    conditional rows first, zero-text rows second); guidance 1 is the conditional model alone."""
-    if guidance == 1.0:
+def guided_velocity(dit: WanDiT, params, cond: StarConditions, text, cfg_scale: float):
+    """velocity(x, t) of the bidirectional teacher with CFG on the text, v_u + cfg_scale (v_c - v_u)
+    (one doubled batch: conditional rows first, zero-text rows second); cfg_scale 1 is the
+    conditional model alone (one forward)."""
+    if check_cfg_scale(cfg_scale, "teacher ODE: cfg_scale") == 1.0:
         return lambda x, t: teacher_velocity(dit, params, x, t, cond, text)
     two = lambda a: jnp.concatenate([a, a])  # noqa: E731
     cond2 = StarConditions(two(cond.ref), two(cond.render), two(cond.mask))
@@ -98,15 +100,16 @@ def guided_velocity(dit: WanDiT, params, cond: StarConditions, text, guidance: f
 
     def velocity(x, t):
         v_c, v_u = jnp.split(teacher_velocity(dit, params, two(x), two(t), cond2, text2), 2)
-        return v_u + guidance * (v_c - v_u)
+        return apply_cfg(v_c, v_u, cfg_scale)
 
     return velocity
 
 
-def teacher_ode(dit: WanDiT, params, cond: StarConditions, text, noise, grid, guidance: float = 3.0):
+def teacher_ode(dit: WanDiT, params, cond: StarConditions, text, noise, grid, cfg_scale: float = 3.0):
     """The guided teacher ODE from `noise` (B, n, h, w, 16) under the conditions (B, n, h, w, .)
-    and text (B, L, D). Returns (xs (B, L_levels, n, h, w, 16), x0 (B, n, h, w, 16))."""
-    return solve_at_levels(guided_velocity(dit, params, cond, text, float(guidance)), noise, grid)
+    and text (B, L, D), CFG scale `cfg_scale` (3: what the pairs of data_pipelines.ode_pairs have
+    always used). Returns (xs (B, L_levels, n, h, w, 16), x0 (B, n, h, w, 16))."""
+    return solve_at_levels(guided_velocity(dit, params, cond, text, float(cfg_scale)), noise, grid)
 
 
 def example_noise(seed: int, example_ids, shape):

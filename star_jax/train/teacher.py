@@ -17,7 +17,7 @@ text_dim)) at config.data.path, split config.data.split; the convention its meta
 its first example are checked against the config's before training.
 
     task = make_teacher_task(config)                      # config.task = "teacher"
-    latents = sample_teacher(dit, params, cond, text, rng, num_steps=50, guidance=3.0)
+    latents = sample_teacher(dit, params, cond, text, rng, num_steps=50, cfg_scale=3.0)
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from star_jax.diffusion.flow_matching import (
     euler_sample,
     flow_matching_loss,
 )
+from star_jax.diffusion.guidance import check_cfg_scale
 from star_jax.errors import InputError
 from star_jax.inference.conditions import DEFAULT_CONDITIONING, StarConditions, get_conditioning
 from star_jax.models.dit import WanDiT
@@ -175,16 +176,17 @@ def teacher_loss(dit: WanDiT, fm: FlowMatchingConfig, params, batch, rng, mask_h
 
 
 def sample_teacher(dit: WanDiT, params, cond: StarConditions, text, rng, num_steps: int = 50, shift: float = 5.0,
-                   guidance: float = 1.0):
-    """Euler sampling of target latents (B, n, h, w, 16) given the conditions; guidance g != 1
-    (a Python float) mixes in the unconditional (zero-text) prediction: v = v_u + g (v_c - v_u)."""
+                   cfg_scale: float = 1.0):
+    """Euler sampling of target latents (B, n, h, w, 16) given the conditions; a CFG scale s != 1
+    (a Python float) mixes in the unconditional (zero-text) prediction: v = v_u + s (v_c - v_u)
+    (`diffusion.guidance`; 1, the default, is the conditional model alone)."""
     b, n, h, w, _ = cond.ref.shape
     noise = jax.random.normal(rng, (b, n, h, w, dit.cfg.out_dim), jnp.float32)
     predict = lambda x, t: teacher_velocity(dit, params, x, t, cond, text)
     uncond = None
-    if guidance != 1.0:
-        uncond = lambda x, t: teacher_velocity(dit, params, x, t, cond, jnp.zeros_like(text))
-    return euler_sample(predict, noise, num_steps, shift, guidance, uncond)
+    if check_cfg_scale(cfg_scale, "sample_teacher: cfg_scale") != 1.0:
+        uncond = lambda x, t: teacher_velocity(dit, params, x, t, cond, jnp.zeros_like(text))  # noqa: E731
+    return euler_sample(predict, noise, num_steps, shift, cfg_scale, uncond)
 
 
 def example_spec(dit_cfg: DiTConfig, data: TeacherDataConfig) -> dict[str, jax.ShapeDtypeStruct]:

@@ -1,12 +1,13 @@
 """star_jax.distill.dmd against float64 NumPy twins and closed forms: the normalised direction,
-its guards, the loss whose gradient is D / N, the JDMD mix, the re-noising levels and CFG."""
+its guards, the loss whose gradient is D / N, the JDMD mix and the re-noising levels (the
+teacher's CFG: tests/train/test_guidance.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from star_jax.distill import cfg_x0, dmd_direction, dmd_loss, jdmd_direction, sample_dmd_sigmas
+from star_jax.distill import dmd_direction, dmd_loss, jdmd_direction, sample_dmd_sigmas
 from star_jax.errors import InputError
 
 SHAPE = (3, 2, 4, 5)  # (B, T, H, C)-like: every non-batch axis is normalised over
@@ -114,10 +115,3 @@ def test_sample_dmd_sigmas_follow_the_shifted_clamped_law():
     s1 = np.asarray(sample_dmd_sigmas(jax.random.PRNGKey(1), 40000, shift=1.0, lo=0.0, hi=1.0))
     assert abs(np.mean(s1 <= 0.5) - 0.5) < 0.01  # shift 1: uniform
 
-
-def test_cfg_x0_is_cfg_weight_g_plus_one():
-    x_c, x_u, _ = _arrays(8)
-    np.testing.assert_array_equal(np.asarray(cfg_x0(x_c, x_u, 0.0)), x_c)
-    np.testing.assert_allclose(np.asarray(cfg_x0(x_c, x_u, 3.0)),
-                               np.asarray(x_u, np.float64) + 4.0 * (np.asarray(x_c, np.float64) - x_u),
-                               rtol=1e-5, atol=1e-5)

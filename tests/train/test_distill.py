@@ -1,7 +1,8 @@
 """The Self-Forcing DMD / JDMD student (star_jax/train/distill.py): the truncated rollout's sample
 and its gradient against a hand-written reference (gradient only through each block's exit
-forward), the trainer running it (resume bit for bit, 8 devices = 1 device), and clear errors
-for a missing teacher, JDMD without its real teacher and a NaN in the DMD step."""
+forward), the trainer running it (resume bit for bit, 8 devices = 1 device), the teacher's CFG
+(default cfg_scale 4 = the former guidance 3), and clear errors for a missing teacher, JDMD without
+its real teacher, the CFG keys' old names and a NaN in the DMD step."""
 
 import jax
 import jax.numpy as jnp
@@ -15,11 +16,28 @@ from star_jax.errors import InputError
 from star_jax.inference.conditions import StarConditions
 from star_jax.inference.model import random_star_model
 from star_jax.inference.rollout import causal_block_x0, init_rollout_state, star_block_exit
+from star_jax.models.dit import WanDiT
+from star_jax.models.variants import dit_variant
 from star_jax.train import TrainingDiverged, make_task, read_metrics, train
-from star_jax.train.distill import rollout_sample, self_forcing_sample
+from star_jax.train.distill import (
+    DistillConfig,
+    _guided_x0,
+    _x0,
+    distill_flops,
+    recorded_cfg_scales,
+    rollout_sample,
+    self_forcing_sample,
+)
 
 HW = (4, 6)
+# a one-layer teacher for the CFG checks (quick to compile)
+SMALL = dit_variant("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, freq_dim=16, text_dim=16, text_len=4)
 ONE = jax.devices()[:1]
+
+
+def _quick(fn, *args):
+    """fn(*args) jitted with LLVM optimisation off: tiny programs compile ~3x faster on a CPU."""
+    return jax.jit(fn).lower(*args).compile(compiler_options={"xla_backend_optimization_level": 0})(*args)
 
 
 def _conditions(blocks, seed=0, batch=2):
@@ -162,6 +180,63 @@ def test_config_mistakes_are_clear(tmp_path):
     c = student_config(tmp_path, "missing", teacher=str(tmp_path / "no_such_teacher"))
     with pytest.raises(CheckpointError, match="no_such_teacher"):
         train(c, devices=ONE)
+
+
+def test_default_cfg_scale_reproduces_the_former_guidance_3():
+    """T_c's guided x0 at DistillConfig's default cfg_scale (4) is the former default's
+    x_c + 3 (x_c - x_u) (to float32 rounding: the two forms round differently), computed on a tiny
+    random teacher; real_cfg_scale's default (1, the former real_guidance 0) is x_c itself."""
+    bidir, dcfg = WanDiT(SMALL), DistillConfig(teacher="random")
+    assert (dcfg.cfg_scale, dcfg.real_cfg_scale) == (4.0, 1.0)
+    cond, r = _conditions(1, seed=5), np.random.default_rng(6)
+    text = jnp.asarray(r.normal(size=(2, 4, SMALL.text_dim)).astype(np.float32))
+    x_s = jnp.asarray(r.normal(size=(2, 3, *HW, 16)).astype(np.float32))
+    sigma = jnp.asarray([0.3, 0.8], jnp.float32)
+    params = _quick(lambda k: bidir.init(k, jnp.zeros((1, 6, *HW, 36)), jnp.zeros((1, 6)), text[:1])["params"],
+                    jax.random.PRNGKey(0))
+
+    def predictions(p):
+        return (_guided_x0(bidir, p, x_s, sigma, cond, text, dcfg.cfg_scale),
+                _guided_x0(bidir, p, x_s, sigma, cond, text, dcfg.real_cfg_scale),
+                _x0(bidir, p, x_s, sigma, cond, text), _x0(bidir, p, x_s, sigma, cond, jnp.zeros_like(text)))
+
+    new_c, new_m, x_c, x_u = (np.asarray(a) for a in _quick(predictions, params))
+    assert np.max(np.abs(x_c - x_u)) > 1e-3  # the text matters, so the scale does
+    old = x_c + np.float32(3.0) * (x_c - x_u)  # the former `cfg_x0(x_c, x_u, guidance=3)`
+    np.testing.assert_allclose(new_c, old, rtol=0, atol=8 * np.finfo(np.float32).eps * np.max(np.abs(old)))
+    assert not np.allclose(new_c, x_c + np.float32(2.0) * (x_c - x_u), atol=1e-3)  # one unit of scale is visible
+    np.testing.assert_array_equal(new_m, x_c)
+
+
+def test_old_cfg_keys_name_the_new_key_and_the_conversion(tmp_path):
+    for old, new in (("guidance", "cfg_scale"), ("real_guidance", "real_cfg_scale")):
+        c = student_config(tmp_path)
+        with c.unlocked():
+            c.distill[old] = 3.0
+        with pytest.raises(InputError, match=rf"^config\.distill\.{old}: renamed config\.distill\.{new}, .*"
+                                             rf"{new} = {old} \+ 1 .*{old} 3, the release's CFG weight 4, is {new} 4"):
+            make_task(c)
+        with pytest.raises(ValueError, match=rf"argument {old}: renamed {new}, .*{new} = {old} \+ 1"):
+            student_config(tmp_path, **{old: 3.0})
+    with pytest.raises(InputError, match="config.distill.cfg_scale: expected a classifier-free guidance scale"):
+        make_task(student_config(tmp_path, cfg_scale=-1.0))
+    # run.json records: an older run's guidance g is cfg_scale g + 1; a newer run's as it is
+    assert recorded_cfg_scales({"guidance": 3.0, "real_guidance": 0.0}) == (4.0, 1.0)
+    assert recorded_cfg_scales({"guidance": 2.0}) == (3.0, 1.0)
+    assert recorded_cfg_scales({"cfg_scale": 2.5, "real_cfg_scale": 3.0}) == (2.5, 3.0)
+    assert recorded_cfg_scales({}) == (4.0, 1.0)
+
+
+def test_flops_count_a_second_teacher_forward_per_guided_stream():
+    """The generator step runs T_c (and T_m) twice when guided (cfg_scale != 1), once otherwise."""
+    def flops(**kw):
+        return distill_flops(SMALL, DistillConfig(teacher="random", real_teacher="random", gen_every=1, **kw), 6, 6,
+                             SMALL.text_len)
+
+    full = flops(cfg_scale=4.0) - flops(cfg_scale=1.0)
+    assert full > 0
+    assert flops(jdmd_weight=0.5, real_cfg_scale=3.0) - flops(jdmd_weight=0.5) == pytest.approx(full)
+    assert flops(jdmd_weight=0.5, cfg_scale=1.0) == pytest.approx(flops(jdmd_weight=0.5) - full)
 
 
 def test_nan_in_the_dmd_step_stops_with_its_name(tmp_path):

@@ -118,10 +118,10 @@ def test_euler_with_exact_field_reaches_the_data_distribution():
 
 
 def test_guidance_mixes_conditional_and_unconditional():
-    """Constant fields: x(0) = noise - (v_u + g (v_c - v_u)), whatever the steps and shift."""
+    """Constant fields: x(0) = noise - (v_u + s (v_c - v_u)), whatever the steps and shift."""
     noise = jnp.zeros((2, 3))
     vc, vu = 2.0, -1.0
-    x = euler_sample(lambda x, t: jnp.full_like(x, vc), noise, num_steps=7, shift=5.0, guidance=3.0,
+    x = euler_sample(lambda x, t: jnp.full_like(x, vc), noise, num_steps=7, shift=5.0, cfg_scale=3.0,
                      predict_uncond=lambda x, t: jnp.full_like(x, vu))
     np.testing.assert_allclose(np.asarray(x), -(vu + 3.0 * (vc - vu)), rtol=1e-5)
 

@@ -1,8 +1,9 @@
 """ODE initialisation: the Euler grid passes exactly through the student's levels, the stored
-level-1 state is the example's seeded noise, the guided solve equals a hand-rolled Euler with
-CFG, the pairs dataset round-trips through the records reader, the ODE-init loss is the
-per-block teacher-forced regression it claims to be, the task trains, and unusable teachers /
-latents / pairs are errors naming the problem."""
+level-1 state is the example's seeded noise, the guided solve at its default cfg_scale 3 equals a
+hand-rolled Euler with the formula the pairs were always made with (v_u + 3 (v_c - v_u)), the
+pairs dataset round-trips through the records reader, the old --guidance flag names its new name,
+the ODE-init loss is the per-block teacher-forced regression it claims to be, the task trains,
+and unusable teachers / latents / pairs are errors naming the problem."""
 
 import dataclasses
 import json
@@ -89,7 +90,7 @@ def pairs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ode")
     latents = write_latents(root / "latents", 16)
     teacher = write_teacher(root / "teacher", CFG, data_path=latents)
-    meta = build(latents, teacher, str(root / "pairs"), steps=8, guidance=3.0, batch=8, seed=5, progress=False)
+    meta = build(latents, teacher, str(root / "pairs"), steps=8, cfg_scale=3.0, batch=8, seed=5, progress=False)
     return {"root": root, "latents": latents, "teacher": teacher, "pairs": str(root / "pairs"), "meta": meta}
 
 
@@ -129,8 +130,8 @@ def test_one_sub_step_per_level_is_hand_rolled_guided_euler():
             x = x + (np.float32(s_next) - np.float32(s)) * (v_u + 3.0 * (v_c - v_u))
         return jnp.stack(states, 1), x, v_c, v_u
 
-    (xs, x0), (want_xs, want_x0, v_c, v_u) = quick(lambda p: (teacher_ode(dit, p, cond, text, noise, grid, 3.0),
-                                                              hand_rolled(p)), params)
+    (xs, x0), (want_xs, want_x0, v_c, v_u) = quick(lambda p: (teacher_ode(dit, p, cond, text, noise, grid),
+                                                              hand_rolled(p)), params)  # the default scale
     assert not np.allclose(v_c, v_u, atol=1e-2)  # the guidance matters
     np.testing.assert_allclose(xs, want_xs, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(x0, want_x0, rtol=1e-5, atol=1e-5)
@@ -144,7 +145,7 @@ def test_pairs_round_trip_through_the_records_reader(pairs):
     assert info.features["ode_x"] == ((4, FRAMES, *HW, 16), "float32")
     assert info.features["ode_x0"] == ((FRAMES, *HW, 16), "float32")
     m = info.metadata
-    assert m["guidance"] == 3.0 and m["euler_steps"] == 8 and m["seed"] == 5
+    assert m["cfg_scale"] == 3.0 and "v_u + cfg_scale" in m["cfg"] and m["euler_steps"] == 8 and m["seed"] == 5
     assert m["levels"]["steps"] == [1000, 750, 500, 250]
     np.testing.assert_allclose(m["levels"]["timesteps"], SCHED.timesteps)
     assert m["vae"]["fingerprint"] == "feedc0de" and m["conditioning"]["name"] == "inspatio-release"
@@ -264,6 +265,12 @@ def test_cli_reports_a_missing_teacher_in_one_line(tmp_path, pairs, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "none: teacher not found" in err[0]
     assert not os.path.exists(tmp_path / "out")
+    # the flag's old name: renamed, the same value (this sampler always used v_u + s (v_c - v_u))
+    code = cli.execute(job, ["--latents", pairs["latents"], "--teacher", pairs["teacher"], "--out",
+                             str(tmp_path / "out"), "--guidance", "3", "--no_progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--guidance: renamed --cfg_scale, the same value" in err[0]
+    assert "use --cfg_scale 3" in err[0] and not os.path.exists(tmp_path / "out")
 
 
 def test_teacher_from_a_training_workdir_is_its_newest_ema(tmp_path):

@@ -1,6 +1,7 @@
 """The STAR teacher task: its inputs are laid out as inference lays out the generator's, the smoke
 run's loss falls and the trained teacher relies on its conditions, an 8-device mesh gives the
-one-device losses, the sampler's guidance, and shape mistakes are input errors."""
+one-device losses, the sampler's CFG (unguided by default, cfg_scale s: v_u + s (v_c - v_u)), and
+shape mistakes are input errors."""
 
 import math
 
@@ -87,7 +88,8 @@ def test_teacher_on_8_devices_equals_one_device(tmp_path):
 
 
 def test_sampler_is_guided_euler_on_the_teacher():
-    """One Euler step from s = 1 to 0: x = noise - (v_u + g (v_c - v_u)), v_u with zero text."""
+    """One Euler step from s = 1 to 0: x = noise - (v_u + 3 (v_c - v_u)) at cfg_scale 3, v_u with zero
+    text (the formula this sampler always used); by default (cfg_scale 1) x = noise - v_c."""
     cfg = dit_variant("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, freq_dim=16, text_dim=16, text_len=4)
     dit = WanDiT(cfg)
     rng = np.random.default_rng(0)
@@ -99,13 +101,17 @@ def test_sampler_is_guided_euler_on_the_teacher():
     noise = jax.random.normal(key, (1, 3, 4, 4, 16))
 
     def sample_and_velocities(p):
-        x = sample_teacher(dit, p, cond, text, key, num_steps=1, shift=3.0, guidance=3.0)
-        velocity = lambda tx: teacher_velocity(dit, p, noise, jnp.full((1,), 1000.0), cond, tx)
-        return x, velocity(text), velocity(jnp.zeros_like(text))
+        x = sample_teacher(dit, p, cond, text, key, num_steps=1, shift=3.0, cfg_scale=3.0)
+        plain = sample_teacher(dit, p, cond, text, key, num_steps=1, shift=3.0)
+        velocity = lambda tx: teacher_velocity(dit, p, noise, jnp.full((1,), 1000.0), cond, tx)  # noqa: E731
+        return x, plain, velocity(text), velocity(jnp.zeros_like(text))
 
-    x, v_c, v_u = quick(sample_and_velocities, params)
+    x, plain, v_c, v_u = quick(sample_and_velocities, params)
     assert not np.allclose(np.asarray(v_c), np.asarray(v_u), atol=1e-3)  # the text matters
     np.testing.assert_allclose(np.asarray(x), np.asarray(noise - (v_u + 3.0 * (v_c - v_u))), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(plain), np.asarray(noise - v_c), rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputError, match="sample_teacher: cfg_scale"):
+        sample_teacher(dit, params, cond, text, key, num_steps=1, cfg_scale=-1.0)
 
 
 @pytest.mark.parametrize("edit, match", [
