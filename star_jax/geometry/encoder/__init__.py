@@ -8,7 +8,7 @@ weight converter. Depth, confidence, rays and cameras of the reference video's f
 
 Files: variants.py (sizes), vit.py (backbone), dpt.py (depth / ray head), camera.py (camera
 decoder and encoder, pose encoding), model.py (the whole), convert.py (weights), resample.py
-(PyTorch-exact interpolation taps).
+(PyTorch-exact interpolation taps), ray_pose.py (cameras from the ray maps, NumPy on the host).
 """
 
 from star_jax.geometry.encoder.convert import (
@@ -18,7 +18,8 @@ from star_jax.geometry.encoder.convert import (
     params_to_da3_state,
 )
 from star_jax.geometry.encoder.model import GeometryEncoder, GeometryOutput, normalize_images
+from star_jax.geometry.encoder.ray_pose import cameras_from_rays
 from star_jax.geometry.encoder.variants import EncoderConfig, encoder_variant
 
-__all__ = ["EncoderConfig", "GeometryEncoder", "GeometryOutput", "checkpoint_variant", "convert_da3_state",
-           "encoder_variant", "load_da3_checkpoint", "normalize_images", "params_to_da3_state"]
+__all__ = ["EncoderConfig", "GeometryEncoder", "GeometryOutput", "cameras_from_rays", "checkpoint_variant",
+           "convert_da3_state", "encoder_variant", "load_da3_checkpoint", "normalize_images", "params_to_da3_state"]

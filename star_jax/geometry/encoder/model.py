@@ -8,15 +8,16 @@
 Output (`GeometryOutput`, all float32; H, W multiples of 14, h = H / 14, w = W / 14):
 - depth, depth_conf (B, S, H, W): z-depth up to one unknown scale shared by the views, and its
   confidence (> 1).
-- ray, ray_conf (B, S, 8h, 8w, 6) / (B, S, 8h, 8w): the auxiliary per-pixel ray map (channels in the
-  reference's order) and its confidence; the release derives poses from the camera decoder
-  instead, and so does this port (`w2c`, `K`).
+- ray, ray_conf (B, S, 8h, 8w, 6) / (B, S, 8h, 8w): the auxiliary per-pixel ray map (world
+  direction 0-2, camera centre 3-5) and its confidence. The package's default derives poses from
+  the camera decoder (`w2c`, `K` here); its `use_ray_pose` solves them from the rays instead:
+  `ray_pose.cameras_from_rays` on the host (NumPy, RANSAC).
 - pose_enc (B, S, 9), w2c (B, S, 3, 4) OpenCV world-to-camera, K (B, S, 3, 3) in pixels of the
   input: cameras in the frame of the reference view (view 0 unless reordering picked another).
 
 Given cameras (`w2c` (B, S, 4, 4) and `K`), the camera encoder turns them into the camera tokens
-(pose-conditioned depth); the decoded cameras are then still returned. Not ported: the ray-based
-pose solve (`use_ray_pose`), the Gaussian-splat head, the metric/nested models, sky handling.
+(pose-conditioned depth); the decoded cameras are then still returned. Not ported: the Gaussian-
+splat head, the metric/nested models and their sky head (the any-view small/base have none).
 """
 
 from __future__ import annotations

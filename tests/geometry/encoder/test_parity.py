@@ -1,6 +1,7 @@
 """GeometryEncoder against Depth-Anything-3's own torch modules (random tiny config, float32, CPU),
 through the production converter: backbone features and camera tokens, depth / confidence, rays /
-confidence, decoded cameras; with and without given cameras; with the reference-view reordering."""
+confidence, decoded cameras; with and without given cameras; with the reference-view reordering;
+cameras solved from the ray maps (use_ray_pose)."""
 
 import jax
 import jax.numpy as jnp
@@ -168,3 +169,50 @@ def test_frames_are_resized_as_da3s_input_processor(monkeypatch, hw, res):
     proc = InputProcessor()
     ref = proc._make_divisible_by_resize(proc._resize_image(Image.fromarray(frame), res, "upper_bound_resize"), 14)
     np.testing.assert_array_equal(da3_input_frame(frame, res), np.asarray(ref))
+
+
+def test_ray_pose_cameras_match_the_package_forward(tiny, monkeypatch):
+    """The package's forward with use_ray_pose=True (cameras solved from the predicted ray maps) and
+    ours (`cameras_from_rays` on our ray maps) with the same RANSAC sample table, 4 views at 42 x 70
+    px (24 x 40 ray maps), random tiny weights:
+    - end to end (the package solves in float32): w2c and K^-1 (what the solve determines: its L
+      factor) within 1e-3 relative; the random network's rays are near-degenerate (1 / fx down to
+      ~3e-6), which amplifies the float32 SVDs' error to ~3e-4;
+    - the package's solve (`get_extrinsic_from_camray`) run in float64 on its own forward's ray maps
+      (only its 3 x 3 QL step and its pixel grid stay float32: both hard-code float32) and ours on
+      the same maps: within 1e-5."""
+    import depth_anything_3.utils.ray_utils as ru
+
+    from star_jax.geometry.encoder.ray_pose import cameras_from_rays
+
+    cfg, ref, params, run = tiny
+    tables, draw = [], ru.get_params_for_ransac
+    monkeypatch.setattr(ru, "get_params_for_ransac", lambda N, dev: tables.append(draw(N, dev)) or tables[-1])
+    x = images(4, 42, 70, seed=3)  # the shapes of the first test: compiled once
+    H, W = x.shape[2:4]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        full_t = ref(torch_in(x), use_ray_pose=True)
+        head_t = ref.head(ref.backbone(torch_in(x), cam_token=None, export_feat_layers=[])[0], H, W, patch_start_idx=0)
+    out, _ = run(params, jnp.asarray(x))
+    table = tables[0][3].numpy()
+    w2c, K = cameras_from_rays(np.asarray(out.ray[0]), np.asarray(out.ray_conf[0]), (H, W), table)
+    K_t = full_t.intrinsics[0].numpy()
+    errs = {"w2c": rel(w2c, full_t.extrinsics[0].numpy()), "K^-1": rel(np.linalg.inv(K), np.linalg.inv(K_t))}
+    assert max(errs.values()) <= 1e-3, errs
+
+    ql, grid = ru.ql_decomposition, ru.unproject_depth
+    monkeypatch.setattr(ru, "ql_decomposition", lambda A: tuple(t.double() for t in ql(A.float())))
+    monkeypatch.setattr(ru, "unproject_depth", lambda d, k, **kw: grid(d.float(), k.float(), **kw).double())
+    monkeypatch.setattr(ru, "get_params_for_ransac", lambda N, dev: draw(N, dev)[:3] + (torch.from_numpy(table),))
+    ray64, conf64 = head_t["ray"].double(), head_t["ray_conf"].double()
+    ext, focal, pp = ru.get_extrinsic_from_camray(ray64, conf64, ray64.shape[-3], ray64.shape[-2])
+    c2w = ext[0, :, :3].numpy()
+    w2c64, K64 = cameras_from_rays(ray64[0].numpy(), conf64[0].numpy(), (H, W), table)
+    errs = {"R": rel(w2c64[:, :, :3], np.swapaxes(c2w[:, :, :3], 1, 2)), "centre": rel(
+        -np.einsum("sji,sj->si", w2c64[:, :, :3], w2c64[:, :, 3]), c2w[:, :, 3]),
+        "1/focal": rel(1 / focal[0].numpy(), np.stack([K64[:, 0, 0] / W * 2, K64[:, 1, 1] / H * 2], -1) ** -1),
+        "pp": rel(np.stack([K64[:, 0, 2] / W * 2, K64[:, 1, 2] / H * 2], -1), pp[0].numpy())}
+    assert max(errs.values()) <= 1e-5, errs
+    with torch.no_grad():  # the decoder's cameras differ, so matching above is not vacuous
+        assert rel(w2c, ref(torch_in(x)).extrinsics[0].numpy()) > 1e-2
