@@ -26,25 +26,10 @@ import numpy as np
 
 from star_jax.io.files import atomic_path
 from star_jax.models import taehv, vae
+from star_jax.models.random_params import numpy_random_params
 from star_jax.models.variants import vae_variant
 
 BLOCK = 3  # latent frames per block
-
-
-def _numpy_params(abstract, seed: int = 0) -> dict:
-    """Random params onto an abstract tree: kernels ~ U(+-1 / sqrt(fan_in)), biases 0, norm gains 1
-    (NumPy: XLA:CPU takes minutes to compile threefry for a whole VAE's init)."""
-    from flax.traverse_util import flatten_dict, unflatten_dict
-
-    rng = np.random.default_rng(seed)
-    out = {}
-    for path, s in flatten_dict(abstract).items():
-        if path[-1] == "kernel":
-            b = 1.0 / np.sqrt(np.prod(s.shape[:-1]))
-            out[path] = rng.uniform(-b, b, s.shape).astype(np.float32)
-        else:
-            out[path] = (np.ones if path[-1] == "gamma" else np.zeros)(s.shape, np.float32)
-    return jax.device_put(unflatten_dict(out))
 
 
 def _decoder(name: str):
@@ -59,7 +44,7 @@ def _decoder(name: str):
         counted = params["decoder"]
     else:
         m = vae.WanVAE(vae_variant(name.removeprefix("wan-")))
-        params = _numpy_params(jax.eval_shape(lambda: vae.init_vae_params(m, jax.random.PRNGKey(0), 16, 16)))
+        params = numpy_random_params(jax.eval_shape(lambda: vae.init_vae_params(m, jax.random.PRNGKey(0), 16, 16)), 0)
         start = jax.jit(lambda p, z: vae.decode_start(m, p, z))
         cont = jax.jit(lambda p, z, s: vae.decode_continue(m, p, z, s))
         chunk = functools.partial(vae.decode_chunk, m, first=False)

@@ -41,7 +41,6 @@ tiny variant, the published ones otherwise).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from typing import Any
@@ -57,6 +56,7 @@ from star_jax.io import files
 from star_jax.models.dit import WanDiT
 from star_jax.models.variants import dit_variant, vae_variant
 from star_jax.models.vae import WanVAE, init_vae_params
+from star_jax.models.random_params import numpy_random_params, seed_of
 
 
 @dataclasses.dataclass
@@ -274,29 +274,33 @@ def _models(variant: str, dtype: str):
     return dit, vae
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _init_dit(dit: WanDiT, rng):
+def _init_dit(dit: WanDiT, rng) -> dict:
+    """Random DiT params drawn with NumPy (`numpy_random_params`) on the abstract tree of `init`."""
     import flax.linen as nn
 
     cfg = dit.cfg
     x = jnp.zeros((1, cfg.frames_per_block, 4, 4, cfg.in_dim))
-    return nn.meta.unbox(dit.init(rng, x, jnp.zeros((1,)), jnp.zeros((1, 4, cfg.text_dim)))["params"])
+    abstract = jax.eval_shape(
+        lambda: nn.meta.unbox(dit.init(jax.random.PRNGKey(0), x, jnp.zeros((1,)), jnp.zeros((1, 4, cfg.text_dim)))[
+            "params"]))
+    return numpy_random_params(abstract, seed_of(rng))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _init_vae(vae: WanVAE, rng):
-    return init_vae_params(vae, rng, 16, 16)
+def _init_vae(vae: WanVAE, rng) -> dict:
+    """Random VAE params drawn with NumPy on the abstract tree of `init_vae_params`."""
+    abstract = jax.eval_shape(lambda: init_vae_params(vae, jax.random.PRNGKey(0), 16, 16))
+    return numpy_random_params(abstract, seed_of(rng))
 
 
 def random_dit_params(dit: WanDiT, rng):
-    """Random params of `dit` (its zero-initialised output head and modulation perturbed by
-    N(0, 0.02^2), so the output depends on the input)."""
+    """Random params of `dit`, every leaf perturbed by N(0, 0.02^2) on top of `numpy_random_params`
+    (so zero biases and unit gains vary too, and the output depends on every input). NumPy, not
+    `init`: compiling threefry for a whole DiT takes the CPU most of a minute."""
     k_dit, k_noise = jax.random.split(rng)
     params = _init_dit(dit, k_dit)
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(k_noise, len(leaves))
-    return jax.tree_util.tree_unflatten(tree, [p + 0.02 * jax.random.normal(k, p.shape, p.dtype)
-                                               for p, k in zip(leaves, keys)])
+    noise = seed_of(k_noise)
+    return jax.tree_util.tree_map(
+        lambda p: p + jnp.asarray(0.02 * noise.standard_normal(p.shape).astype(np.float32), p.dtype), params)
 
 
 def random_star_model(variant: str, rng, dtype: str = "float32", text: str | None = None,
