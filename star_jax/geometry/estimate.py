@@ -21,9 +21,16 @@ What it does, per source frame of the video (every frame, at the source resoluti
    edges); K is rescaled to source pixels (DA3's principal point is the image centre, pixel
    corners at integers; here pixel centres are integers).
 
-Non-finite depth from the network is set to 0 (unknown) and counted in metadata.json; non-finite
-cameras, or a frame with no valid depth, raise InputError (a damaged checkpoint): the output
-folder is staged and appears only complete.
+Cameras come from the camera decoder (the package's default), or with `ray_pose` from the ray maps
+(`encoder/ray_pose.py`, the package's `use_ray_pose`). Depth is masked (set to 0, which the warp
+reads as no depth) where it is not finite and positive, or where its confidence is below the
+threshold DA3's own point-cloud export uses (`confidence_threshold`: the 40th percentile of the
+window's confidences, at least 1.05, at most their 90th percentile); both counts are in
+metadata.json, per frame. The any-view small/base networks have no sky head, so the package's sky
+handling (which needs a `sky` map) does not apply. Non-finite cameras, a frame left with no depth,
+or a ray map with no camera in it raise InputError: the output folder is staged and appears only
+complete. A video shorter than the window is estimated in one window of all its frames
+(`views_per_window` in metadata.json says so); one frame gives monocular depth and the identity camera.
 
 Output folder: manifest.json (video, depth_dir, extrinsics, intrinsics), depth/depth_00000.npy ...
 (float32 z-depth, source resolution), extrinsics.npy (T, 4, 4) OpenCV w2c, intrinsics.npy
@@ -51,12 +58,33 @@ GEOMETRY_KIND = "estimated"
 class EstimateSettings:
     window: int = 16  # frames the network sees at once (consecutive windows share one)
     process_res: int = 504  # the network input's longer side before rounding to multiples of 14
+    ray_pose: bool = False  # cameras from the ray maps instead of the camera decoder (the package's default: False)
+    conf_thresh: float = 1.05  # depth confidence threshold before the percentile clamp (DA3's GLB export)
+    conf_percentile: float = 40.0  # ... raised to at least this percentile of the window's confidences
+    conf_ensure_percentile: float = 90.0  # ... and lowered to at most this one
 
     def __post_init__(self):
         if self.window < 2:
             raise InputError(f"--window: expected at least 2 frames (windows share one), found {self.window}")
         if self.process_res < 14:
             raise InputError(f"--process_res: expected at least 14 pixels, found {self.process_res}")
+        if not 0 <= self.conf_percentile <= self.conf_ensure_percentile <= 100:
+            raise InputError(f"--conf_percentile / --conf_ensure_percentile: expected 0 <= {self.conf_percentile} <= "
+                             f"{self.conf_ensure_percentile} <= 100")
+        if not np.isfinite(self.conf_thresh):
+            raise InputError(f"--conf_thresh: expected a finite number, found {self.conf_thresh}")
+
+
+def confidence_threshold(conf: np.ndarray, settings: EstimateSettings) -> float:
+    """The depth-confidence threshold of one window's (V, h, w) confidences, as DA3's GLB export
+    (`get_conf_thresh`, no sky mask): clamp(conf_thresh, P_conf_percentile, P_conf_ensure_percentile).
+    Depth with confidence below it is masked. Non-finite confidences are left out."""
+    c = np.asarray(conf, np.float64)
+    c = c[np.isfinite(c)]
+    if c.size == 0:
+        return float("inf")
+    lower, upper = np.percentile(c, [settings.conf_percentile, settings.conf_ensure_percentile])
+    return float(min(max(settings.conf_thresh, lower), upper))
 
 
 def processing_size(hw: tuple[int, int], process_res: int, patch: int = 14) -> tuple[int, int]:
@@ -110,7 +138,8 @@ def chain_windows(num_frames: int, windows: list[tuple[int, np.ndarray, np.ndarr
         if n and not shared:
             raise InputError(f"window starting at frame {start} shares no frame with the ones before")
         if shared:
-            ratios = np.concatenate([(depth[start + k] / d[k])[(d[k] > 0) & (depth[start + k] > 0)] for k in shared])
+            both = [(k, (d[k] > 0) & (depth[start + k] > 0)) for k in shared]  # masked depth is 0
+            ratios = np.concatenate([depth[start + k][m] / d[k][m] for k, m in both])
             if ratios.size == 0:
                 raise InputError(f"frames {[start + k for k in shared]}: no valid depth to align windows on")
             s = float(np.median(ratios))
@@ -170,22 +199,32 @@ def estimate_geometry(frames: np.ndarray, params, cfg, settings: EstimateSetting
     h, w = processing_size((H, W), settings.process_res, cfg.patch_size)
     small = np.stack([da3_input_frame(f, settings.process_res, cfg.patch_size) for f in frames])
     run = _runner(cfg)
-    windows, Ks, masked = [], np.zeros((T, 3, 3)), np.zeros(T, np.int64)
+    V = min(settings.window, T)
+    windows, Ks, thresholds = [], np.zeros((T, 3, 3)), []
+    invalid, low = np.full(T, -1, np.int64), np.full(T, -1, np.int64)  # counted once, from the window used
     for start in window_starts(T, settings.window):
-        V = min(settings.window, T)
         out = jax.device_get(run(params, jnp.asarray(small[None, start:start + V], jnp.float32)))
-        depth, w2c, K = np.asarray(out.depth[0], np.float64), np.asarray(out.w2c[0], np.float64), out.K[0]
+        depth, conf = np.array(out.depth[0], np.float64), np.asarray(out.depth_conf[0], np.float64)
+        w2c, K = _window_cameras(out, settings, (h, w), start)
+        thr = confidence_threshold(conf, settings)
+        thresholds.append(thr)
         for k in range(V):
+            f = start + k
             if not (np.all(np.isfinite(w2c[k])) and np.all(np.isfinite(K[k])) and K[k][0, 0] > 0 and K[k][1, 1] > 0):
-                raise InputError(f"source frame {start + k}: the geometry network gave non-finite or non-positive "
+                raise InputError(f"source frame {f}: the geometry network gave non-finite or non-positive "
                                  f"cameras (is the checkpoint damaged?)")
             bad = ~(np.isfinite(depth[k]) & (depth[k] > 0))
-            masked[start + k] = int(bad.sum())
             if bad.all():
-                raise InputError(f"source frame {start + k}: the geometry network gave no finite positive depth "
+                raise InputError(f"source frame {f}: the geometry network gave no finite positive depth "
                                  f"(is the checkpoint damaged?)")
-            depth[k][bad] = 0.0
-            Ks[start + k] = K[k]
+            unsure = ~bad & ~(conf[k] >= thr)
+            if (bad | unsure).all():
+                raise InputError(f"source frame {f}: no depth pixel has confidence >= {thr:.4g}, expected some "
+                                 f"(lower --conf_percentile / --conf_thresh to keep them)")
+            depth[k][bad | unsure] = 0.0
+            if invalid[f] < 0:
+                invalid[f], low[f] = int(bad.sum()), int(unsure.sum())
+                Ks[f] = K[k]
         windows.append((start, depth, np.concatenate([w2c, np.tile([[[0, 0, 0, 1.0]]], (V, 1, 1))], 1)))
         if progress is not None:
             progress(V)
@@ -197,10 +236,26 @@ def estimate_geometry(frames: np.ndarray, params, cfg, settings: EstimateSetting
     Ks[:, 1, 1] *= sy
     Ks[:, 0, 2] = Ks[:, 0, 2] * sx - 0.5
     Ks[:, 1, 2] = Ks[:, 1, 2] * sy - 0.5
-    info = {"process_hw": [h, w], "window": settings.window, "windows": len(windows),
-            "foreground_depth_divided_out": fg0, "masked_depth_pixels": masked.tolist(), "kind": GEOMETRY_KIND,
-            "network": f"depth-anything-3 {cfg.name}"}
+    info = {"process_hw": [h, w], "window": settings.window, "views_per_window": V, "windows": len(windows),
+            "foreground_depth_divided_out": fg0, "kind": GEOMETRY_KIND, "network": f"depth-anything-3 {cfg.name}",
+            "cameras": "ray_pose" if settings.ray_pose else "camera_decoder",
+            "confidence": {"thresh": settings.conf_thresh, "percentile": settings.conf_percentile,
+                           "ensure_percentile": settings.conf_ensure_percentile, "per_window": thresholds},
+            "depth_pixels_per_frame": h * w, "masked_depth_pixels": (invalid + low).tolist(),
+            "invalid_depth_pixels": invalid.tolist(), "low_confidence_pixels": low.tolist()}
     return SceneGeometry(depth.astype(np.float32), Ks.astype(np.float32), w2c.astype(np.float32), GEOMETRY_KIND), info
+
+
+def _window_cameras(out, settings: EstimateSettings, hw: tuple[int, int], start: int):
+    """(w2c (V, 3, 4), K (V, 3, 3)) of one window's network output, from the camera decoder or the rays."""
+    if not settings.ray_pose:
+        return np.asarray(out.w2c[0], np.float64), np.asarray(out.K[0], np.float64)
+    from star_jax.geometry.encoder.ray_pose import cameras_from_rays
+
+    try:  # one fixed RANSAC seed per window: the same video gives the same cameras
+        return cameras_from_rays(out.ray[0], out.ray_conf[0], hw, rng=np.random.default_rng(start))
+    except InputError as e:
+        raise InputError(f"window from source frame {start}: {e}") from None
 
 
 def load_encoder(checkpoint: str, variant: str | None = None):
@@ -253,9 +308,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--variant", default=None, help="encoder size (default: read from the checkpoint)")
     ap.add_argument("--window", type=int, default=EstimateSettings.window)
     ap.add_argument("--process_res", type=int, default=EstimateSettings.process_res)
+    ap.add_argument("--ray_pose", action="store_true",
+                    help="cameras from the predicted ray maps (DA3's use_ray_pose) instead of the camera decoder")
+    ap.add_argument("--conf_thresh", type=float, default=EstimateSettings.conf_thresh,
+                    help="depth confidence threshold, clamped to the window's percentiles below")
+    ap.add_argument("--conf_percentile", type=float, default=EstimateSettings.conf_percentile,
+                    help="the threshold is at least this percentile of the window's depth confidences")
+    ap.add_argument("--conf_ensure_percentile", type=float, default=EstimateSettings.conf_ensure_percentile,
+                    help="... and at most this one (both percentiles 0: keep all depth)")
     ap.add_argument("--debug", action="store_true", help="print the traceback of user errors too")
     a = ap.parse_args(argv)
-    settings = EstimateSettings(window=a.window, process_res=a.process_res)
+    settings = EstimateSettings(window=a.window, process_res=a.process_res, ray_pose=a.ray_pose,
+                                conf_thresh=a.conf_thresh, conf_percentile=a.conf_percentile,
+                                conf_ensure_percentile=a.conf_ensure_percentile)
     check_output_folder(a.out, OUTPUT_NAMES)
     probe = probe_video(a.video)
     params, cfg, name = load_encoder(a.checkpoint, a.variant)

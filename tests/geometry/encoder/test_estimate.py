@@ -1,6 +1,11 @@
 """`python -m star_jax.geometry.estimate`: window chaining (closed form), DA3's input sizes, the
-manifest folder navigate reads (random tiny weights), and bad inputs (another size, a damaged
-checkpoint giving NaN, an output folder holding other files): clear errors, nothing written."""
+manifest folder navigate reads (random tiny weights), confidence masking (DA3's threshold; a planted
+low-confidence region), cameras from the ray maps (known cameras through the job), and bad inputs
+(another size, a damaged checkpoint giving NaN, NaN / zero depth, a video shorter than the window, an
+output folder holding other files): clear errors or explicit masking, nothing half-written.
+
+Tests named `..._network_output_...` replace the jitted network by a stand-in returning planted
+outputs (`fake_network`), so they check the job around the network exactly."""
 
 import json
 import os
@@ -118,7 +123,11 @@ def test_writes_the_manifest_navigate_reads(tiny_checkpoint, video, tmp_path):
     assert probe.num_frames == 6
     depth = np.stack([np.load(out / "depth" / f"depth_{k:05d}.npy") for k in range(6)])
     w2c, K = np.load(out / "extrinsics.npy"), np.load(out / "intrinsics.npy")
-    assert depth.shape == (6, 48, 64) and depth.dtype == np.float32 and np.all(depth > 0)
+    assert depth.shape == (6, 48, 64) and depth.dtype == np.float32 and np.all(depth >= 0)
+    low = np.array(meta["low_confidence_pixels"])  # DA3's threshold: about 40% of each window's pixels
+    assert meta["cameras"] == "camera_decoder" and meta["depth_pixels_per_frame"] == 42 * 56
+    assert meta["invalid_depth_pixels"] == [0] * 6 and np.all(low > 0) and 0.2 < low.sum() / (6 * 42 * 56) < 0.6
+    assert 0.2 < np.mean(depth == 0) < 0.6 and meta["masked_depth_pixels"] == low.tolist()
     assert w2c.shape == (6, 4, 4) and K.shape == (6, 3, 3)
     np.testing.assert_allclose(w2c[0], np.eye(4), atol=1e-6)
     np.testing.assert_allclose(w2c[:, :3, :3] @ np.swapaxes(w2c[:, :3, :3], 1, 2), np.broadcast_to(np.eye(3), (6, 3, 3)),
@@ -214,3 +223,195 @@ def test_render_job_estimates_geometry_in_process(tiny_checkpoint, video, tmp_pa
     with pytest.raises(InputError, match="geometry_checkpoint: .*none.safetensors: no such file"):
         render.run(c, log=lambda *_: None)
     assert not (tmp_path / "out2").exists()
+
+
+def test_bad_checkpoint_sizes_write_nothing(video, tmp_path):
+    """A DA3 checkpoint of a size this port does not have (the CC BY-NC large, width 1024) is named
+    before any frame is decoded."""
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "large.safetensors"
+    save_file({"model.backbone.pretrained.cls_token": np.zeros((1, 1, 1024), np.float32)}, str(path))
+    with pytest.raises(CheckpointError, match=r"large.safetensors: a DA3 backbone of width 1024; this port has "
+                                              r"tiny \(32\), small \(384\), base \(768\)"):
+        main(["--video", video, "--checkpoint", str(path), "--out", str(tmp_path / "scene")])
+    assert not (tmp_path / "scene").exists()
+
+
+def fake_network(monkeypatch, make):
+    """Replaces the jitted network: `make(frames)` gets the window's frames (V, h, w, 3) (uint8
+    values) and returns a dict of GeometryOutput fields for one window (no batch axis)."""
+    from star_jax.geometry import estimate
+    from star_jax.geometry.encoder import GeometryOutput
+
+    def run(params, x):
+        out = {k: np.asarray(v, np.float32)[None] for k, v in make(np.asarray(x[0])).items()}
+        V = x.shape[1]
+        out.setdefault("pose_enc", np.zeros((1, V, 9), np.float32))
+        for k, shape in [("ray", (V, 8, 8, 6)), ("ray_conf", (V, 8, 8))]:
+            out.setdefault(k, np.ones((1,) + shape, np.float32))
+        return GeometryOutput(**out)
+
+    monkeypatch.setattr(estimate, "_runner", lambda cfg: run)
+
+
+def planted(frames, low_frame=None, nan_frame=None):
+    """Depth 2 + a gradient, confidence 2 (5 + 5 in the planted square of `low_frame`: conf 1.01), NaN
+    and 0 depth in two squares of `nan_frame`; identity cameras, f = 50 px, centred."""
+    V, h, w, _ = frames.shape
+    depth = 2.0 + np.linspace(0, 0.5, w)[None, None] + np.zeros((V, h, 1))
+    conf = np.full((V, h, w), 2.0)
+    for k in range(V):
+        t = int(round(frames[k, 0, 0, 0] / 10))  # the frame's number, painted into it
+        if t == low_frame:
+            conf[k, 10:20, 20:30] = 1.01
+        if t == nan_frame:
+            depth[k, 0:5, 0:6] = np.nan
+            depth[k, 30:32, 40:45] = 0.0
+    w2c = np.tile(np.eye(4)[:3], (V, 1, 1))
+    K = np.tile(np.array([[50.0, 0, w / 2], [0, 50.0, h / 2], [0, 0, 1]]), (V, 1, 1))
+    return {"depth": depth, "depth_conf": conf, "w2c": w2c, "K": K}
+
+
+def numbered_frames(T, h=42, w=56):
+    """(T, h, w, 3) uint8, frame t filled with 10 t (constant frames survive DA3's resize exactly)."""
+    return np.stack([np.full((h, w, 3), 10 * t, np.uint8) for t in range(T)])
+
+
+def test_low_confidence_and_nan_network_output_is_masked_and_counted(monkeypatch):
+    """Depth under DA3's confidence threshold (here 2: the 40th percentile, above 1.05) is 0 exactly
+    in the planted square and nowhere else; NaN and zero depth are 0 and counted apart; the shared
+    frame is counted once, from the window its depth comes from."""
+    from star_jax.geometry.estimate import EstimateSettings, estimate_geometry
+
+    fake_network(monkeypatch, lambda x: planted(x, low_frame=2, nan_frame=4))
+    geometry, info = estimate_geometry(numbered_frames(6), {}, encoder_variant("tiny"),
+                                       EstimateSettings(window=4, process_res=56))
+    assert info["confidence"]["per_window"] == [2.0, 2.0] and info["process_hw"] == [42, 56]
+    assert info["low_confidence_pixels"] == [0, 0, 100, 0, 0, 0]
+    assert info["invalid_depth_pixels"] == [0, 0, 0, 0, 40, 0]
+    assert info["masked_depth_pixels"] == [0, 0, 100, 0, 40, 0]
+    zero = geometry.depth == 0
+    assert zero[2, 10:20, 20:30].all() and zero[2].sum() == 100
+    assert zero[4, 0:5, 0:6].all() and zero[4, 30:32, 40:45].all() and zero[4].sum() == 40
+    assert zero.sum() == 140 and np.all(np.isfinite(geometry.depth))
+    kept, _ = estimate_geometry(numbered_frames(6), {}, encoder_variant("tiny"),  # both percentiles 0: keep all
+                                EstimateSettings(window=4, process_res=56, conf_percentile=0, conf_ensure_percentile=0))
+    assert (kept.depth == 0).sum() == 40
+
+
+def test_network_output_with_no_usable_depth_is_refused(monkeypatch, tmp_path):
+    """A frame left without depth (all below the threshold, or all NaN) is an error naming the
+    frame; through the command nothing is written."""
+    from star_jax.geometry.estimate import EstimateSettings, estimate_geometry
+
+    def all_low(x):
+        out = planted(x)
+        out["depth_conf"][1] = 1.01  # frame 1: every pixel under 2, the window's 40th percentile
+        return out
+
+    fake_network(monkeypatch, all_low)
+    with pytest.raises(InputError, match=r"source frame 1: no depth pixel has confidence >= 2, expected some"):
+        estimate_geometry(numbered_frames(3), {}, encoder_variant("tiny"), EstimateSettings(window=4, process_res=56))
+
+    def all_nan(x):
+        out = planted(x)
+        out["depth"][2] = np.nan
+        return out
+
+    fake_network(monkeypatch, all_nan)
+    with pytest.raises(InputError, match=r"source frame 2: the geometry network gave no finite positive depth"):
+        estimate_geometry(numbered_frames(3), {}, encoder_variant("tiny"), EstimateSettings(window=4, process_res=56))
+    with pytest.raises(InputError, match=r"expected frames \(T >= 1, H, W, 3\), found \(0, 42, 56, 3\)"):
+        estimate_geometry(np.zeros((0, 42, 56, 3), np.uint8), {}, encoder_variant("tiny"), EstimateSettings())
+    with pytest.raises(InputError, match=r"--conf_percentile / --conf_ensure_percentile: expected 0 <= 95"):
+        EstimateSettings(conf_percentile=95)
+
+
+def test_video_shorter_than_the_window_is_one_window(monkeypatch, tiny_checkpoint, tmp_path):
+    """3 frames and --window 16: one window of the 3 frames, said in metadata.json; one frame:
+    monocular depth and the identity camera."""
+    from star_jax.geometry.estimate import EstimateSettings, estimate_geometry
+    from star_jax.io.files import write_mp4
+
+    seen = []
+    fake_network(monkeypatch, lambda x: seen.append(len(x)) or planted(x))
+    video = str(tmp_path / "short.mp4")
+    write_mp4(video, numbered_frames(3, 48, 64), fps=15)
+    meta = main(["--video", video, "--checkpoint", str(tiny_checkpoint / "model.safetensors"), "--out",
+                 str(tmp_path / "scene"), "--process_res", "56"])
+    assert seen == [3] and meta["window"] == 16 and meta["views_per_window"] == 3 and meta["windows"] == 1
+    assert json.load(open(tmp_path / "scene" / "metadata.json"))["views_per_window"] == 3
+    geometry, info = estimate_geometry(numbered_frames(1), {}, encoder_variant("tiny"), EstimateSettings())
+    assert info["views_per_window"] == 1 and geometry.depth.shape == (1, 42, 56)
+    np.testing.assert_allclose(geometry.w2c[0], np.eye(4), atol=1e-7)
+
+
+def test_ray_pose_network_output_gives_the_known_cameras(monkeypatch):
+    """--ray_pose: ray maps cast by known cameras (one world frame, depth 2 everywhere) through the
+    job: the cameras written are the known ones re-based to frame 0 and divided by the foreground
+    depth 2, K the known focal lengths in source pixels with the centred principal point."""
+    from star_jax.geometry.estimate import EstimateSettings, estimate_geometry
+    from star_jax.geometry.encoder.ray_pose import ray_grid
+    from tests.geometry.encoder.test_ray_pose import random_rotation
+
+    rng = np.random.default_rng(2)
+    T = 5
+    R = np.stack([random_rotation(rng) for _ in range(T)])
+    c, f = rng.normal(size=(T, 3)), rng.uniform(0.8, 1.4, size=(T, 2))
+
+    def cast(x):
+        V, h, w, _ = x.shape
+        out = planted(x)
+        out["depth"] = np.full((V, h, w), 2.0)
+        g = ray_grid(8 * h // 14, 8 * w // 14)
+        rays = []
+        for k in range(V):
+            t = int(round(x[k, 0, 0, 0] / 10))
+            d = np.concatenate([g / f[t], np.ones(g.shape[:2] + (1,))], -1) @ R[t].T
+            rays.append(np.concatenate([d, np.broadcast_to(c[t], d.shape)], -1))
+        out["ray"] = np.stack(rays)
+        out["ray_conf"] = 1 + rng.uniform(size=out["ray"].shape[:-1])
+        out["w2c"] = np.full((V, 3, 4), np.nan)  # the decoder's cameras must not be read
+        return out
+
+    fake_network(monkeypatch, cast)
+    geometry, info = estimate_geometry(numbered_frames(T), {}, encoder_variant("tiny"),
+                                       EstimateSettings(window=3, process_res=56, ray_pose=True))
+    assert info["cameras"] == "ray_pose" and info["windows"] == 2
+    w2c = np.tile(np.eye(4), (T, 1, 1))
+    w2c[:, :3, :3] = np.swapaxes(R, 1, 2)
+    w2c[:, :3, 3] = -np.einsum("tji,tj->ti", R, c)
+    want = w2c @ np.linalg.inv(w2c[0])
+    want[:, :3, 3] /= 2.0
+    np.testing.assert_allclose(geometry.w2c, want, atol=2e-6)
+    np.testing.assert_allclose(geometry.K[:, 0, 0], f[:, 0] * 56 / 2, rtol=1e-5)
+    np.testing.assert_allclose(geometry.K[:, 1, 1], f[:, 1] * 42 / 2, rtol=1e-5)
+    np.testing.assert_allclose(geometry.K[:, :2, 2], np.broadcast_to([27.5, 20.5], (T, 2)), atol=1e-5)
+
+
+def test_confidence_threshold_is_the_packages():
+    """`confidence_threshold` against depth-anything-3's own `get_conf_thresh` (utils/export/glb.py,
+    compiled alone from the package's source: its module imports trimesh and moviepy, not installed
+    here) at the package's inference defaults (conf_thresh 1.05, percentiles 40 and 90), and at
+    settings where each clamp decides."""
+    pytest.importorskip("depth_anything_3")
+    import ast
+    import types
+
+    import depth_anything_3
+
+    from star_jax.geometry.estimate import EstimateSettings, confidence_threshold
+
+    source = open(os.path.join(list(depth_anything_3.__path__)[0], "utils", "export", "glb.py")).read()
+    (fn,) = [n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "get_conf_thresh"]
+    scope = {"np": np, "Prediction": object}
+    exec(compile(ast.Module([fn], []), "glb.py", "exec"), scope)
+    rng = np.random.default_rng(0)
+    conf = 1.0 + rng.exponential(0.3, size=(4, 12, 16))
+    for settings in [EstimateSettings(), EstimateSettings(conf_thresh=1.0), EstimateSettings(conf_thresh=5.0),
+                     EstimateSettings(conf_percentile=10, conf_ensure_percentile=50)]:
+        want = scope["get_conf_thresh"](types.SimpleNamespace(conf=conf), None, settings.conf_thresh,
+                                        settings.conf_percentile, settings.conf_ensure_percentile)
+        assert confidence_threshold(conf, settings) == pytest.approx(want, rel=1e-12)
+    assert confidence_threshold(conf, EstimateSettings(conf_thresh=5.0)) == pytest.approx(np.percentile(conf, 90))
