@@ -13,9 +13,10 @@ so the script runs before every network is trained):
                 (default 1000, 750, 500, 250 through the shift-`--student_shift` table)
     teacher_c   T_c, the conditional teacher (trained on the flat-shaded worlds): bidirectional,
                 `sample_teacher`, Euler `--teacher_steps` steps, its training shift, text CFG as the
-                distillation used it (`--guidance`, default the DMD / JDMD run's config.distill)
+                distillation used it (`--cfg_scale`, v_u + s (v_c - v_u); default the DMD / JDMD
+                run's config.distill.cfg_scale, an older run's guidance g read as g + 1)
     teacher_m   T_m, the real-appearance teacher (trained on the textured worlds), same sampler,
-                its CFG `--real_guidance` (default the run's config.distill.real_guidance)
+                its CFG `--real_cfg_scale` (default the run's config.distill.real_cfg_scale)
     teacher_m_free   T_m with the render dropped (zeros, an all-hole mask): what JDMD's second
                 direction pulls toward (a diagnostic)
     render      the warped source alone (render_rgb, holes black: what every generator is given)
@@ -117,15 +118,18 @@ def _abstract_params(cfg, frames: int, latent_hw, text_len: int):
     return jax.eval_shape(_init(cfg, frames, latent_hw, text_len), jax.random.PRNGKey(0))
 
 
-def distill_guidance(paths) -> tuple[float | None, float | None]:
-    """(guidance, real_guidance) of the first distillation workdir among `paths` (its run.json's
-    config.distill, the DMD convention x_c + g (x_c - x_u)), or (None, None)."""
+def distill_cfg_scales(paths) -> tuple[float | None, float | None]:
+    """(cfg_scale, real_cfg_scale) of the first distillation workdir among `paths` (its run.json's
+    config.distill, `train.distill.recorded_cfg_scales`: an older run's guidance converted), or
+    (None, None)."""
+    from star_jax.train.distill import recorded_cfg_scales
+
     for path in paths:
         run = os.path.join(path, "run.json") if path else ""
         if run and os.path.exists(run):
             d = read_json(run)["config"].get("distill")
-            if isinstance(d, dict) and "guidance" in d:
-                return float(d["guidance"]), float(d.get("real_guidance", 0.0))
+            if isinstance(d, dict):
+                return recorded_cfg_scales(d)
     return None, None
 
 
@@ -172,7 +176,7 @@ def student_sampler(cfg, steps: tuple, shift: float):
 
 
 @functools.lru_cache(maxsize=None)
-def teacher_sampler(dit, shift: float, steps: int, guidance: float, drop_render: bool = False,
+def teacher_sampler(dit, shift: float, steps: int, cfg_scale: float, drop_render: bool = False,
                     mask_hole: float = -1.0):
     """-> jitted fn(params, ref, render, mask, text, rng) -> latents: Euler + CFG (`sample_teacher`);
     `drop_render`: the render zeroed and the mask all holes, as render dropout trains it."""
@@ -182,7 +186,7 @@ def teacher_sampler(dit, shift: float, steps: int, guidance: float, drop_render:
         if drop_render:
             render, mask = jnp.zeros_like(render), jnp.full_like(mask, mask_hole)
         return sample_teacher(dit, params, StarConditions(ref, render, mask), text, rng, num_steps=steps,
-                              shift=shift, guidance=guidance)
+                              shift=shift, cfg_scale=cfg_scale)
 
     return jax.jit(sample)
 
@@ -297,14 +301,22 @@ def main(argv=None) -> int:
     p.add_argument("--student_steps", default="1000,750,500,250", help="the students' timesteps, before warping")
     p.add_argument("--student_shift", type=float, default=5.0)
     p.add_argument("--teacher_steps", type=int, default=48)
-    p.add_argument("--guidance", type=float, default=None,
-                   help="T_c's CFG g as distillation uses it, x_c + g (x_c - x_u) (= sample_teacher's weight 1 + g); "
-                        "default: the DMD / JDMD run's config.distill.guidance, else 3")
-    p.add_argument("--real_guidance", type=float, default=None,
-                   help="T_m's CFG g, the same convention (default: the run's config.distill.real_guidance, else 0)")
+    p.add_argument("--cfg_scale", type=float, default=None,
+                   help="T_c's classifier-free guidance on the text, v_u + s (v_c - v_u), as distillation uses it; "
+                        "default: the DMD / JDMD run's config.distill.cfg_scale, else 4")
+    p.add_argument("--real_cfg_scale", type=float, default=None,
+                   help="T_m's CFG scale, the same convention (default: the run's config.distill.real_cfg_scale, "
+                        "else 1: none)")
+    for old in ("guidance", "real_guidance"):  # the older x_c + g (x_c - x_u) flags: refused, naming the new ones
+        p.add_argument(f"--{old}", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=2, help="timed calls per generator (after the evaluation's)")
     p.add_argument("--out", default="", help="results file (default benchmarks/results/student_quality.md)")
     a = p.parse_args(argv)
+    from star_jax.diffusion.guidance import check_cfg_scale, renamed_guidance
+
+    for old, new in (("guidance", "cfg_scale"), ("real_guidance", "real_cfg_scale")):
+        if getattr(a, old) is not None:
+            raise InputError(renamed_guidance(f"--{old}", f"--{new}"))
     from star_jax.inference.conditions import get_conditioning
     from star_jax.train import records
 
@@ -316,10 +328,10 @@ def main(argv=None) -> int:
     text_len = info.features["text"][0][0]
     steps = tuple(int(s) for s in a.student_steps.split(","))
 
-    g_c, g_m = distill_guidance([a.jdmd, a.dmd])
-    g_c = a.guidance if a.guidance is not None else (3.0 if g_c is None else g_c)
-    g_m = a.real_guidance if a.real_guidance is not None else (0.0 if g_m is None else g_m)
-    weights = {"teacher_c": 1.0 + g_c, "teacher_m": 1.0 + g_m}  # sample_teacher's v_u + w (v_c - v_u)
+    s_c, s_m = distill_cfg_scales([a.jdmd, a.dmd])
+    s_c = a.cfg_scale if a.cfg_scale is not None else (4.0 if s_c is None else s_c)
+    s_m = a.real_cfg_scale if a.real_cfg_scale is not None else (1.0 if s_m is None else s_m)
+    scales = {"teacher_c": check_cfg_scale(s_c, "--cfg_scale"), "teacher_m": check_cfg_scale(s_m, "--real_cfg_scale")}
     generators, missing, facts = {}, {}, []
     absent = lambda path: "not given" if not path else f"{path} does not exist"  # noqa: E731
     teachers = {}
@@ -327,15 +339,15 @@ def main(argv=None) -> int:
         path = getattr(a, name)
         if path and os.path.exists(path):
             t = teachers[name] = load_teacher(path)
-            generators[name] = (teacher_sampler(t["dit"], t["shift"], a.teacher_steps, weights[name]), t["params"])
+            generators[name] = (teacher_sampler(t["dit"], t["shift"], a.teacher_steps, scales[name]), t["params"])
             facts.append(f"{name}: {path}, step {t['facts'].get('step')}, {t['facts'].get('params')} params, "
-                         f"Euler {a.teacher_steps} steps, shift {t['shift']:g}, CFG x_c + g (x_c - x_u) with g = "
-                         f"{weights[name] - 1:g} (as distillation uses it)")
+                         f"Euler {a.teacher_steps} steps, shift {t['shift']:g}, CFG v_u + s (v_c - v_u) with s = "
+                         f"{scales[name]:g} (as distillation uses it)")
         else:
             missing[name] = absent(path)
     if "teacher_m" in teachers:
         t = teachers["teacher_m"]
-        generators["teacher_m_free"] = (teacher_sampler(t["dit"], t["shift"], a.teacher_steps, weights["teacher_m"],
+        generators["teacher_m_free"] = (teacher_sampler(t["dit"], t["shift"], a.teacher_steps, scales["teacher_m"],
                                                         True, conv.mask_hole), t["params"])
     else:
         missing["teacher_m_free"] = missing["teacher_m"]

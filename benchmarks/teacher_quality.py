@@ -1,14 +1,15 @@
 """Novel-view quality of a trained STAR teacher on a latent dataset's test split.
 
     python -m benchmarks.teacher_quality --data /work/data/latents_worlds_tiny \
-        --vae /work/runs/vae_tiny_export --teacher /work/runs/teacher_tiny [--steps 20 --guidance 1.0 --num 32]
+        --vae /work/runs/vae_tiny_export --teacher /work/runs/teacher_tiny [--steps 20 --cfg_scale 1.0 --num 32]
 
 For each of the first `num` test clips, five target videos are compared with the true target
 (target_rgb, from the latent dataset or, matched by example_id, from the pixel dataset --pixels):
   (a) render     the warped source alone (render_rgb, holes as they are: what the DiT is given);
   (b) untrained  the teacher network at its random initialisation (the run's seed), same sampler;
   (c) trained    the trained teacher (EMA params when the run kept them): Euler, `steps` steps,
-                 the run's timestep shift, classifier-free guidance `guidance` (1: none);
+                 the run's timestep shift, classifier-free guidance on the text `cfg_scale`
+                 (v_u + s (v_c - v_u), star_jax.diffusion.guidance; 1: none);
   (d) VAE recon  the dataset's target latents decoded (the VAE's ceiling for (b) and (c));
   (e) diagnostic the render latents decoded: what the teacher is given, through the VAE (a teacher
                  that only copied its render where the mask is valid would match (e) there).
@@ -121,7 +122,7 @@ def _stack(examples, key):
     return np.stack([np.asarray(e[key]) for e in examples])
 
 
-def evaluate(latents, pixels, vae, vae_params, teacher, num: int, steps: int, guidance: float, seed: int = 0,
+def evaluate(latents, pixels, vae, vae_params, teacher, num: int, steps: int, cfg_scale: float, seed: int = 0,
              batch: int = 4) -> tuple[dict, int]:
     """-> ({method: {metric/region: mean over clips}}, clips evaluated)."""
     num = min(num, len(latents))
@@ -135,7 +136,7 @@ def evaluate(latents, pixels, vae, vae_params, teacher, num: int, steps: int, gu
     @jax.jit
     def sample(params, ref, render, mask, text, rng):
         cond = conditions_from_batch({"ref": ref, "render": render, "mask": mask})
-        return sample_teacher(dit, params, cond, text, rng, num_steps=steps, shift=shift, guidance=guidance)
+        return sample_teacher(dit, params, cond, text, rng, num_steps=steps, shift=shift, cfg_scale=cfg_scale)
 
     to_pixels = lambda z: to_unit(decode(vae, vae_params, denormalize_latents(jnp.asarray(z), vae.cfg)))
     per = {m: [] for m in METHODS}
@@ -214,16 +215,21 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", required=True, help="teacher training workdir or export folder")
     p.add_argument("--split", default="test")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--cfg_scale", type=float, default=1.0,
+                   help="classifier-free guidance on the text, v_u + cfg_scale (v_c - v_u) (1: none)")
+    p.add_argument("--guidance", type=float, default=None, help=argparse.SUPPRESS)  # renamed --cfg_scale
     p.add_argument("--num", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--out", default="", help="results file (default benchmarks/results/teacher_quality_<dataset>.md)")
     a = p.parse_args(argv)
+    if a.guidance is not None:
+        raise InputError(f"--guidance: renamed --cfg_scale, the same value (sample_teacher always used v_u + s (v_c - "
+                         f"v_u)): use --cfg_scale {a.guidance:g}")
     t0 = time.perf_counter()
     info, latents, pixels, pixels_dir, (vae, vae_params, _) = open_eval_data(a.data, a.pixels, a.split, a.vae)
     teacher = load_teacher(a.teacher)
-    means, n = evaluate(latents, pixels, vae, vae_params, teacher, a.num, a.steps, a.guidance, a.seed, a.batch)
+    means, n = evaluate(latents, pixels, vae, vae_params, teacher, a.num, a.steps, a.cfg_scale, a.seed, a.batch)
     name = info.name.removeprefix("star_latents_")
     f = teacher["facts"]
     wall = f.get("train_wall_s")
@@ -233,7 +239,7 @@ def main(argv=None) -> int:
              f"teacher: {a.teacher}, step {f.get('step')}, {f.get('params')} params; training wall time "
              + (f"{wall / 60:.1f} min (sum of step times in metrics.jsonl)" if wall else "unknown")
              + (f"; warm-started from {init_from}" if init_from else "; trained from scratch"),
-             f"sampler: Euler, {a.steps} steps, timestep shift {teacher['shift']:g}, guidance {a.guidance:g}, "
+             f"sampler: Euler, {a.steps} steps, timestep shift {teacher['shift']:g}, CFG scale {a.cfg_scale:g}, "
              f"seed {a.seed}; untrained = the same network at its random initialisation (the run's seed), same noise",
              f"VAE: {a.vae}; metrics: PSNR (dB) / SSIM (11x11 Gaussian, RGB) per clip, averaged over clips; "
              f"rendered = render_valid, holes = its complement",

@@ -124,3 +124,18 @@ def test_help_prints(capsys):
     with pytest.raises(SystemExit) as e:
         sq.main(["--help"])
     assert e.value.code == 0 and "--flat_pixels" in capsys.readouterr().out
+
+
+def test_cfg_scales_follow_the_distillation_run(tmp_path):
+    """T_c / T_m are sampled with the CFG scales (v_u + s (v_c - v_u)) the distillation run recorded;
+    an older run's x_c + g (x_c - x_u) guidance is read as g + 1; the old flags are refused by name."""
+    runs = {"old": {"guidance": 3.0, "real_guidance": 0.5}, "new": {"cfg_scale": 2.5}, "teacher": None}
+    for name, distill in runs.items():
+        os.makedirs(tmp_path / name)
+        (tmp_path / name / "run.json").write_text(json.dumps({"config": {"distill": distill} if distill else {}}))
+    assert sq.distill_cfg_scales([str(tmp_path / "old")]) == (4.0, 1.5)
+    assert sq.distill_cfg_scales(["", str(tmp_path / "no_such_run"), str(tmp_path / "new")]) == (2.5, 1.0)
+    assert sq.distill_cfg_scales([str(tmp_path / "teacher"), ""]) == (None, None)
+    for old, new in (("--guidance", "--cfg_scale"), ("--real_guidance", "--real_cfg_scale")):
+        with pytest.raises(InputError, match=f"^{old}: renamed {new}, .* {new} = {old} \\+ 1"):
+            sq.main(["--data", "nowhere", "--vae", "nowhere", old, "3"])

@@ -73,3 +73,8 @@ def test_clip_metrics_are_the_ground_truth_metrics():
         assert got[f"ssim/{region}"] == pytest.approx(ssim(pred, target, mask), abs=1e-9)
     full = teacher_quality.clip_metrics(pred, target, np.ones_like(valid))  # no holes: NaN, left out of the mean
     assert np.isnan(full["psnr/holes"]) and np.isnan(full["ssim/holes"]) and full["psnr/all"] == got["psnr/all"]
+
+
+def test_the_old_guidance_flag_is_refused_by_name():
+    with pytest.raises(InputError, match=r"^--guidance: renamed --cfg_scale, the same value .* use --cfg_scale 2$"):
+        teacher_quality.main(["--data", "nowhere", "--vae", "nowhere", "--teacher", "nowhere", "--guidance", "2"])
