@@ -80,14 +80,15 @@ def ql_decomposition(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _ransac(src, dst, weight, table, rng, view):
     """One view: src (N, 2), dst (N, 2), weight (N,) -> the refitted homography (3, 3)."""
-    N = len(src)
     order = np.argsort(-weight, kind="stable")
     picks = order[table]  # (N_ITER, SAMPLE_SIZE) ray indices: positions among the most confident
     H = fit_homography(src[picks], dst[picks], weight[picks])  # (N_ITER, 3, 3)
-    src_h = np.concatenate([src, np.ones((N, 1))], -1)
+    x, y = src[None, :, 0], src[None, :, 1]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        proj = np.einsum("kij,nj->kni", H, src_h)
-        err = np.linalg.norm(proj[..., :2] / proj[..., 2:] - dst[None], axis=-1)  # (N_ITER, N)
+        pz = H[:, 2, :1] * x + H[:, 2, 1:2] * y + H[:, 2, 2:]  # (N_ITER, N)
+        du = (H[:, 0, :1] * x + H[:, 0, 1:2] * y + H[:, 0, 2:]) / pz - dst[None, :, 0]
+        dv = (H[:, 1, :1] * x + H[:, 1, 1:2] * y + H[:, 1, 2:]) / pz - dst[None, :, 1]
+        err = np.sqrt(du * du + dv * dv)
     inlier = err < REPROJ_THRESHOLD
     best = inlier[int(np.argmax((inlier * weight[None]).sum(-1)))]
     idx = np.flatnonzero(best)

@@ -98,7 +98,8 @@ def test_matches_the_package_on_the_same_samples(monkeypatch):
         ray, conf = ray.astype(np.float32), conf.astype(np.float32)
         torch.manual_seed(seed)
         monkeypatch.setattr(ru, "get_params_for_ransac", grab)
-        ref = [t[0].numpy() for t in ru.camray_to_caminfo(torch.from_numpy(ray[None]), torch.from_numpy(conf[None].copy()))]
+        ref = ru.camray_to_caminfo(torch.from_numpy(ray[None]), torch.from_numpy(conf[None].copy()))
+        ref = [t[0].numpy() for t in ref]
         got = rays_to_camera_params(ray, conf, tables[-1])
         for name, a, b in zip(("R", "centre", "focal", "pp"), got, ref):
             assert np.abs(a - b).max() <= 1e-4 * max(1.0, np.abs(b).max()), (pp, name, a, b)
