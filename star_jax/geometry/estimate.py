@@ -24,9 +24,9 @@ What it does, per source frame of the video (every frame, at the source resoluti
 Cameras come from the camera decoder (the package's default), or with `ray_pose` from the ray maps
 (`encoder/ray_pose.py`, the package's `use_ray_pose`). Depth is masked (set to 0, which the warp
 reads as no depth) where it is not finite and positive, or where its confidence is below the
-threshold DA3's own point-cloud export uses (`confidence_threshold`: the 40th percentile of the
-window's confidences, at least 1.05, at most their 90th percentile); both counts are in
-metadata.json, per frame. The any-view small/base networks have no sky head, so the package's sky
+threshold DA3's own point-cloud export uses (`confidence_threshold`: the larger of 1.05 and the
+40th percentile of the window's confidences, capped at their 90th percentile: about 40% of the
+pixels); both counts are in metadata.json, per frame. The any-view small/base networks have no sky head, so the package's sky
 handling (which needs a `sky` map) does not apply. Non-finite cameras, a frame left with no depth,
 or a ray map with no camera in it raise InputError: the output folder is staged and appears only
 complete. A video shorter than the window is estimated in one window of all its frames
@@ -34,7 +34,8 @@ complete. A video shorter than the window is estimated in one window of all its 
 
 Output folder: manifest.json (video, depth_dir, extrinsics, intrinsics), depth/depth_00000.npy ...
 (float32 z-depth, source resolution), extrinsics.npy (T, 4, 4) OpenCV w2c, intrinsics.npy
-(T, 3, 3), metadata.json (checkpoint, variant, settings, scale, masked-depth counts, timing).
+(T, 3, 3), metadata.json (checkpoint, variant, settings, where the cameras came from, scale, the
+confidence thresholds, masked-depth counts per frame, timing).
 """
 
 from __future__ import annotations
