@@ -63,6 +63,9 @@ class EstimateSettings:
     conf_thresh: float = 1.05  # depth confidence threshold before the percentile clamp (DA3's GLB export)
     conf_percentile: float = 40.0  # ... raised to at least this percentile of the window's confidences
     conf_ensure_percentile: float = 90.0  # ... and lowered to at most this one
+    # mask depth under that threshold (DA3's rule for its point-cloud export, which always drops >= 40 % of a
+    # window); off by default: every finite positive depth conditions the warp, the counts are recorded either way
+    confidence_mask: bool = False
 
     def __post_init__(self):
         if self.window < 2:
@@ -219,10 +222,11 @@ def estimate_geometry(frames: np.ndarray, params, cfg, settings: EstimateSetting
                 raise InputError(f"source frame {f}: the geometry network gave no finite positive depth "
                                  f"(is the checkpoint damaged?)")
             unsure = ~bad & ~(conf[k] >= thr)
-            if (bad | unsure).all():
+            drop = (bad | unsure) if settings.confidence_mask else bad
+            if drop.all():
                 raise InputError(f"source frame {f}: no depth pixel has confidence >= {thr:.4g}, expected some "
                                  f"(lower --conf_percentile / --conf_thresh to keep them)")
-            depth[k][bad | unsure] = 0.0
+            depth[k][drop] = 0.0
             if invalid[f] < 0:
                 invalid[f], low[f] = int(bad.sum()), int(unsure.sum())
                 Ks[f] = K[k]
@@ -240,9 +244,10 @@ def estimate_geometry(frames: np.ndarray, params, cfg, settings: EstimateSetting
     info = {"process_hw": [h, w], "window": settings.window, "views_per_window": V, "windows": len(windows),
             "foreground_depth_divided_out": fg0, "kind": GEOMETRY_KIND, "network": f"depth-anything-3 {cfg.name}",
             "cameras": "ray_pose" if settings.ray_pose else "camera_decoder",
-            "confidence": {"thresh": settings.conf_thresh, "percentile": settings.conf_percentile,
+            "confidence": {"masked": settings.confidence_mask, "thresh": settings.conf_thresh,
+                           "percentile": settings.conf_percentile,
                            "ensure_percentile": settings.conf_ensure_percentile, "per_window": thresholds},
-            "depth_pixels_per_frame": h * w, "masked_depth_pixels": (invalid + low).tolist(),
+            "depth_pixels_per_frame": h * w, "masked_depth_pixels": (invalid + (low if settings.confidence_mask else 0)).tolist(),
             "invalid_depth_pixels": invalid.tolist(), "low_confidence_pixels": low.tolist()}
     return SceneGeometry(depth.astype(np.float32), Ks.astype(np.float32), w2c.astype(np.float32), GEOMETRY_KIND), info
 
@@ -316,12 +321,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--conf_percentile", type=float, default=EstimateSettings.conf_percentile,
                     help="the threshold is at least this percentile of the window's depth confidences")
     ap.add_argument("--conf_ensure_percentile", type=float, default=EstimateSettings.conf_ensure_percentile,
-                    help="... and at most this one (both percentiles 0: keep all depth)")
+                    help="... and at most this one")
+    ap.add_argument("--confidence_mask", action="store_true",
+                    help="mask depth under the confidence threshold (DA3's point-cloud rule; default: keep all depth)")
     ap.add_argument("--debug", action="store_true", help="print the traceback of user errors too")
     a = ap.parse_args(argv)
     settings = EstimateSettings(window=a.window, process_res=a.process_res, ray_pose=a.ray_pose,
                                 conf_thresh=a.conf_thresh, conf_percentile=a.conf_percentile,
-                                conf_ensure_percentile=a.conf_ensure_percentile)
+                                conf_ensure_percentile=a.conf_ensure_percentile, confidence_mask=a.confidence_mask)
     check_output_folder(a.out, OUTPUT_NAMES)
     probe = probe_video(a.video)
     params, cfg, name = load_encoder(a.checkpoint, a.variant)

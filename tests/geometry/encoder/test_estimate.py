@@ -127,7 +127,8 @@ def test_writes_the_manifest_navigate_reads(tiny_checkpoint, video, tmp_path):
     low = np.array(meta["low_confidence_pixels"])  # DA3's threshold: about 40% of each window's pixels
     assert meta["cameras"] == "camera_decoder" and meta["depth_pixels_per_frame"] == 42 * 56
     assert meta["invalid_depth_pixels"] == [0] * 6 and np.all(low > 0) and 0.2 < low.sum() / (6 * 42 * 56) < 0.6
-    assert 0.2 < np.mean(depth == 0) < 0.6 and meta["masked_depth_pixels"] == low.tolist()
+    # counted, not masked by default: every finite positive depth conditions the warp
+    assert not meta["confidence"]["masked"] and np.all(depth > 0) and meta["masked_depth_pixels"] == [0] * 6
     assert w2c.shape == (6, 4, 4) and K.shape == (6, 3, 3)
     np.testing.assert_allclose(w2c[0], np.eye(4), atol=1e-6)
     np.testing.assert_allclose(w2c[:, :3, :3] @ np.swapaxes(w2c[:, :3, :3], 1, 2), np.broadcast_to(np.eye(3), (6, 3, 3)),
@@ -286,7 +287,7 @@ def test_low_confidence_and_nan_network_output_is_masked_and_counted(monkeypatch
 
     fake_network(monkeypatch, lambda x: planted(x, low_frame=2, nan_frame=4))
     geometry, info = estimate_geometry(numbered_frames(6), {}, encoder_variant("tiny"),
-                                       EstimateSettings(window=4, process_res=56))
+                                       EstimateSettings(window=4, process_res=56, confidence_mask=True))
     assert info["confidence"]["per_window"] == [2.0, 2.0] and info["process_hw"] == [42, 56]
     assert info["low_confidence_pixels"] == [0, 0, 100, 0, 0, 0]
     assert info["invalid_depth_pixels"] == [0, 0, 0, 0, 40, 0]
@@ -296,8 +297,13 @@ def test_low_confidence_and_nan_network_output_is_masked_and_counted(monkeypatch
     assert zero[4, 0:5, 0:6].all() and zero[4, 30:32, 40:45].all() and zero[4].sum() == 40
     assert zero.sum() == 140 and np.all(np.isfinite(geometry.depth))
     kept, _ = estimate_geometry(numbered_frames(6), {}, encoder_variant("tiny"),  # both percentiles 0: keep all
-                                EstimateSettings(window=4, process_res=56, conf_percentile=0, conf_ensure_percentile=0))
+                                EstimateSettings(window=4, process_res=56, conf_percentile=0, conf_ensure_percentile=0,
+                                                 confidence_mask=True))
     assert (kept.depth == 0).sum() == 40
+    unmasked, info = estimate_geometry(numbered_frames(6), {}, encoder_variant("tiny"),  # the default: counted only
+                                       EstimateSettings(window=4, process_res=56))
+    assert (unmasked.depth == 0).sum() == 40 and info["low_confidence_pixels"] == [0, 0, 100, 0, 0, 0]
+    assert info["masked_depth_pixels"] == [0, 0, 0, 0, 40, 0]
 
 
 def test_network_output_with_no_usable_depth_is_refused(monkeypatch, tmp_path):
@@ -312,7 +318,8 @@ def test_network_output_with_no_usable_depth_is_refused(monkeypatch, tmp_path):
 
     fake_network(monkeypatch, all_low)
     with pytest.raises(InputError, match=r"source frame 1: no depth pixel has confidence >= 2, expected some"):
-        estimate_geometry(numbered_frames(3), {}, encoder_variant("tiny"), EstimateSettings(window=4, process_res=56))
+        estimate_geometry(numbered_frames(3), {}, encoder_variant("tiny"),
+                          EstimateSettings(window=4, process_res=56, confidence_mask=True))
 
     def all_nan(x):
         out = planted(x)
