@@ -57,24 +57,23 @@ from star_jax.io import files as io
 from star_jax.geometry.cameras import invert_rigid
 from star_jax.geometry.controller import CameraController, ControllerConfig
 from star_jax.geometry.trajectory import TrajectoryError, check_w2c, foreground_depth
-from star_jax.geometry.warp import warp_frames
 from star_jax.inference.conditions import StarConditions, mask_to_latent
 from star_jax.checkpoint.storage import CheckpointError
 from star_jax.inference.model import StarModel, tiny_decoder
 from star_jax.inference.multiview import assign_views, group_coverage, latent_groups, render_views
-from star_jax.inference.rollout import DEFAULT_SHIFT, DEFAULT_STEPS, init_rollout_state, star_block_jit
-from star_jax.models.vae import (
-    WanVAE,
-    decode_continue,
-    decode_start,
-    denormalize_latents,
-    encode_continue,
-    encode_start,
-    normalize_latents,
+from star_jax.inference.pipeline import (
+    DECODERS,
+    BlockInputs,
+    BlockParams,
+    BlockSpec,
+    block_step_jit,
+    condition_stage,
+    decode_stage,
+    init_block_state,
+    warp_stage,
 )
-from star_jax.models import taehv
-
-DECODERS = ("wan", "tiny")
+from star_jax.inference.rollout import DEFAULT_SHIFT, DEFAULT_STEPS, init_rollout_state, star_block_jit
+from star_jax.models.vae import WanVAE, encode_continue, encode_start, normalize_latents
 
 
 @dataclasses.dataclass
@@ -98,21 +97,10 @@ def _encode_stream(vae: WanVAE, params, video, cache):
     return encode_start(vae, params, video) if cache is None else encode_continue(vae, params, video, cache)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _decode_stream(vae: WanVAE, params, latents, cache):
-    """latents (B, m, h, w, z) raw; the first latent frame is the stream start when cache is None."""
-    return decode_start(vae, params, latents) if cache is None else decode_continue(vae, params, latents, cache)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _tiny_decode_stream(tae: taehv.TAEHV, params, latents, state):
-    """latents (B, m, h, w, z) raw -> TAEHV frames in [-1, 1]; a stream start when state is None."""
-    if state is None:
-        return taehv.decode_start(tae, params, latents)
-    return taehv.decode_continue(tae, params, latents, state)
-
-
-_warp = jax.jit(warp_frames, static_argnames=("out_hw", "point_size", "recipe"))
+# the staged path: each stage of `pipeline.block_step` compiled on its own
+_warp_stage = jax.jit(warp_stage, static_argnums=0)
+_condition_stage = jax.jit(condition_stage, static_argnums=0, static_argnames="first")
+_decode_stage = jax.jit(decode_stage, static_argnums=0, static_argnames="first")
 
 
 def bounce_index(t: np.ndarray, num_source: int) -> np.ndarray:
@@ -154,7 +142,7 @@ class NavigationSession:
     def __init__(self, model: StarModel, reference: np.ndarray, geometry, *, rng=None,
                  steps: Sequence[int] = DEFAULT_STEPS, shift: float = DEFAULT_SHIFT, point_size: int = 2,
                  freeze_frame: int | None = None, controller: ControllerConfig | None = None,
-                 fuse: bool = False, decoder: str = "wan", reference_once: bool = True):
+                 fuse: bool = False, decoder: str = "wan", reference_once: bool = True, fused: bool = False):
         reference = np.asarray(reference)
         if reference.ndim != 4 or reference.shape[-1] != 3 or reference.dtype != np.uint8:
             raise ValueError(f"reference must be (T, H, W, 3) uint8, got {reference.shape} {reference.dtype}")
@@ -186,6 +174,9 @@ class NavigationSession:
                                       f"({vc.z_dim} channels, {f}x space, {vc.temporal_factor}x time), found "
                                       f"({tc.latent_channels}, {tc.spatial_factor}x, {tc.temporal_factor}x)")
         self.reference_once = bool(reference_once) and not self.fuse
+        self.fused = bool(fused) and self.reference_once  # fused views and per-block reference: staged
+        self._spec = BlockSpec.of(model, (H, W), decoder, point_size, self.steps, self.shift)
+        self._params = BlockParams.of(model, decoder)
         self._ref_latents = None  # (1, N, h, w, z) normalised: the cached reference stream (module docstring)
         self.reference_seconds = 0.0  # time spent encoding it
         self.scene_scale = foreground_depth(geometry.depth[0])
@@ -207,11 +198,16 @@ class NavigationSession:
 
     def reset(self) -> None:
         cfg = self.model.dit.cfg
-        self.state = init_rollout_state(cfg, 1, self.latent_hw, self._rng)
         self.block = 0
         self.frame = 0  # first output frame of the next block
-        self._enc_cache = None  # the renders' encoder stream (and the reference's when encoded per block)
-        self._dec_cache = None
+        if self.fused:  # one donated pytree: rollout state, encoder and decoder caches
+            self.carry = init_block_state(self._spec, self._params, self._rng)
+            self.state = self._enc_cache = self._dec_cache = None
+        else:
+            self.carry = None
+            self.state = init_rollout_state(cfg, 1, self.latent_hw, self._rng)
+            self._enc_cache = None  # the renders' encoder stream (and the reference's when encoded per block)
+            self._dec_cache = None
         self.controller.reset()  # the cached reference latents stay: they depend on no camera
 
     def conditioning_metadata(self) -> dict:
@@ -291,6 +287,42 @@ class NavigationSession:
         if target_w2c.shape != (n, 4, 4):
             raise TrajectoryError(f"block {self.block} needs target_w2c of shape {(n, 4, 4)}, got {target_w2c.shape}")
         target_w2c = check_w2c(target_w2c, f"block {self.block} target_w2c").astype(np.float32)
+        if self.fused:
+            out = self._step_fused(target_w2c, n)
+        else:
+            out = self._step_staged(target_w2c, n)
+        self.block += 1
+        self.frame += n
+        return out
+
+    def _reference_block(self) -> jnp.ndarray:
+        """The next block's reference latents (1, F, h, w, z), from the cached stream (encoded on
+        the first call)."""
+        F = self.model.dit.cfg.frames_per_block
+        return self.reference_latents()[:, cached_latent_index(F * self.block + np.arange(F), *self._reference_sizes())]
+
+    def _block_inputs(self, src: np.ndarray, target_K: np.ndarray, target_w2c: np.ndarray, z_ref) -> BlockInputs:
+        """The host inputs of a block: the time-aligned source frames `src`, their geometry, the
+        targets, the block's reference latents `z_ref` (None where the warp alone reads them)."""
+        g = self.geometry
+        f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+        return BlockInputs(self.reference[src], f32(g.depth[src]), f32(g.K[src]), f32(g.w2c[src]), f32(target_K),
+                           f32(target_w2c), z_ref)
+
+    def _step_fused(self, target_w2c: np.ndarray, n: int) -> BlockOutput:
+        """`pipeline.block_step` as one program, the carried state donated; latency: total only."""
+        t0 = time.perf_counter()
+        src = self.source_indices(n)
+        target_K = self.geometry.K[src]
+        inputs = self._block_inputs(src, target_K, target_w2c, self._reference_block())  # block 0: + reference encode
+        self.carry, out = block_step_jit(self._spec, self._params, self.carry, inputs, first=self.block == 0)
+        out = jax.device_get(out)
+        lat = {"total": time.perf_counter() - t0}
+        return BlockOutput(self.block, out.frames, out.renders, out.masks, self.reference[src], target_w2c,
+                           out.latents, lat, np.asarray(src), np.asarray(target_K, np.float32))
+
+    def _step_staged(self, target_w2c: np.ndarray, n: int) -> BlockOutput:
+        """The stages as separate programs with a host sync after each: per-stage latency."""
         m = self.model
         g = self.geometry
         lat = {}
@@ -307,54 +339,41 @@ class NavigationSession:
             src = np.concatenate([np.full(gr.stop - gr.start, v) for gr, v in zip(groups, chosen)])
             target_K = np.broadcast_to(g.K[0], (n, 3, 3))
             views = {"latent_views": list(chosen), "kept_views": list(kept), "overlap_pixels": overlap.tolist()}
+            renders = io.to_uint8(warped.rgb)
         else:
             src = self.source_indices(n)
             target_K = g.K[src]
-            H, W = self.reference.shape[1:3]
-            warped = _warp(self.reference[src].astype(np.float32) / 255.0, g.depth[src], g.K[src], g.w2c[src],
-                           target_K, target_w2c, out_hw=(H, W), recipe=self.warp_recipe)
+            warped, renders = _warp_stage(self._spec, self._block_inputs(src, target_K, target_w2c, None))
         ref = self.reference[src]
         jax.block_until_ready(warped)
         t1 = time.perf_counter()
         lat["warp"] = t1 - t0
 
-        if self.reference_once:
-            z_ref = self.reference_latents()  # the first block also pays for the one-time encode
-            F = m.dit.cfg.frames_per_block
-            z_ref = z_ref[:, cached_latent_index(F * self.block + np.arange(F), *self._reference_sizes())]
-            render = (warped.rgb * 2.0 - 1.0)[None]  # (1, n, H, W, 3)
-            dist, self._enc_cache = _encode_stream(m.vae, m.vae_params, render, self._enc_cache)
-            z = jnp.concatenate([z_ref, normalize_latents(dist.mean, m.vae.cfg)])
+        if self.reference_once:  # the first block also pays for the one-time reference encode
+            cond, self._enc_cache = _condition_stage(self._spec, m.vae_params, warped, self._reference_block(),
+                                                     self._enc_cache, first=first)
         else:
             pair = jnp.stack([jnp.asarray(ref, jnp.float32) / 127.5 - 1.0, warped.rgb * 2.0 - 1.0])  # (2, n, H, W, 3)
             dist, self._enc_cache = _encode_stream(m.vae, m.vae_params, pair, self._enc_cache)
             z = normalize_latents(dist.mean, m.vae.cfg)
-        mask = mask_to_latent(warped.mask[None], m.vae.cfg.spatial_factor, m.vae.cfg.temporal_factor, first=first,
-                              convention=m.conditioning)
-        cond = StarConditions(z[:1], z[1:], mask)
+            mask = mask_to_latent(warped.mask[None], m.vae.cfg.spatial_factor, m.vae.cfg.temporal_factor,
+                                  first=first, convention=m.conditioning)
+            cond = StarConditions(z[:1], z[1:], mask)
         jax.block_until_ready(cond)
         t2 = time.perf_counter()
         lat["encode"] = t2 - t1
 
         self.state, latents = star_block_jit(m.dit, m.dit_params, self.state, m.text, cond, steps=self.steps,
-                                          shift=self.shift)
+                                             shift=self.shift)
         jax.block_until_ready(latents)
         t3 = time.perf_counter()
         lat["dit"] = t3 - t2
 
-        raw = denormalize_latents(latents, m.vae.cfg)  # both decoders take the raw Wan latents
-        if self.decoder == "tiny":
-            frames, self._dec_cache = _tiny_decode_stream(m.taehv, m.taehv_params, raw, self._dec_cache)
-        else:
-            frames, self._dec_cache = _decode_stream(m.vae, m.vae_params, raw, self._dec_cache)
-        frames = io.to_uint8((frames[0] + 1.0) / 2.0)
+        frames, self._dec_cache = _decode_stage(self._spec, self._params, latents, self._dec_cache, first=first)
+        frames = np.asarray(frames)
         t4 = time.perf_counter()
         lat["decode"] = t4 - t3
         lat["total"] = t4 - t0
 
-        out = BlockOutput(self.block, frames, io.to_uint8(warped.rgb),
-                          np.asarray(warped.mask), ref, target_w2c, np.asarray(latents), lat, np.asarray(src),
-                          np.asarray(target_K, np.float32), views)
-        self.block += 1
-        self.frame += n
-        return out
+        return BlockOutput(self.block, frames, np.asarray(renders), np.asarray(warped.mask), ref, target_w2c,
+                           np.asarray(latents), lat, np.asarray(src), np.asarray(target_K, np.float32), views)
