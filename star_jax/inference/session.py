@@ -5,6 +5,7 @@
     out = session.step(keys=[{"forward"}] * session.frames_needed())  # or driven by key presses
     out.frames, out.latency                                          # (n, H, W, 3) uint8, seconds
     NavigationSession(model, frames, geometry, decoder="tiny")       # decode with the model's TAEHV
+    NavigationSession(model, frames, geometry, fused=True)           # one compiled program per block
 
 Per block: the reference frames time-aligned with the block are warped into its target cameras
 (depth-image warping with the warp recipe of the model's conditioning convention, e.g. the
@@ -33,6 +34,17 @@ not of every cycle since the start (a causal encoder's latent depends on the fra
 window, so the per-block encode differed slightly from cycle to cycle; the cached one repeats).
 With `reference_once=False` (and always with `fuse=True`) the reference is encoded per block as a
 second stream beside the renders, as before the cache.
+
+Staged or fused. By default every stage (warp, render encode with the mask latents, DiT block,
+decode) runs as its own jitted program of `star_jax.inference.pipeline` with a host sync after
+each, so `BlockOutput.latency` splits the block's time by stage (the table `rollout_bench`
+prints). With `fused=True` the block is `pipeline.block_step_jit`: the same stage functions
+compiled as one program (one for the first block, one for every later block), the carried
+state (rollout state, encoder cache, decoder cache: `session.carry`, fixed shapes) donated and
+overwritten in place, no host sync between stages; its outputs equal the staged path's bit for
+bit (tests/inference/test_session_fused.py) and its latency holds the total only. Per-block
+reference encoding (`reference_once=False`) and fused views (`fuse=True`) always run staged
+(`session.fused` says which path runs).
 
 With `fuse=True` (a four-image scene, `from_scene`) the reference holds V views, not a timeline:
 every view is rendered into each target camera (with view 0's intrinsics) and the renders are
@@ -85,7 +97,7 @@ class BlockOutput:
     reference: np.ndarray  # (n, H, W, 3) uint8: the time-aligned reference frames
     target_w2c: np.ndarray  # (n, 4, 4)
     latents: np.ndarray  # (1, F, h, w, 16) float32: the block's clean normalised latents
-    latency: dict  # seconds: warp, encode, dit, decode, total
+    latency: dict  # seconds: warp, encode, dit, decode, total (a fused session: total only)
     source_indices: np.ndarray | None = None  # (n,) int: the reference frame (or view) behind each frame
     target_K: np.ndarray | None = None  # (n, 3, 3) float32: the intrinsics each frame was rendered with
     views: dict | None = None  # fused views only: per latent its view, the views kept, covered pixels
@@ -137,7 +149,9 @@ class NavigationSession:
     four-image scene (geometry one entry per view), fused per target (module docstring).
     `decoder`: "wan" (the VAE's decoder) or "tiny" (the model's TAEHV; CheckpointError without
     one). `reference_once`: encode the reference once per session (module docstring); False
-    encodes it per block (the behaviour before the cache; fused views always do)."""
+    encodes it per block (the behaviour before the cache; fused views always do). `fused`: one
+    compiled program per block with the carried state donated (module docstring; latency: total
+    only); ignored (staged) with `reference_once=False` or `fuse=True`."""
 
     def __init__(self, model: StarModel, reference: np.ndarray, geometry, *, rng=None,
                  steps: Sequence[int] = DEFAULT_STEPS, shift: float = DEFAULT_SHIFT, point_size: int = 2,
