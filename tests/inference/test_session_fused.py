@@ -83,12 +83,14 @@ def test_fused_session_equals_staged(setup, decoder):
     _compare(*setup, decoder)
 
 
-@pytest.mark.parametrize("decoder", ["wan", "tiny"])
-def test_carried_state_has_fixed_shapes(decoder):
+@pytest.mark.parametrize("decoder,dtype", [("wan", "float32"), ("tiny", "bfloat16")])
+def test_carried_state_has_fixed_shapes(decoder, dtype):
     """The first block's program and a later block's take and return the carried state with the
     same structure, shapes, dtypes and bytes (`jax.eval_shape` on abstract params: traced, not
-    compiled), so every block can donate it; the block outputs have the documented shapes."""
-    spec, params = abstract_block("tiny", (H, W), decoder, "float32")
+    compiled), so every block can donate it; the block outputs have the documented shapes. In
+    bf16 the weights, the KV cache and every cache but the encoder's input frames are bf16."""
+    spec, params = abstract_block("tiny", (H, W), decoder, dtype)
+    assert {x.dtype for x in jax.tree_util.tree_leaves(params.dit)} == {np.dtype(dtype)}
     state = jax.eval_shape(lambda: init_block_state(spec, params, jax.random.PRNGKey(4)))
     for first in (True, False):
         n = 9 if first else 12
@@ -99,7 +101,10 @@ def test_carried_state_has_fixed_shapes(decoder):
         assert (out.masks.shape, out.masks.dtype) == ((n, H, W), np.bool_) and out.latents.shape == (1, 3, 4, 4, 16)
         state = new
     kv = state.rollout.kv
-    assert kv.k.shape == (2, 1, 2 * 3 * 4, 4, 16) and kv.k.dtype == np.float32  # 2 layers, 2 blocks of 3x2x2 tokens
+    assert kv.k.shape == (2, 1, 2 * 3 * 4, 4, 16) and kv.k.dtype == np.dtype(dtype)  # 2 layers, 2 blocks of 3x2x2
+    assert state.encoder["conv_in"].dtype == np.float32  # the last two input frames (the render, float32)
+    caches = jax.tree_util.tree_leaves(({**state.encoder, "conv_in": None}, state.decoder))
+    assert {x.dtype for x in caches} == {np.dtype(dtype)}
 
 
 def test_fused_falls_back_to_staged_where_it_must(setup):
@@ -130,6 +135,7 @@ def test_fused_session_memory_is_flat_over_1000_blocks():
         live.append(sum(x.nbytes for x in jax.live_arrays()))
     assert session.block == blocks and int(session.carry.rollout.block) == blocks
     steady = np.asarray(live[2:])
+    assert steady[0] >= tree_bytes(session.carry)  # the carried state is among the live arrays
     assert np.all(steady == steady[0]), f"live bytes grew: {steady[0]} -> max {steady.max()} (block {steady.argmax() + 2})"
     assert np.isfinite(out.latents).all()
     assert time.perf_counter() - t0 < 3600
