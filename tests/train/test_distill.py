@@ -71,26 +71,30 @@ def _reference_sample(dit, params, text, cond, rng, exit_step):
     return jnp.concatenate(out, axis=1)
 
 
-@pytest.mark.parametrize("exit_step", [0, 2])
+@pytest.mark.parametrize("exit_step", [pytest.param(0, marks=pytest.mark.slow), 2])  # ~50 s each on 2 cores
 def test_self_forcing_sample_and_gradient_match_the_rule(student, exit_step):
     dit, params = student
     cond = _conditions(2, seed=exit_step)
     text = jnp.asarray(np.random.default_rng(9).normal(size=(2, 4, dit.cfg.text_dim)).astype(np.float32))
     rng = jax.random.PRNGKey(4)
     weights = jnp.asarray(np.random.default_rng(2).normal(size=(2, 6, *HW, 16)).astype(np.float32))
+    levels = (1000, 750, 500, 250)
 
-    def loss(fn):
-        return lambda p: jnp.sum(weights * fn(dit, p, text, cond, rng, exit_step))
+    def sample_and_grad(fn):
+        """(fn(params), d sum(weights * fn) / d params), one compiled program (eager grads of a
+        rollout dispatch op by op: minutes on the CPU)."""
+        def both(p):
+            out, vjp = jax.vjp(fn, p)
+            return out, vjp(weights)[0]
+        return _quick(both, params)
 
-    got = self_forcing_sample(dit, params, text, cond, rng, jnp.int32(exit_step), (1000, 750, 500, 250), 5.0)
-    want = _reference_sample(dit, params, text, cond, rng, exit_step)
+    got, g_got = sample_and_grad(lambda p: self_forcing_sample(dit, p, text, cond, rng, jnp.int32(exit_step), levels,
+                                                               5.0))
+    want, g_want = sample_and_grad(lambda p: _reference_sample(dit, p, text, cond, rng, exit_step))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     # the no-gradient rollout the critic learns from is the same sample
-    roll = rollout_sample(dit, params, text, cond, rng, jnp.int32(exit_step), (1000, 750, 500, 250), 5.0)
+    roll = _quick(lambda p: rollout_sample(dit, p, text, cond, rng, jnp.int32(exit_step), levels, 5.0), params)
     np.testing.assert_allclose(roll, want, rtol=1e-4, atol=1e-4)
-    g_got = jax.grad(loss(lambda d, p, t, c, r, e: self_forcing_sample(d, p, t, c, r, jnp.int32(e),
-                                                                        (1000, 750, 500, 250), 5.0)))(params)
-    g_want = jax.grad(loss(_reference_sample))(params)
     flat_got, flat_want = jax.tree_util.tree_leaves(g_got), jax.tree_util.tree_leaves(g_want)
     scale = max(float(jnp.max(jnp.abs(g))) for g in flat_want)
     assert scale > 0
@@ -98,8 +102,7 @@ def test_self_forcing_sample_and_gradient_match_the_rule(student, exit_step):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * scale)
     # and it is not the gradient through the whole rollout (the truncation is real)
     if exit_step == 2:
-        full = jax.grad(lambda p: jnp.sum(weights * rollout_sample_with_grad(dit, p, text, cond, rng, exit_step)))(
-            params)
+        _, full = sample_and_grad(lambda p: rollout_sample_with_grad(dit, p, text, cond, rng, exit_step))
         diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree_util.tree_leaves(full), flat_want))
         assert diff > 1e-3 * scale
 
@@ -239,6 +242,7 @@ def test_flops_count_a_second_teacher_forward_per_guided_stream():
     assert flops(jdmd_weight=0.5, cfg_scale=1.0) == pytest.approx(flops(jdmd_weight=0.5) - full)
 
 
+@pytest.mark.slow  # ~60 s: compiles a whole distillation step (the trainer's NaN stop: tests/train/test_loop.py)
 def test_nan_in_the_dmd_step_stops_with_its_name(tmp_path):
     """A generator whose weights hold a NaN (e.g. a broken init): the first iteration stops the
     run, naming the non-finite DMD metrics; nothing is saved."""
