@@ -49,10 +49,11 @@ def main():
             if layers != full:
                 dit_layer = tree_bytes(params.dit) / layers
                 kv_layer = tree_bytes(_kv(spec)) / layers
-                extra = (full - layers) * (dit_layer + kv_layer)
-                print(f"{'':>7} | {'':>5} | extrapolated to {full} layers: arguments "
-                      f"{(m['arguments'] + extra) / GiB:.3f}, state {(m['state_bytes'] + (full - layers) * kv_layer) / GiB:.3f}, "
-                      f"params {(m['params_bytes'] + (full - layers) * dit_layer) / GiB:.3f} (per layer: DiT "
+                more = full - layers
+                args = m["arguments"] + more * (dit_layer + kv_layer)
+                print(f"{'':>7} | {'':>5} | extrapolated to {full} layers: arguments {args / GiB:.3f}, state "
+                      f"{(m['state_bytes'] + more * kv_layer) / GiB:.3f}, "
+                      f"params {(m['params_bytes'] + more * dit_layer) / GiB:.3f} (per layer: DiT "
                       f"{dit_layer / GiB:.3f}, KV cache {kv_layer / GiB:.3f})", flush=True)
 
 

@@ -273,8 +273,12 @@ def abstract_block(variant: str, out_hw: tuple[int, int], decoder: str = "wan", 
     vae = WanVAE(vae_variant(variant, dtype=dtype, param_dtype=dtype))
     tae = None
     if decoder == "tiny":
-        tae = taehv.TAEHV(taehv.taehv_variant("tiny" if variant == "tiny" else "wan2.1", dtype=dtype, param_dtype=dtype))
-    cast = lambda tree: jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.dtype(dtype)), tree)  # noqa: E731
+        name = "tiny" if variant == "tiny" else "wan2.1"
+        tae = taehv.TAEHV(taehv.taehv_variant(name, dtype=dtype, param_dtype=dtype))
+
+    def cast(tree):
+        return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.dtype(dtype)), tree)
+
     dit_params = cast(nn.meta.unbox(abstract_params(dit.cfg)))
     vae_params = cast(jax.eval_shape(lambda: init_vae_params(vae, jax.random.PRNGKey(0), 16, 16)))
     tae_params = cast(taehv.taehv_param_shapes(tae)) if tae is not None else None

@@ -136,6 +136,7 @@ def test_fused_session_memory_is_flat_over_1000_blocks():
     assert session.block == blocks and int(session.carry.rollout.block) == blocks
     steady = np.asarray(live[2:])
     assert steady[0] >= tree_bytes(session.carry)  # the carried state is among the live arrays
-    assert np.all(steady == steady[0]), f"live bytes grew: {steady[0]} -> max {steady.max()} (block {steady.argmax() + 2})"
+    grew = f"live bytes grew: {steady[0]} -> max {steady.max()} (after block {steady.argmax() + 2})"
+    assert np.all(steady == steady[0]), grew
     assert np.isfinite(out.latents).all()
     assert time.perf_counter() - t0 < 3600
