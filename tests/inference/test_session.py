@@ -17,13 +17,13 @@ from star_jax.inference import (
     encode_conditions,
     get_conditioning,
     load_star_model,
-    random_star_model,
     rollout,
     write_star_model_json,
 )
 from star_jax.inference.model import load_text_embedding
 from star_jax.inference.session import bounce_index
 from star_jax.models.vae import decode, denormalize_latents
+from tests.inference.sessions import dolly_w2c, random_session_inputs
 
 H = W = 32
 T_REF = 20
@@ -31,16 +31,8 @@ T_REF = 20
 
 @pytest.fixture(scope="module")
 def setup():
-    model = random_star_model("tiny", jax.random.PRNGKey(0))
-    ref = np.random.default_rng(0).integers(0, 256, (T_REF, H, W, 3), dtype=np.uint8)
-    geom = planar_prior_geometry(T_REF, H, W, depth=2.0)
-    return model, ref, geom
+    return random_session_inputs(T_REF, H, W)
 
-
-def _dolly_w2c(n):
-    w2c = np.broadcast_to(np.eye(4, dtype=np.float32), (n, 4, 4)).copy()
-    w2c[:, 0, 3] = -np.linspace(0, 0.3, n)  # camera slides right
-    return w2c
 
 
 def _offline_conditions(model, ref, geom, w2c):
@@ -60,7 +52,7 @@ def test_streaming_session_equals_offline_rollout(setup):
     session = NavigationSession(model, ref, geom, rng=jax.random.PRNGKey(4))
     assert session.warp_recipe == model.conditioning.warp_recipe(2) and session.warp_recipe.supersample == 2
     total = 9 + 12 + 12
-    w2c = _dolly_w2c(total)
+    w2c = dolly_w2c(total)
     outs, start = [], 0
     for _ in range(3):
         n = session.frames_needed()
@@ -97,7 +89,7 @@ def test_stored_convention_drives_the_session(setup, tmp_path):
     v0 = dataclasses.replace(model, conditioning=loaded.conditioning)  # the same networks: compiled code is reused
     session = NavigationSession(v0, ref, geom, rng=jax.random.PRNGKey(4))
     assert session.warp_recipe == get_conditioning("star-jax-v0").warp_recipe(2)
-    w2c = _dolly_w2c(33)
+    w2c = dolly_w2c(33)
     got = np.concatenate([session.step(target_w2c=w2c[a:b]).latents for a, b in ((0, 9), (9, 21), (21, 33))], axis=1)
     cond = _offline_conditions(v0, ref, geom, w2c)
     assert float(cond.mask.min()) >= 0.0 and float(cond.mask.max()) == 1.0
@@ -127,12 +119,12 @@ def test_bad_input_is_named(setup, tmp_path):
     model, ref, geom = setup
     session = NavigationSession(model, ref, geom)
     with pytest.raises(ValueError, match=r"needs target_w2c of shape \(9, 4, 4\)"):
-        session.step(target_w2c=_dolly_w2c(8))
-    bad = _dolly_w2c(9)
+        session.step(target_w2c=dolly_w2c(8))
+    bad = dolly_w2c(9)
     bad[3, 0, 0] = np.nan
     with pytest.raises(ValueError, match="block 0 target_w2c: matrix 3: expected finite"):
         session.step(target_w2c=bad)
-    mirror = _dolly_w2c(9)
+    mirror = dolly_w2c(9)
     mirror[5, 0, :3] *= -1  # det R = -1: would flip the render; refused through the Python API too
     with pytest.raises(ValueError, match="matrix 5.*det R = \\+1"):
         session.step(target_w2c=mirror)

@@ -10,13 +10,13 @@ import pytest
 from star_jax.checkpoint import save_params
 from star_jax.checkpoint.convert_taehv import write_taehv_folder
 from star_jax.checkpoint.storage import CheckpointError
-from star_jax.inference import NavigationSession, random_star_model, write_star_model_json
+from star_jax.inference import NavigationSession, write_star_model_json
 from star_jax.inference import session as session_module
 from star_jax.inference.model import check_tiny_decoder_folder, load_model_folder
 from star_jax.inference.session import bounce_index, cached_latent_index, cycle_latents
-from star_jax.io.manifest import planar_prior_geometry
 from star_jax.models import taehv
 from star_jax.models.vae import denormalize_latents
+from tests.inference.sessions import dolly_w2c, random_session_inputs
 
 H = W = 32
 T_REF = 9  # bounce period 16 frames: cycle L = 4 latents, cache N = 6 latents = blocks 0 and 1
@@ -24,15 +24,8 @@ T_REF = 9  # bounce period 16 frames: cycle L = 4 latents, cache N = 6 latents =
 
 @pytest.fixture(scope="module")
 def setup():
-    model = random_star_model("tiny", jax.random.PRNGKey(0))
-    ref = np.random.default_rng(0).integers(0, 256, (T_REF, H, W, 3), dtype=np.uint8)
-    return model, ref, planar_prior_geometry(T_REF, H, W, depth=2.0)
+    return random_session_inputs(T_REF, H, W)
 
-
-def _dolly_w2c(n):
-    w2c = np.broadcast_to(np.eye(4, dtype=np.float32), (n, 4, 4)).copy()
-    w2c[:, 0, 3] = -np.linspace(0, 0.3, n)
-    return w2c
 
 
 def _window(j: int, num_source: int, freeze: int | None):
@@ -66,7 +59,7 @@ def _run(model, ref, geom, blocks, monkeypatch, **kw):
 
     monkeypatch.setattr(session_module, "star_block_jit", spy)
     session = NavigationSession(model, ref, geom, rng=jax.random.PRNGKey(4), **kw)
-    w2c, outs, start = _dolly_w2c(9 + 12 * (blocks - 1)), [], 0
+    w2c, outs, start = dolly_w2c(9 + 12 * (blocks - 1)), [], 0
     for _ in range(blocks):
         n = session.frames_needed()
         outs.append(session.step(target_w2c=w2c[start:start + n]))
@@ -107,7 +100,7 @@ def test_tiny_decoder_streams_as_the_whole_clip(setup):
     model, ref, geom = setup
     session = NavigationSession(model, ref, geom, rng=jax.random.PRNGKey(4), decoder="tiny")
     assert session.decoder_metadata() == {"decoder": "tiny", "network": "TAEHV", "weights": model.taehv_source}
-    w2c = _dolly_w2c(21)
+    w2c = dolly_w2c(21)
     outs = [session.step(target_w2c=w2c[:9]), session.step(target_w2c=w2c[9:])]
     assert [len(o.frames) for o in outs] == [9, 12]
     latents = np.concatenate([o.latents for o in outs], axis=1)

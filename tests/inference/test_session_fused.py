@@ -20,6 +20,7 @@ from star_jax.inference.pipeline import (
     tree_bytes,
 )
 from star_jax.io.manifest import planar_prior_geometry
+from tests.inference.sessions import dolly_w2c, random_session_inputs
 
 H = W = 32
 T_REF = 20  # the sizes of test_session.py: the staged programs compiled there are reused here
@@ -28,15 +29,8 @@ FIELDS = ("frames", "renders", "masks", "latents", "reference", "target_w2c", "s
 
 @pytest.fixture(scope="module")
 def setup():
-    model = random_star_model("tiny", jax.random.PRNGKey(0))
-    ref = np.random.default_rng(0).integers(0, 256, (T_REF, H, W, 3), dtype=np.uint8)
-    return model, ref, planar_prior_geometry(T_REF, H, W, depth=2.0)
+    return random_session_inputs(T_REF, H, W)
 
-
-def _dolly_w2c(n):
-    w2c = np.broadcast_to(np.eye(4, dtype=np.float32), (n, 4, 4)).copy()
-    w2c[:, 0, 3] = -np.linspace(0, 0.3, n)  # camera slides right
-    return w2c
 
 
 def _signature(tree):
@@ -49,7 +43,7 @@ def _compare(model, ref, geom, decoder):
     """Three blocks (the first included) of a staged and a fused session: every output equal; the
     fused session's carried state keeps its signature and bytes, and each step consumes the old
     state's buffers (donated)."""
-    w2c = _dolly_w2c(9 + 12 + 12)
+    w2c = dolly_w2c(9 + 12 + 12)
     staged = NavigationSession(model, ref, geom, rng=jax.random.PRNGKey(4), decoder=decoder)
     fused = NavigationSession(model, ref, geom, rng=jax.random.PRNGKey(4), decoder=decoder, fused=True)
     assert not staged.fused and fused.fused and fused.state is None
