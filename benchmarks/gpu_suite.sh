@@ -38,7 +38,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
   part geometry 300 python3 -m benchmarks.geometry_bench --views 4 --hw 98x168 --attention dot_product,blockwise --repeats 1
 else
   part rollout ${T_ROLLOUT:-220} python3 -m benchmarks.rollout_bench --gpu --attention dot_product \
-    --sessions once,tiny,fused_tiny --no_scan --blocks 5
+    --sessions tiny,fused_tiny --no_scan --blocks 5
   part dit ${T_DIT:-110} python3 -m benchmarks.dit_bench --gpu --repeats 5 --attention xla,dot_product
   part train ${T_TRAIN:-170} env XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 python3 -m benchmarks.train_bench --gpu --batch 2 \
     --steps 3 --attention dot_product,blockwise

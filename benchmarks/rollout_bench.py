@@ -206,7 +206,8 @@ def main():
     print(f"device {jax.devices()[0].device_kind}, variant {variant}, {model.dit.cfg.dtype}, "
           f"attention {model.dit.cfg.attention}, init {time.perf_counter() - t0:.1f}s")
     rows = changes_table(model, h, w, max(a.blocks, 3), sessions)
-    session_table(rows[sessions.index("once")] if "once" in sessions else rows[-1], h, w)
+    staged = [r for r, k in zip(rows, sessions) if not SESSIONS[k][1].get("fused")] or rows
+    session_table(rows[sessions.index("once")] if "once" in sessions else staged[-1], h, w)  # stage shares: staged
     if not a.no_scan:
         scan_table(model, (h // 8, w // 8), a.blocks, a.repeats)
 
