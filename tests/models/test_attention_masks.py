@@ -7,13 +7,12 @@ gradients and its cache reads equal the former dense-mask path (a test-only twin
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from star_jax.models import WanDiT, dit_variant, init_cache
+from star_jax.models import WanDiT, init_cache
 from star_jax.models.attention import (
     AttentionMask,
     block_causal_mask,
@@ -22,6 +21,7 @@ from star_jax.models.attention import (
     dot_product_route,
     xla_attention,
 )
+from tests.models.dit_inputs import CFG, TPF, data, init_params
 
 FRAMES = jnp.repeat(jnp.arange(8), 5)  # 8 latent frames x 5 tokens = 40 tokens, blocks of 3 frames
 LENGTHS = jnp.asarray([23, 31], jnp.int32)
@@ -143,10 +143,6 @@ def test_bad_masks_are_refused():
 
 # --- the DiT against its former dense-mask path ---------------------------------------------
 
-CFG = dit_variant("tiny", in_dim=36, num_layers=2)
-H, W = 4, 6  # 2 x 3 = 6 tokens per latent frame
-TPF = (H // 2) * (W // 2)
-
 
 def dense_twin(base, own_mask=None, cache_tokens=None, cache_length=None):
     """The DiT's former self-attention as an attention function: a dense (1, 1, Lq, Lk) mask, and
@@ -169,15 +165,7 @@ def dense_twin(base, own_mask=None, cache_tokens=None, cache_length=None):
 
 @pytest.fixture(scope="module")
 def params():
-    x = jnp.zeros((1, 3, H, W, 36))
-    v = WanDiT(CFG, block_causal=True).init(jax.random.key(0), x, jnp.zeros((1,)), jnp.zeros((1, 4, CFG.text_dim)))
-    return nn.meta.unbox(v["params"])
-
-
-def _data(T, seed=0, B=2):
-    rng = np.random.default_rng(seed)
-    return (jnp.asarray(rng.normal(size=(B, T, H, W, 36)), jnp.float32),
-            jnp.asarray(rng.normal(size=(B, 5, CFG.text_dim)), jnp.float32))
+    return init_params()
 
 
 BASES = {"xla": xla_attention, "blockwise": functools.partial(blockwise_attention, chunk=8)}
@@ -194,7 +182,7 @@ SLOW = pytest.mark.slow  # ~15 s each on 2 idle cores (two DiT compiles and two 
 
 @pytest.mark.parametrize("attention", [pytest.param("xla", marks=SLOW), "blockwise"])
 def test_dit_block_causal_forward_and_grads_are_bitwise_the_dense_path(params, attention):
-    x, ctx = _data(9)
+    x, ctx = data(9)
     t = jnp.asarray([[0.0] * 6 + [700.0] * 3] * 2)
     frames = jnp.repeat(jnp.arange(9), TPF)
     new = WanDiT(CFG, attention_fn=BASES[attention], block_causal=True)
@@ -219,7 +207,7 @@ def test_dit_cache_write_and_read_equal_the_dense_path(params, attention, causal
     valid) and the block's read at RoPE offset 6, for a half-valid and a full cache. A full cache
     has the old key layout: bit for bit; a half-valid one moves the padding behind the block's own
     keys (sums in another order): within 1e-6."""
-    x, ctx = _data(9, seed=1)
+    x, ctx = data(9, seed=1)
     base = BASES[attention]
     frames = jnp.arange(9 * TPF) // TPF
     for valid in (3 * TPF, 6 * TPF):

@@ -1,31 +1,18 @@
 """The implicit spatiotemporal cache: a block-causal full forward equals context-fill + chunked
 denoising with the fixed-shape KV cache; and sharded equals unsharded."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from star_jax.models import WanDiT, dit_variant, init_cache
-
-CFG = dit_variant("tiny", in_dim=36, num_layers=2)
-H, W = 4, 6  # latent size -> 2 x 3 = 6 tokens per frame
-TPF = (H // 2) * (W // 2)
+from star_jax.models import WanDiT, init_cache
+from tests.models.dit_inputs import CFG, TPF, data, init_params
 
 
 @pytest.fixture(scope="module")
 def params():
-    x = jnp.zeros((1, 3, H, W, 36))
-    v = WanDiT(CFG, block_causal=True).init(jax.random.key(0), x, jnp.zeros((1,)), jnp.zeros((1, 4, CFG.text_dim)))
-    return nn.meta.unbox(v["params"])
-
-
-def data(T, seed=0, B=2):
-    rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.normal(size=(B, T, H, W, 36)), jnp.float32)
-    ctx = jnp.asarray(rng.normal(size=(B, 5, CFG.text_dim)), jnp.float32)
-    return x, ctx
+    return init_params()
 
 
 def test_block_causal_full_forward_equals_cached_chunks(params):

@@ -17,10 +17,7 @@ from star_jax.models.attention import (
     dot_product_attention,
     xla_attention,
 )
-
-CFG = dit_variant("tiny", in_dim=36, num_layers=2)
-H, W = 4, 6  # 6 tokens per latent frame
-TPF = (H // 2) * (W // 2)
+from tests.models.dit_inputs import CFG, TPF, data, init_params
 
 
 def _qkv(B=2, Lq=37, Lk=45, N=3, D=8, seed=0, dtype=jnp.float32):
@@ -82,15 +79,7 @@ def test_blockwise_backward_holds_no_quadratic_array():
 
 @pytest.fixture(scope="module")
 def params():
-    x = jnp.zeros((1, 3, H, W, 36))
-    v = WanDiT(CFG, block_causal=True).init(jax.random.key(0), x, jnp.zeros((1,)), jnp.zeros((1, 4, CFG.text_dim)))
-    return nn.meta.unbox(v["params"])
-
-
-def _data(T, seed=0, B=2):
-    rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.normal(size=(B, T, H, W, 36)), jnp.float32)
-    return x, jnp.asarray(rng.normal(size=(B, 5, CFG.text_dim)), jnp.float32)
+    return init_params()
 
 
 @pytest.mark.slow  # ~35 s on 2 cores (two cached rollouts per implementation)
@@ -98,7 +87,7 @@ def test_blockwise_dit_equals_reference_on_inference_paths(params):
     """Full bidirectional forward, block-causal forward, cache write (with padding) and read
     ("dot_product" is the very same XLA call as "xla" off GPU: tested above)."""
     ref_cfg, cfg = CFG, dataclasses.replace(CFG, attention="blockwise", attention_chunk=8)
-    x, ctx = _data(9)
+    x, ctx = data(9)
     t = jnp.asarray([[0.0] * 6 + [700.0] * 3] * 2)
     for causal in (False, True):
         a, _ = WanDiT(ref_cfg, block_causal=causal).apply({"params": params}, x, t, ctx)
@@ -123,7 +112,7 @@ def test_blockwise_dit_equals_reference_on_inference_paths(params):
     pytest.param(dict(remat="dots_with_no_batch_dims_saveable"), marks=pytest.mark.slow),
 ], ids=lambda c: "-".join(str(v) for v in c.values()))
 def test_dit_variants_have_the_reference_gradients(params, change):
-    x, ctx = _data(6, seed=3)
+    x, ctx = data(6, seed=3)
     t = jnp.asarray([[0.0] * 3 + [400.0] * 3] * 2)
 
     def loss(cfg):
