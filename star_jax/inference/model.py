@@ -314,6 +314,9 @@ def random_star_model(variant: str, rng, dtype: str = "float32", text: str | Non
     vae_params = _init_vae(vae, k_vae)
     emb, src = load_text_embedding(text, cfg.text_dim, cfg.text_len)
     tae, tae_params = random_taehv(variant, dtype)
+    # committed to the default device, as restored checkpoints are: jit keys its compiled programs on
+    # committed-ness, so the same networks from either source share them
+    params, vae_params, tae_params = jax.device_put((params, vae_params, tae_params), jax.devices()[0])
     return StarModel(dit, params, vae, vae_params, emb, src, f"random-init ({variant})",
                      get_conditioning(conditioning), "default", tae, tae_params, f"random-init TAEHV ({variant})")
 
