@@ -244,9 +244,10 @@ def load_reference(entry: ManifestEntry, config, log=print):
         log(f"no depth given: estimating depth and cameras with the geometry encoder ({config.geometry_checkpoint})")
         geometry, info = geometry_from_checkpoint(clip.frames, config.geometry_checkpoint)
         n = info["depth_pixels_per_frame"] * len(info["masked_depth_pixels"])
-        log(f"geometry encoder: {info['windows']} window(s), depth masked at {sum(info['masked_depth_pixels']) / n:.1%} "
-            f"of pixels ({sum(info['low_confidence_pixels']) / n:.1%} low-confidence, "
-            f"{'masked' if info['confidence']['masked'] else 'kept'}), cameras from the {info['cameras']}")
+        masked, low = sum(info["masked_depth_pixels"]) / n, sum(info["low_confidence_pixels"]) / n
+        log(f"geometry encoder: {info['windows']} window(s), depth masked at {masked:.1%} of pixels ({low:.1%} "
+            f"low-confidence, {'masked' if info['confidence']['masked'] else 'kept'}), cameras from the "
+            f"{info['cameras']}")
         return clip, geometry  # kind "estimated": one scale for the scene, frame 0's foreground depth 1
     cam = config.camera
     log("no depth given: using a planar depth prior (renders show camera motion over a plane)")

@@ -23,10 +23,11 @@ What it does, per source frame of the video (every frame, at the source resoluti
 
 Cameras come from the camera decoder (the package's default), or with `ray_pose` from the ray maps
 (`encoder/ray_pose.py`, the package's `use_ray_pose`). Depth is masked (set to 0, which the warp
-reads as no depth) where it is not finite and positive, or where its confidence is below the
+reads as no depth) where it is not finite and positive; depth whose confidence is below the
 threshold DA3's own point-cloud export uses (`confidence_threshold`: the larger of 1.05 and the
 40th percentile of the window's confidences, capped at their 90th percentile: about 40% of the
-pixels); both counts are in metadata.json, per frame. The any-view small/base networks have no sky head, so the package's sky
+pixels) is counted, and masked too only with `confidence_mask`; both counts are in metadata.json,
+per frame. The any-view small/base networks have no sky head, so the package's sky
 handling (which needs a `sky` map) does not apply. Non-finite cameras, a frame left with no depth,
 or a ray map with no camera in it raise InputError: the output folder is staged and appears only
 complete. A video shorter than the window is estimated in one window of all its frames
@@ -247,7 +248,8 @@ def estimate_geometry(frames: np.ndarray, params, cfg, settings: EstimateSetting
             "confidence": {"masked": settings.confidence_mask, "thresh": settings.conf_thresh,
                            "percentile": settings.conf_percentile,
                            "ensure_percentile": settings.conf_ensure_percentile, "per_window": thresholds},
-            "depth_pixels_per_frame": h * w, "masked_depth_pixels": (invalid + (low if settings.confidence_mask else 0)).tolist(),
+            "depth_pixels_per_frame": h * w,
+            "masked_depth_pixels": (invalid + (low if settings.confidence_mask else 0)).tolist(),
             "invalid_depth_pixels": invalid.tolist(), "low_confidence_pixels": low.tolist()}
     return SceneGeometry(depth.astype(np.float32), Ks.astype(np.float32), w2c.astype(np.float32), GEOMETRY_KIND), info
 
