@@ -223,9 +223,11 @@ def validate(config) -> Plan:
 
         # dit/ and vae/ (shapes from orbax metadata), star_model.json (convention, variant, architecture)
         card = check_model_folder(config.checkpoint, config.variant, config.dtype, config.conditioning or None)
+    from star_jax.inference.pipeline import DECODERS
+
     decoder = config.get("decoder", "wan")
-    if decoder not in ("wan", "tiny"):
-        raise InputError(f"config.decoder (--decoder): expected 'wan' or 'tiny', found {decoder!r}")
+    if decoder not in DECODERS:
+        raise InputError(f"config.decoder (--decoder): expected {' or '.join(map(repr, DECODERS))}, found {decoder!r}")
     if decoder == "tiny" and config.checkpoint:
         from star_jax.inference.model import check_tiny_decoder_folder
 
