@@ -15,6 +15,10 @@ Loss per video, pixels in [-1, 1], the decoder fed a posterior sample:
     l1 * mean|x - x'| + mse * mean (x - x')^2 + grad * mean |d(x - x')| (finite differences in
     H and W) + kl * mean KL(N(mu, sigma^2) || N(0, 1)) over latent elements.
 aux: psnr (of the batch, peak-to-peak 2), l1, mse, kl, logvar (mean posterior log-variance).
+
+`train_encoder=False` trains the decoder alone (the encoder and quant_conv get no gradient, so
+their params, and every latent a trained DiT was fit to, stay bit-identical): the way to improve
+a VAE's reconstructions without retraining the teacher and student on its latents.
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ class VAEDataConfig:
 class VAETrainConfig:
     """Weights of the loss terms (module docstring); `sample`: decode a posterior sample (else
     the mean); `init_from`: start from the params of an exported VAE folder
-    (`star_jax.checkpoint.export`) instead of a random init."""
+    (`star_jax.checkpoint.export`) instead of a random init; `train_encoder`: False freezes the
+    encoder side (`ENCODER_PARAMS`), usually with `init_from`."""
 
     l1: float = 1.0
     mse: float = 1.0
@@ -77,6 +82,10 @@ class VAETrainConfig:
     kl: float = 1e-6
     sample: bool = True
     init_from: str = ""
+    train_encoder: bool = True
+
+
+ENCODER_PARAMS = ("encoder", "quant_conv")  # the params that map pixels to the posterior
 
 
 class SyntheticClips:
@@ -206,6 +215,8 @@ def vae_loss(vae: WanVAE, cfg: VAETrainConfig, data: VAEDataConfig, params, batc
     """The training loss on a batch {"video": (B, T, H, W, 3) uint8} (module docstring)."""
     k_crop, k_z = jax.random.split(rng)
     x = to_signed(random_crops(batch["video"], k_crop, data.crop_frames, data.crop_hw, data.flip))
+    if not cfg.train_encoder:
+        params = {k: jax.lax.stop_gradient(v) if k in ENCODER_PARAMS else v for k, v in params.items()}
     y, dist = reconstruct(vae, params, x, k_z if cfg.sample else None)
     loss, aux = reconstruction_loss(x, y, cfg)
     kl = jnp.mean(kl_divergence(dist))
@@ -243,6 +254,9 @@ def make_vae_task(config) -> Task:
     cfg = vae_config(config)
     data = section(VAEDataConfig, config, "data")
     train_cfg = section(VAETrainConfig, config, "vae_train")
+    if not train_cfg.train_encoder and config.get("optim", {}).get("weight_decay", 0.0):
+        raise InputError("config.vae_train.train_encoder=False needs config.optim.weight_decay=0: weight decay "
+                         "would still move the frozen encoder's kernels")
     vae = WanVAE(cfg)
     spec = {"video": jax.ShapeDtypeStruct((data.clip_frames, *data.clip_hw, 3), jnp.uint8)}
     init = lambda rng: init_vae_params(vae, rng, *data.crop_hw)
