@@ -298,14 +298,25 @@ def _export_vae_command(workdir: str, out: str, stats_videos: int, ema: bool) ->
         raise CheckpointError(f"{workdir}/run.json: cannot read the run's config ({type(e).__name__}: {e})") from e
     cfg = vae_task.vae_config(config)
     data = section(vae_task.VAEDataConfig, config, "data")
+    train = section(vae_task.VAETrainConfig, config, "vae_train")
     params, step = train_params(workdir, ema)
-    source = vae_task.make_source(data)
-    count = min(stats_videos, len(source))
-    idx = np.linspace(0, len(source) - 1, count).round().astype(int)
-    videos = np.stack([source[int(i)]["video"] for i in idx])
-    stats = vae_task.latent_stats(vae_task.WanVAE(cfg), jax.device_put(params), videos)
-    info = {"workdir": os.path.abspath(workdir), "ema": ema, "stats_videos": int(count),
+    info = {"workdir": os.path.abspath(workdir), "ema": ema,
             "data": {k: data.__dict__[k] for k in ("source", "path", "split")}}
+    if not train.train_encoder and train.init_from:
+        # decoder-only fine-tuning: the start's encoder side and latent statistics, exactly (the EMA
+        # of constant params may move them by an ulp), so every latent a DiT was fit to stays the same
+        start = restore_params(train.init_from, what="vae")
+        params = {k: start[k] if k in vae_task.ENCODER_PARAMS else v for k, v in params.items()}
+        start_cfg = read_vae_json(os.path.join(train.init_from, VAE_JSON))
+        stats = (start_cfg.latents_mean, start_cfg.latents_std)
+        info.update(encoder_from=os.path.abspath(train.init_from))
+    else:
+        source = vae_task.make_source(data)
+        count = min(stats_videos, len(source))
+        idx = np.linspace(0, len(source) - 1, count).round().astype(int)
+        videos = np.stack([source[int(i)]["video"] for i in idx])
+        stats = vae_task.latent_stats(vae_task.WanVAE(cfg), jax.device_put(params), videos)
+        info.update(stats_videos=int(count))
     return export_vae(params, out, cfg, stats, {**info, "step": step})
 
 

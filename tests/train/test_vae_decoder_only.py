@@ -60,3 +60,38 @@ def test_a_frozen_encoder_with_weight_decay_is_refused():
         config.optim.weight_decay = 0.01
     with pytest.raises(InputError, match="weight_decay"):
         make_task(config)
+
+
+@pytest.mark.slow  # two trainer runs of a 5-frame VAE (~2-3 min on 2 CPU cores)
+def test_decoder_only_fine_tune_exports_the_start_encoder_and_statistics(tmp_path):
+    """Train a VAE, export it, fine-tune its decoder alone from that export, export again: the
+    encoder side and the latent statistics are the first export's bit for bit (so a DiT trained
+    on its latents sees the same latents), the decoder has moved."""
+    from star_jax.checkpoint.export import VAE_JSON, read_vae_json
+    from star_jax.checkpoint.export import main as export_main
+    from star_jax.checkpoint.storage import restore_params
+    from star_jax.train import train
+
+    def run(name, arg):
+        config = get_config(f"crop=16,frames=5,base_dim=4,batch=2,steps=2,{arg}")
+        config.data.clip_frames, config.data.clip_hw, config.data.num_examples = 5, (16, 16), 8
+        config.run.workdir, config.run.tensorboard = str(tmp_path / name), False
+        with config.unlocked():
+            config.run.compiler_options = dict(FAST)
+        assert train(config, devices=jax.devices()[:1]).status == "done"
+        export_main(["vae", "--workdir", str(tmp_path / name), "--out", str(tmp_path / f"{name}_vae"),
+                     "--stats_videos", "4"])
+        return str(tmp_path / f"{name}_vae")
+
+    first = run("full", "seed=0")
+    second = run("decoder", f"seed=1,train_encoder=false,init={first}")
+    a, b = restore_params(first, what="vae"), restore_params(second, what="vae")
+    for name in a:
+        pairs = list(zip(jax.tree_util.tree_leaves(a[name]), jax.tree_util.tree_leaves(b[name])))
+        if name in ENCODER_PARAMS:
+            for x, y in pairs:
+                np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        else:
+            assert any(np.any(np.asarray(x) != np.asarray(y)) for x, y in pairs), name
+    ca, cb = read_vae_json(f"{first}/{VAE_JSON}"), read_vae_json(f"{second}/{VAE_JSON}")
+    assert ca.latents_mean == cb.latents_mean and ca.latents_std == cb.latents_std
