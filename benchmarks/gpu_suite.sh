@@ -11,24 +11,7 @@
 #     bash benchmarks/gpu_suite.sh                  # on the GPU
 #     SMOKE=1 bash benchmarks/gpu_suite.sh          # the same parts at tiny sizes on any backend
 set -u
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/gpu_suite}
-mkdir -p "$OUT"
-if ! python3 -c "import grain, ml_collections" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:$PWD || exit 2
-fi
-command -v nvidia-smi >/dev/null && nvidia-smi -L
-python3 -c "import jax, flax, optax, grain, ml_collections; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" || exit 3
-
-part() {  # name, limit in seconds, command...
-  local name=$1 limit=$2 t0=$SECONDS
-  shift 2
-  echo "== $name (limit ${limit}s)"
-  timeout -s INT "$limit" "$@" > "$OUT/$name.log" 2>&1
-  echo "== $name: exit $?, $((SECONDS - t0)) s"
-  tail -n 25 "$OUT/$name.log"
-}
+source "$(dirname "$0")/gpu_env.sh" /tmp/gpu_suite
 
 if [ "${SMOKE:-0}" = 1 ]; then
   part dit 300 python3 -m benchmarks.dit_bench --smoke --repeats 2 --attention xla,dot_product
