@@ -191,30 +191,33 @@ def test_exit_rollout_matches_star_block_and_the_gradient_forward(model):
     the x0 that `causal_block_x0` (the training forward) predicts from the recorded exit input at
     the e-th warped timestep, with the same previous block in context; the state advances alike."""
     dit, params = model
+    # one compiled program each (exit step and `first` traced, as in training) instead of op by op
+    star_block_exit_jit = jax.jit(star_block_exit, static_argnums=0)
+    causal_block_x0_jit = jax.jit(causal_block_x0, static_argnums=0)
     cond = _conditions(2, seed=3, batch=2)
     text = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4, CFG.text_dim)).astype(np.float32))
     sched = few_step_schedule((1000, 750, 500, 250), 5.0)
     state0 = init_rollout_state(CFG, 2, HW, jax.random.PRNGKey(3))
     block0 = cond.frames(0, 3)
     s_full, x_full = star_block_jit(dit, params, state0, text, block0)
-    s_last, x_last, _ = star_block_exit(dit, params, state0, text, block0, 3)
+    s_last, x_last, _ = star_block_exit_jit(dit, params, state0, text, block0, 3)
     np.testing.assert_allclose(x_last, x_full, rtol=1e-5, atol=1e-5)
     assert int(s_last.block) == 1
     np.testing.assert_array_equal(np.asarray(s_last.rng), np.asarray(s_full.rng))
     for e in (0, 2):
-        state1, x_b0, x_in0 = star_block_exit(dit, params, state0, text, block0, e)
-        want0 = causal_block_x0(dit, params, text, block0.ref, jnp.zeros_like(block0.ref), True, x_in0,
+        state1, x_b0, x_in0 = star_block_exit_jit(dit, params, state0, text, block0, e)
+        want0 = causal_block_x0_jit(dit, params, text, block0.ref, jnp.zeros_like(block0.ref), True, x_in0,
                                 jnp.full((2,), sched.timesteps[e]), block0.mask, block0.render)
         np.testing.assert_allclose(x_b0, want0, rtol=1e-4, atol=1e-4)
         block1 = cond.frames(3, 6)
-        _, x_b1, x_in1 = star_block_exit(dit, params, state1, text, block1, e)
-        want1 = causal_block_x0(dit, params, text, block1.ref, x_b0, False, x_in1,
+        _, x_b1, x_in1 = star_block_exit_jit(dit, params, state1, text, block1, e)
+        want1 = causal_block_x0_jit(dit, params, text, block1.ref, x_b0, False, x_in1,
                                 jnp.full((2,), sched.timesteps[e]), block1.mask, block1.render)
         np.testing.assert_allclose(x_b1, want1, rtol=1e-4, atol=1e-4)
         if e == 0:
             np.testing.assert_array_equal(np.asarray(x_in0), np.asarray(
                 jax.random.normal(jax.random.split(state0.rng, 3)[1], x_in0.shape)))  # the initial noise
     # the previous block matters (it is not masked out after the first block)
-    other = causal_block_x0(dit, params, text, block1.ref, x_b0 + 1.0, False, x_in1,
+    other = causal_block_x0_jit(dit, params, text, block1.ref, x_b0 + 1.0, False, x_in1,
                             jnp.full((2,), sched.timesteps[2]), block1.mask, block1.render)
     assert float(jnp.max(jnp.abs(other - want1))) > 1e-3
