@@ -5,13 +5,12 @@ import os
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_navigate_notebook_executes():
+    nbformat = pytest.importorskip("nbformat")  # here, not at collection: ~1 s of imports per xdist worker
+    nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(os.path.join(ROOT, "notebooks", "navigate.ipynb"), as_version=4)
     # timeout per cell: the two-block cell compiles everything; it took 380 s on a 2-core CPU loaded 6x over
     nbclient.NotebookClient(nb, timeout=1200, kernel_name="python3",
