@@ -19,9 +19,10 @@ def test_sharded_forward_and_cache_equal_unsharded(mesh8):
     ctx = jnp.asarray(rng.normal(size=(4, 5, cfg.text_dim)), jnp.float32)
     t = jnp.asarray(rng.uniform(0, 1000, size=(4, 6)), jnp.float32)
 
-    boxed = model.init(jax.random.key(1), x, t, ctx)["params"]
+    # init and the 1-device references jitted: one compile each instead of ~100 op-by-op compiles
+    boxed = jax.jit(model.init)(jax.random.key(1), x, t, ctx)["params"]
     params = nn.meta.unbox(boxed)
-    y_ref, _ = model.apply({"params": params}, x, t, ctx)
+    y_ref, _ = jax.jit(model.apply)({"params": params}, x, t, ctx)
 
     shardings = sh.param_shardings(boxed, mesh8)
     # the rules really split things: ffn_0 kernel (layers, embed, mlp) -> (None, fsdp, tensor)
@@ -46,7 +47,7 @@ def test_sharded_forward_and_cache_equal_unsharded(mesh8):
             return model.apply({"params": p}, x[:, 3:], jnp.full((4,), 600.0), c, cache=cache,
                                cache_mode="read", frame_offset=3)[0]
 
-    y_c_ref = fill_and_read(params, x, ctx)
+    y_c_ref = jax.jit(fill_and_read)(params, x, ctx)
     with jax.set_mesh(mesh8):
         y_c = jax.jit(fill_and_read)(p_sharded, jax.device_put(x, batch), jax.device_put(ctx, batch))
     np.testing.assert_allclose(np.asarray(y_c), np.asarray(y_c_ref), rtol=1e-5, atol=1e-5)
