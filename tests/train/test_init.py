@@ -26,7 +26,8 @@ SHAPE = (1, 6, 4, 4)  # (B, T, h, w) latents
 
 def _init(cfg, seed):
     x = jnp.zeros(SHAPE + (cfg.in_dim,))
-    return WanDiT(cfg).init(jax.random.key(seed), x, jnp.zeros((1, 6)), jnp.zeros((1, 4, cfg.text_dim)))["params"]
+    init = jax.jit(WanDiT(cfg).init)  # one compile, not op-by-op
+    return init(jax.random.key(seed), x, jnp.zeros((1, 6)), jnp.zeros((1, 4, cfg.text_dim)))["params"]
 
 
 @pytest.fixture(scope="module")
