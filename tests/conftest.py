@@ -1,10 +1,11 @@
 """Test set-up: every test sees an 8-device CPU platform (set before JAX is imported), float32
 matmuls at full precision for parity tests, and the shared real data when it is present.
 
-The tests' programs are compiled with LLVM optimisation off (XLA_FLAGS
+On the CPU platform the tests' programs are compiled with LLVM optimisation off (XLA_FLAGS
 --xla_backend_optimization_level=0; STAR_JAX_TEST_FAST_COMPILE=0 keeps XLA's default): the same HLO
-and XLA passes, only the CPU code generated from them is less optimised. The tiny models' programs
-compile ~3x faster and run a little slower; compiles are most of the suite's time.
+and XLA passes, only the CPU code generated from them is less optimised (float results can differ
+in the last bits). The tiny models' programs compile ~3x faster and run a little slower; compiles
+are most of the suite's time.
 
 XLA's persistent compilation cache is on for the test run (compiles dominate the suite's time on a
 CPU, and many tests compile the same programs): the xdist workers, and the jobs tests start as
@@ -21,11 +22,12 @@ import shutil
 import tempfile
 
 FAST_COMPILE_ENV = "STAR_JAX_TEST_FAST_COMPILE"
-_flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-if os.environ.get(FAST_COMPILE_ENV, "1") != "0" and "xla_backend_optimization_level" not in _flags:
-    _flags += " --xla_backend_optimization_level=0"
-os.environ["XLA_FLAGS"] = _flags.strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+if (os.environ["JAX_PLATFORMS"] == "cpu" and os.environ.get(FAST_COMPILE_ENV, "1") != "0"
+        and "xla_backend_optimization_level" not in _flags):
+    _flags += " --xla_backend_optimization_level=0"  # CPU runs only: a GPU run keeps optimised kernels
+os.environ["XLA_FLAGS"] = _flags.strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
