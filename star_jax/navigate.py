@@ -217,21 +217,11 @@ def validate(config) -> Plan:
         from star_jax.render import check_w2c_count
 
         check_w2c_count(cameras.path, cameras.value, n_total)
-    card = None
-    if config.checkpoint:
-        from star_jax.inference.model import check_model_folder
-
-        # dit/ and vae/ (shapes from orbax metadata), star_model.json (convention, variant, architecture)
-        card = check_model_folder(config.checkpoint, config.variant, config.dtype, config.conditioning or None)
     from star_jax.inference.pipeline import DECODERS
 
     decoder = config.get("decoder", "wan")
     if decoder not in DECODERS:
         raise InputError(f"config.decoder (--decoder): expected {' or '.join(map(repr, DECODERS))}, found {decoder!r}")
-    if decoder == "tiny" and config.checkpoint:
-        from star_jax.inference.model import check_tiny_decoder_folder
-
-        check_tiny_decoder_folder(config.checkpoint, config.dtype)  # CheckpointError naming <folder>/taehv
     if config.get("ground_truth", ""):
         _check_ground_truth(config.ground_truth, n_valid, probe)
     if config.prompt and config.text_embedding:
@@ -246,6 +236,16 @@ def validate(config) -> Plan:
 
         load_text_embedding(config.text_embedding, cfg.text_dim, cfg.text_len)  # InputError names the file
     io.check_output_folder(config.output_dir, OUTPUTS)
+    card = None
+    if config.checkpoint:  # last: it traces the networks' shapes (seconds), the checks above are cheap
+        from star_jax.inference.model import check_model_folder
+
+        # dit/ and vae/ (shapes from orbax metadata), star_model.json (convention, variant, architecture)
+        card = check_model_folder(config.checkpoint, config.variant, config.dtype, config.conditioning or None)
+        if decoder == "tiny":
+            from star_jax.inference.model import check_tiny_decoder_folder
+
+            check_tiny_decoder_folder(config.checkpoint, config.dtype)  # CheckpointError naming <folder>/taehv
     return Plan(entry, probe, cameras, cfg, n_total, floor, card, num_blocks, n_valid, scene)
 
 
