@@ -30,8 +30,9 @@ t0=$SECONDS
 for mode in decoder full; do
   enc=$([ $mode = decoder ] && echo false || echo true)
   rm -rf /tmp/gpu_vae_$mode
+  args="data=$CLIPS,batch=$BATCH,steps=$STEPS,lr=$LR,decay=constant,crop=$CROP,frames=$FRAMES"
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 timeout -s TERM "$T_TRAIN" python3 -m star_jax.train --noprogress \
-    --config "experiments/train_vae.py:data=$CLIPS,batch=$BATCH,steps=$STEPS,lr=$LR,decay=constant,crop=$CROP,frames=$FRAMES,init=$START,train_encoder=$enc" \
+    --config "experiments/train_vae.py:$args,init=$START,train_encoder=$enc" \
     --workdir /tmp/gpu_vae_$mode > "$OUT/train_$mode.log" 2>&1 &
 done
 wait
