@@ -1,7 +1,9 @@
 """The VAE task and its export: the KL term is the closed form (checked against torch), crops are
 windows of the clips, a few optimizer steps lower the loss, the latent statistics are the
 moments of the posterior means, export -> load_star_model decodes the same frames and
-normalises with the exported statistics, bad vae.json files and bad data are one-line errors."""
+normalises with the exported statistics, bad vae.json files and bad data are one-line errors;
+decoder-only training (`train_encoder=False`) freezes the encoder side, and its export keeps the
+start's encoder and latent statistics."""
 
 import dataclasses
 import json
@@ -21,8 +23,10 @@ from star_jax.inference.model import load_star_model
 from star_jax.models.dit import WanDiT
 from star_jax.models.vae import LatentDist, WanVAE, decode_start, init_vae_params, normalize_latents
 from star_jax.models.variants import dit_variant, vae_variant
+from star_jax.train.optim import OptimConfig, make_optimizer
 from star_jax.train.task import make_task
 from star_jax.train.vae import (
+    ENCODER_PARAMS,
     SyntheticClips,
     VAEDataConfig,
     VAETrainConfig,
@@ -73,13 +77,17 @@ def _tiny(frames=1, hw=16, base_dim=4):
     return vae, data
 
 
+def _tiny_params(vae, hw=16):
+    init = lambda k: init_vae_params(vae, k, hw, hw)
+    return jax.jit(init).lower(jax.random.PRNGKey(0)).compile(compiler_options=FAST)(jax.random.PRNGKey(0))
+
+
 @pytest.mark.slow  # ~70 s on 2 busy CPU cores, mostly compiling the gradient
 def test_a_few_adam_steps_lower_the_loss():
     """Five Adam steps on a fixed batch and key (single-frame clips: the first causal chunk)
     lower the loss at every step, and the aux PSNR rises."""
     vae, data = _tiny()
-    init = lambda k: init_vae_params(vae, k, 16, 16)
-    params = jax.jit(init).lower(jax.random.PRNGKey(0)).compile(compiler_options=FAST)(jax.random.PRNGKey(0))
+    params = _tiny_params(vae)
     src = SyntheticClips(2, 1, (16, 16), seed=4)
     batch = {"video": jnp.asarray(np.stack([src[i]["video"] for i in range(2)]))}
     tx, key = optax.adam(3e-3), jax.random.PRNGKey(1)
@@ -221,26 +229,102 @@ def test_bad_data_settings_and_files_are_input_errors(tmp_path):
         make_task(get_config(f"data={tmp_path / 'missing.npy'}"))
 
 
+def _train_and_export(tmp_path, name, arg):
+    """A 5-frame 16x16 base_dim-4 VAE run of the experiment config (plus `arg`) through the
+    trainer, then `python -m star_jax.checkpoint.export vae` of it: (workdir, export folder)."""
+    from star_jax.checkpoint.export import main as export_main
+    from star_jax.train import train
+
+    workdir, out = tmp_path / name, tmp_path / f"{name}_vae"
+    config = get_config(f"crop=16,frames=5,base_dim=4,batch=2,{arg}")
+    config.data.clip_frames, config.data.clip_hw, config.data.num_examples = 5, (16, 16), 8
+    config.run.workdir, config.run.tensorboard = str(workdir), False
+    with config.unlocked():
+        config.run.compiler_options = dict(FAST)
+    assert train(config, devices=jax.devices()[:1]).status == "done"
+    export_main(["vae", "--workdir", str(workdir), "--out", str(out), "--stats_videos", "4"])
+    return workdir, out
+
+
 @pytest.mark.slow  # compiles a 5-frame VAE training step through the trainer
 def test_train_then_export_command_writes_a_loadable_vae(tmp_path):
     """The trainer runs the "vae" task from the experiment config; `python -m
     star_jax.checkpoint.export vae` then writes the run's EMA params with vae.json (its width,
     stats measured on the run's data, the step)."""
-    from star_jax.checkpoint.export import main as export_main
     from star_jax.checkpoint.storage import restore_params
-    from star_jax.train import train
 
-    config = get_config("crop=16,frames=5,base_dim=4,batch=2,steps=3")
-    config.data.clip_frames, config.data.clip_hw, config.data.num_examples = 5, (16, 16), 8
-    config.run.workdir, config.run.tensorboard = str(tmp_path / "run"), False
-    with config.unlocked():
-        config.run.compiler_options = dict(FAST)
-    assert train(config, devices=jax.devices()[:1]).status == "done"
-    out = tmp_path / "vae"
-    export_main(["vae", "--workdir", str(tmp_path / "run"), "--out", str(out), "--stats_videos", "4"])
+    workdir, out = _train_and_export(tmp_path, "run", "steps=3")
     cfg = read_vae_json(str(out / VAE_JSON))
     assert cfg.base_dim == 4 and all(s > 0 for s in cfg.latents_std)
     assert json.load(open(out / VAE_JSON))["training"]["step"] == 3
-    state = restore_params(str(tmp_path / "run" / "checkpoints" / "3" / "state"))
+    state = restore_params(str(workdir / "checkpoints" / "3" / "state"))
     for a, b in zip(jax.tree_util.tree_leaves(state["ema_params"]), jax.tree_util.tree_leaves(restore_params(str(out)))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# --- decoder-only training (train_encoder=False) ---------------------------------------------
+
+
+@pytest.mark.slow  # ~45 s on 2 CPU cores: two gradient programs of the VAE
+def test_decoder_only_freezes_the_encoder_and_keeps_the_decoder_gradient():
+    """The encoder side gets exactly zero gradient and the trainer's optimizer leaves it
+    bit-identical, while the decoder's gradient is the one of full training."""
+    vae, data = _tiny()
+    params = _tiny_params(vae)
+    src = SyntheticClips(2, 1, (16, 16), seed=4)
+    batch = {"video": jnp.asarray(np.stack([src[i]["video"] for i in range(2)]))}
+    key = jax.random.PRNGKey(1)
+    tx, _ = make_optimizer(OptimConfig(lr=1e-2, warmup_steps=0), 10)
+
+    def grads(p, train_encoder):
+        cfg = VAETrainConfig(train_encoder=train_encoder)
+        return jax.grad(lambda q: vae_loss(vae, cfg, data, q, batch, key)[0])(p)
+
+    def both(p, o):
+        g_full, g_dec = grads(p, True), grads(p, False)
+        u, _ = tx.update(g_dec, o, p)
+        return g_full, g_dec, jax.tree_util.tree_map(lambda a, b: a + b, p, u)
+
+    opt = tx.init(params)
+    g_full, g_dec, stepped = jax.jit(both).lower(params, opt).compile(compiler_options=FAST)(params, opt)
+    for name in params:
+        leaves = lambda t: jax.tree_util.tree_leaves(t[name])
+        if name in ENCODER_PARAMS:  # no gradient, no update: bit-identical
+            assert all(np.all(np.asarray(g) == 0) for g in leaves(g_dec)), name
+            assert any(np.any(np.asarray(g) != 0) for g in leaves(g_full)), name
+            for a, b in zip(leaves(params), leaves(stepped)):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        else:  # the decoder side learns exactly as in full training
+            for a, b in zip(leaves(g_full), leaves(g_dec)):
+                np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-8)
+            assert any(np.any(np.asarray(a) != np.asarray(b)) for a, b in zip(leaves(params), leaves(stepped)))
+
+
+def test_a_frozen_encoder_with_weight_decay_is_refused():
+    config = get_config("train_encoder=false,crop=32,frames=5")
+    assert config.vae_train.train_encoder is False
+    with config.unlocked():
+        config.optim.weight_decay = 0.01
+    with pytest.raises(InputError, match="weight_decay"):
+        make_task(config)
+
+
+@pytest.mark.slow  # two trainer runs of a 5-frame VAE (~2-3 min on 2 CPU cores)
+def test_decoder_only_fine_tune_exports_the_start_encoder_and_statistics(tmp_path):
+    """Train a VAE, export it, fine-tune its decoder alone from that export, export again: the
+    encoder side and the latent statistics are the first export's bit for bit (so a DiT trained
+    on its latents sees the same latents), the decoder has moved."""
+    from star_jax.checkpoint.storage import restore_params
+
+    _, first = _train_and_export(tmp_path, "full", "steps=2,seed=0")
+    _, second = _train_and_export(tmp_path, "decoder", f"steps=2,seed=1,train_encoder=false,init={first}")
+    a, b = restore_params(str(first), what="vae"), restore_params(str(second), what="vae")
+    for name in a:
+        pairs = list(zip(jax.tree_util.tree_leaves(a[name]), jax.tree_util.tree_leaves(b[name])))
+        if name in ENCODER_PARAMS:
+            for x, y in pairs:
+                np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        else:
+            assert any(np.any(np.asarray(x) != np.asarray(y)) for x, y in pairs), name
+    ca, cb = read_vae_json(str(first / VAE_JSON)), read_vae_json(str(second / VAE_JSON))
+    assert ca.latents_mean == cb.latents_mean and ca.latents_std == cb.latents_std
