@@ -26,11 +26,11 @@ CLIPS=/tmp/gpu_vae_clips.npy
 part clips 240 env JAX_PLATFORMS=cpu python3 experiments/train_vae.py make_clips $CLIPS --worlds $WORLDS \
   --workers "$(nproc)" || exit 5
 [ "${SMOKE:-0}" = 1 ] && HELDOUT=$CLIPS
+args="data=$CLIPS,batch=$BATCH,steps=$STEPS,lr=$LR,decay=constant,crop=$CROP,frames=$FRAMES"
 t0=$SECONDS
 for mode in decoder full; do
   enc=$([ $mode = decoder ] && echo false || echo true)
   rm -rf /tmp/gpu_vae_$mode
-  args="data=$CLIPS,batch=$BATCH,steps=$STEPS,lr=$LR,decay=constant,crop=$CROP,frames=$FRAMES"
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 timeout -s TERM "$T_TRAIN" python3 -m star_jax.train --noprogress \
     --config "experiments/train_vae.py:$args,init=$START,train_encoder=$enc" \
     --workdir /tmp/gpu_vae_$mode > "$OUT/train_$mode.log" 2>&1 &

@@ -6,8 +6,9 @@
 Four tables, printed (0), (2), (1), (3). (0) FLOPs per block of the 1.3B at 480x832 by stage
 (DiT analytic, the VAE parts counted by XLA on abstract shapes) and the roofline FPS at an H100's
 dense bf16 peak, with either decoder (`--roofline_only` prints it alone, in seconds on a CPU).
-(1) The streaming session, steady state (after the compiling blocks): per-block latency split into warp / VAE encode / DiT / VAE decode, frames/s, and the ratio to the 24 FPS the
-release reports. (2) The session's changes before / after, same process, same clip and cameras:
+(1) The streaming session, steady state (after the compiling blocks): per-block latency split
+into warp / VAE encode / DiT / VAE decode, frames/s, and the ratio to the 24 FPS the release
+reports. (2) The session's changes before / after, same process, same clip and cameras:
 the reference encoded per block beside the renders (before), encoded once per session (the
 one-time encode is reported apart: the first block pays it), and then decoded by the TAEHV tiny
 decoder instead of the Wan VAE's (random weights of the variant's TAEHV), and then each block as one

@@ -207,17 +207,17 @@ def test_exit_rollout_matches_star_block_and_the_gradient_forward(model):
     for e in (0, 2):
         state1, x_b0, x_in0 = star_block_exit_jit(dit, params, state0, text, block0, e)
         want0 = causal_block_x0_jit(dit, params, text, block0.ref, jnp.zeros_like(block0.ref), True, x_in0,
-                                jnp.full((2,), sched.timesteps[e]), block0.mask, block0.render)
+                                    jnp.full((2,), sched.timesteps[e]), block0.mask, block0.render)
         np.testing.assert_allclose(x_b0, want0, rtol=1e-4, atol=1e-4)
         block1 = cond.frames(3, 6)
         _, x_b1, x_in1 = star_block_exit_jit(dit, params, state1, text, block1, e)
         want1 = causal_block_x0_jit(dit, params, text, block1.ref, x_b0, False, x_in1,
-                                jnp.full((2,), sched.timesteps[e]), block1.mask, block1.render)
+                                    jnp.full((2,), sched.timesteps[e]), block1.mask, block1.render)
         np.testing.assert_allclose(x_b1, want1, rtol=1e-4, atol=1e-4)
         if e == 0:
             np.testing.assert_array_equal(np.asarray(x_in0), np.asarray(
                 jax.random.normal(jax.random.split(state0.rng, 3)[1], x_in0.shape)))  # the initial noise
     # the previous block matters (it is not masked out after the first block)
     other = causal_block_x0_jit(dit, params, text, block1.ref, x_b0 + 1.0, False, x_in1,
-                            jnp.full((2,), sched.timesteps[2]), block1.mask, block1.render)
+                                jnp.full((2,), sched.timesteps[2]), block1.mask, block1.render)
     assert float(jnp.max(jnp.abs(other - want1))) > 1e-3
