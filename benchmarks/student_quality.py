@@ -33,7 +33,8 @@ floor a decoder leaves); frames/s of the generator on this machine, latent gener
 of one batch, best of `--repeats` calls (already compiled and run by the evaluation); the speed-up
 is the T_c row's time per batch over the row's, with and without the decode (the same decoder
 serves every row, so the latents-only ratio is the DiT's). The same noise key per batch for every
-generator.
+generator. For clips of more than one STAR block a second table gives each row's PSNR (all pixels)
+per block, pooled over the block's frames and averaged over clips: where a causal generator drifts.
 
 --data is the latent dataset (`data_pipelines.precompute`), --pixels its pixel dataset (default:
 the one its metadata names) for the true targets, matched by example_id; --vae the VAE that
@@ -66,6 +67,7 @@ from benchmarks.teacher_quality import (
     write_results,
 )
 from star_jax.errors import InputError
+from star_jax.evaluation.ground_truth import psnr_metric
 from star_jax.evaluation.realism import frechet_distance, gaussian_stats, patch_features
 from star_jax.inference.conditions import StarConditions
 from star_jax.models.vae import decode, denormalize_latents
@@ -201,11 +203,31 @@ def _target(ex, by_id, pixels) -> np.ndarray:
     return np.asarray(pixels[by_id[eid]]["target_rgb"])
 
 
+def block_frames(n_latent: int, per_block: int = 3, temporal: int = 4) -> list[tuple[int, int]]:
+    """The pixel frames [start, stop) of each STAR block of a clip of `n_latent` latent frames, blocks
+    of `per_block` latents, the causal VAE's `temporal` x compression (latent 0 is frame 0, latent
+    i >= 1 frames temporal * (i - 1) + 1 .. temporal * i)."""
+    if n_latent % per_block:
+        raise InputError(f"student_quality: {n_latent} latent frames are not whole blocks of {per_block}")
+    out = []
+    for b in range(n_latent // per_block):
+        first, last = b * per_block, (b + 1) * per_block - 1  # latents
+        out.append((0 if first == 0 else temporal * (first - 1) + 1, temporal * last + 1))
+    return out
+
+
+def block_psnr(pred, target, blocks) -> list[float]:
+    """PSNR (dB, all pixels) of each block's frames of one clip, pooled over them as the clip's column is
+    (`ground_truth.psnr_metric`); `blocks` from `block_frames`."""
+    return [float(psnr_metric(pred[a:b], target[a:b]).raw["all"]) for a, b in blocks]
+
+
 def evaluate(latents, pixels, vae, vae_params, generators: dict, num: int, batch: int = 4, seed: int = 0,
              repeats: int = 2, flat=None) -> tuple[dict, int]:
     """generators: {name: (fn(params, ref, render, mask, text, rng) -> latents, params)}; `flat`: the
     flat-shaded pixel split (the flat_truth row) or None.
-    -> ({row: {metric/region: mean over clips, "realism": float, "batch_s": float or None}}, clips)."""
+    -> ({row: {metric/region: mean over clips, "realism": float, "batch_s": float or None,
+    "psnr_by_block": [dB per STAR block, mean over clips]}}, clips)."""
     num = min(num, len(latents))
     if num == 0:
         raise InputError("student_quality: the split has no examples")
@@ -214,7 +236,9 @@ def evaluate(latents, pixels, vae, vae_params, generators: dict, num: int, batch
     flat_id = {int(flat[i]["example_id"]): i for i in range(len(flat))} if flat is not None else None
     rows = tuple(generators) + ("render", "vae_recon") + (("flat_truth",) if flat is not None else ())
     per = {r: [] for r in rows}
+    by_block = {r: [] for r in rows}
     feats = {r: [] for r in rows + ("target",)}
+    blocks = block_frames(int(np.asarray(latents[0]["target"]).shape[0]))
     first = None
     for start in range(0, num, batch):
         idx = [min(i, num - 1) for i in range(start, start + batch)]  # the last batch padded: one compile
@@ -239,12 +263,14 @@ def evaluate(latents, pixels, vae, vae_params, generators: dict, num: int, batch
                     raise InputError(f"student_quality: example {start + j}: {r} is {p.shape}, target_rgb "
                                      f"{target.shape}")
                 per[r].append(clip_metrics(p, target, valid))
+                by_block[r].append(block_psnr(p, target, blocks))
                 feats[r].append(patch_features(p))
     real = gaussian_stats(np.concatenate(feats["target"]))
     out = {}
     for r in rows:
         out[r] = {k: nan_mean([m[k] for m in per[r]]) for k in per[r][0]}
         out[r]["realism"] = frechet_distance(*gaussian_stats(np.concatenate(feats[r])), *real)
+        out[r]["psnr_by_block"] = [nan_mean(list(v)) for v in zip(*by_block[r])]
         out[r]["batch_s"] = out[r]["latent_s"] = None
     cond, rng = first
     for name, (fn, params) in generators.items():  # compiled by the loop above: no warm-up call needed
@@ -282,6 +308,19 @@ def table(results: dict, frames_per_clip: int, batch: int, missing: dict, refere
             cells.append("-" if v[key] is None or ref.get(key) is None else f"{ref[key] / v[key]:.1f}x")
         lines.append(f"| {LABELS[r]} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
+
+
+def block_table(results: dict) -> str:
+    """PSNR (all pixels) per STAR block, one line per evaluated row: where a causal generator drifts.
+    Empty for one-block clips."""
+    rows = [r for r in ROWS if r in results]
+    n = len(results[rows[0]]["psnr_by_block"]) if rows else 0
+    if n < 2:
+        return ""
+    head = "| method | " + " | ".join(f"block {b + 1}" for b in range(n)) + " |\n|---|" + "---:|" * n + "\n"
+    return ("\nPSNR all (dB) by STAR block (3 latent frames; block 1 holds 9 frames, the others 12):\n\n" + head
+            + "".join(f"| {LABELS[r]} | " + " | ".join(f"{v:.2f}" for v in results[r]["psnr_by_block"]) + " |\n"
+                      for r in rows))
 
 
 def main(argv=None) -> int:
@@ -393,7 +432,7 @@ def main(argv=None) -> int:
              f"speed: latent generation + decode of a batch of {a.batch} clips, best of {a.repeats} (compiled), on "
              f"{jax.devices()[0].device_kind} ({os.cpu_count()} cores, shared)",
              f"evaluation took {time.perf_counter() - t0:.0f} s"]
-    text = (f"# Student quality: {name}\n\n" + table(results, frames, a.batch, missing) + "\n"
+    text = (f"# Student quality: {name}\n\n" + table(results, frames, a.batch, missing) + block_table(results) + "\n"
             + "".join(f"- {x}\n" for x in facts))
     sys.stdout.write(text)
     write_results(text, a.out, "student_quality.md")

@@ -139,3 +139,26 @@ def test_cfg_scales_follow_the_distillation_run(tmp_path):
     for old, new in (("--guidance", "--cfg_scale"), ("--real_guidance", "--real_cfg_scale")):
         with pytest.raises(InputError, match=f"^{old}: renamed {new}, .* {new} = {old} \\+ 1"):
             sq.main(["--data", "nowhere", "--vae", "nowhere", old, "3"])
+
+
+def test_blocks_split_a_clip_as_the_causal_vae_does():
+    """Block b's frames are those its latents decode to (latent 0 -> frame 0, latent i -> 4i-3 .. 4i):
+    the ranges tile the clip, and each block's PSNR is the pooled MSE of its frames."""
+    assert sq.block_frames(3) == [(0, 9)]
+    assert sq.block_frames(12) == [(0, 9), (9, 21), (21, 33), (33, 45)]
+    assert sq.block_frames(4, per_block=2) == [(0, 5), (5, 13)]
+    with pytest.raises(InputError, match="not whole blocks of 3"):
+        sq.block_frames(7)
+    rng = np.random.default_rng(0)
+    target = rng.random((21, 8, 12, 3))
+    sigma = np.r_[np.full(9, 0.02), np.full(12, 0.06)][:, None, None, None]  # block 2: 3x the noise
+    pred = np.clip(target + sigma * rng.standard_normal(target.shape), 0, 1)
+    got = sq.block_psnr(pred, target, sq.block_frames(6))
+    want = [10 * np.log10(1 / np.mean((pred[a:b] - target[a:b]) ** 2)) for a, b in ((0, 9), (9, 21))]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got[0] > got[1] + 5  # ~9.5 dB apart
+    results = {"jdmd": {"psnr_by_block": got}, "render": {"psnr_by_block": [1.0, 2.5]}}
+    text = sq.block_table(results)
+    assert f"| {sq.LABELS['jdmd']} | {got[0]:.2f} | {got[1]:.2f} |" in text
+    assert f"| {sq.LABELS['render']} | 1.00 | 2.50 |" in text and "block 2" in text
+    assert sq.block_table({"jdmd": {"psnr_by_block": [20.0]}}) == ""  # one block: no table
