@@ -289,15 +289,18 @@ def _best(fn, repeats: int) -> float:
     return min(times)
 
 
-def table(results: dict, frames_per_clip: int, batch: int, missing: dict, reference: str = "teacher_c") -> str:
-    """The markdown table; `missing` {row: reason} for the rows not evaluated."""
+def table(results: dict, frames_per_clip: int, batch: int, missing: dict, reference: str = "teacher_c",
+          labels: dict | None = None) -> str:
+    """The markdown table; `missing` {row: reason} for the rows not evaluated; `labels` {row: name}
+    replaces LABELS' names."""
+    labels = {**LABELS, **(labels or {})}
     head = ("| method | PSNR all | PSNR in mask | PSNR holes | SSIM all | SSIM in mask | SSIM holes | realism (FD) "
             "| frames/s | speed-up vs T_c | latents only: speed-up |\n|---|" + "---:|" * 10 + "\n")
     ref = results.get(reference) or {}
     lines = []
     for r in ROWS:
         if r in missing:
-            lines.append(f"| {LABELS[r]} | missing: {missing[r]} |" + " |" * 9)
+            lines.append(f"| {labels[r]} | missing: {missing[r]} |" + " |" * 9)
             continue
         v = results[r]
         cells = [f"{v[f'psnr/{g}']:.2f}" for g in REGIONS] + [f"{v[f'ssim/{g}']:.4f}" for g in REGIONS]
@@ -306,20 +309,21 @@ def table(results: dict, frames_per_clip: int, batch: int, missing: dict, refere
         cells.append("-" if s is None else f"{batch * frames_per_clip / s:.1f}")
         for key in ("batch_s", "latent_s"):
             cells.append("-" if v[key] is None or ref.get(key) is None else f"{ref[key] / v[key]:.1f}x")
-        lines.append(f"| {LABELS[r]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {labels[r]} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 
 
-def block_table(results: dict) -> str:
+def block_table(results: dict, labels: dict | None = None) -> str:
     """PSNR (all pixels) per STAR block, one line per evaluated row: where a causal generator drifts.
     Empty for one-block clips."""
+    labels = {**LABELS, **(labels or {})}
     rows = [r for r in ROWS if r in results]
     n = len(results[rows[0]]["psnr_by_block"]) if rows else 0
     if n < 2:
         return ""
     head = "| method | " + " | ".join(f"block {b + 1}" for b in range(n)) + " |\n|---|" + "---:|" * n + "\n"
     return ("\nPSNR all (dB) by STAR block (3 latent frames; block 1 holds 9 frames, the others 12):\n\n" + head
-            + "".join(f"| {LABELS[r]} | " + " | ".join(f"{v:.2f}" for v in results[r]["psnr_by_block"]) + " |\n"
+            + "".join(f"| {labels[r]} | " + " | ".join(f"{v:.2f}" for v in results[r]["psnr_by_block"]) + " |\n"
                       for r in rows))
 
 
@@ -349,8 +353,16 @@ def main(argv=None) -> int:
     for old in ("guidance", "real_guidance"):  # the older x_c + g (x_c - x_u) flags: refused, naming the new ones
         p.add_argument(f"--{old}", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=2, help="timed calls per generator (after the evaluation's)")
+    p.add_argument("--label", action="append", default=[], metavar="ROW=NAME",
+                   help="rename a row in the tables, e.g. --label 'dmd=JDMD, 2-block clips' (repeatable)")
     p.add_argument("--out", default="", help="results file (default benchmarks/results/student_quality.md)")
     a = p.parse_args(argv)
+    labels = {}
+    for item in a.label:
+        row, sep, name = item.partition("=")
+        if not sep or row.strip() not in LABELS or not name.strip():
+            raise InputError(f"--label {item!r}: expected ROW=NAME with ROW one of {', '.join(LABELS)}")
+        labels[row.strip()] = name.strip()
     from star_jax.diffusion.guidance import check_cfg_scale, renamed_guidance
 
     for old, new in (("guidance", "cfg_scale"), ("real_guidance", "real_cfg_scale")):
@@ -432,7 +444,8 @@ def main(argv=None) -> int:
              f"speed: latent generation + decode of a batch of {a.batch} clips, best of {a.repeats} (compiled), on "
              f"{jax.devices()[0].device_kind} ({os.cpu_count()} cores, shared)",
              f"evaluation took {time.perf_counter() - t0:.0f} s"]
-    text = (f"# Student quality: {name}\n\n" + table(results, frames, a.batch, missing) + block_table(results) + "\n"
+    text = (f"# Student quality: {name}\n\n" + table(results, frames, a.batch, missing, labels=labels)
+            + block_table(results, labels) + "\n"
             + "".join(f"- {x}\n" for x in facts))
     sys.stdout.write(text)
     write_results(text, a.out, "student_quality.md")

@@ -162,3 +162,10 @@ def test_blocks_split_a_clip_as_the_causal_vae_does():
     assert f"| {sq.LABELS['jdmd']} | {got[0]:.2f} | {got[1]:.2f} |" in text
     assert f"| {sq.LABELS['render']} | 1.00 | 2.50 |" in text and "block 2" in text
     assert sq.block_table({"jdmd": {"psnr_by_block": [20.0]}}) == ""  # one block: no table
+    assert f"| 4-block JDMD | {got[0]:.2f} |" in sq.block_table(results, {"jdmd": "4-block JDMD"})
+
+
+def test_row_labels_are_checked_before_any_data_is_read():
+    for bad in ("nope=a name", "jdmd", "jdmd= "):
+        with pytest.raises(InputError, match="^--label .*expected ROW=NAME with ROW one of untrained, ode"):
+            sq.main(["--data", "nowhere", "--vae", "nowhere", "--label", bad])
