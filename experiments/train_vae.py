@@ -14,11 +14,12 @@ videos with this file (JAX on the CPU: 16 processes must not each claim the GPU)
     python -m star_jax.train --config experiments/train_vae.py:data=/tmp/clips.npy,batch=32 --workdir W
 
 Arguments: data (a pixel dataset folder for `star_jax.train.records.open_split`, a .npy of
-(N, 9, 96, 160, 3) uint8 videos, or empty: synthetic smooth clips), steps, batch, lr, decay
-(cosine / constant), base_dim (widens the VAE; recorded in the exported vae.json), crop (square
-crop side, pixels), frames (crop frames, 1 + 4k), kl, grad (weights), init (an exported VAE folder
-to start from), train_encoder (False: the decoder alone, with init: the latents of the teacher and
-student trained on that VAE stay exactly the same), seed, workdir, runlocal (a 20-step smoke run).
+(N, T, 96, 160, 3) uint8 videos, or empty: synthetic smooth clips), clip_frames (T, the stored
+videos' frames: 9), steps, batch, lr, decay (cosine / constant), base_dim (widens the VAE; recorded
+in the exported vae.json), crop (square crop side, pixels), frames (crop frames, 1 + 4k), kl, grad
+(weights), init (an exported VAE folder to start from), train_encoder (False: the decoder alone,
+with init: the latents of the teacher and student trained on that VAE stay exactly the same),
+seed, workdir, runlocal (a 20-step smoke run).
 Crops keep all 9 frames by default: a VAE trained on 5-frame crops (one continuing chunk) decodes
 frames 5-8 of a 9-frame clip badly (14-18 dB against 22-23 dB for frames 0-4), since the state a
 second continuing chunk inherits was never trained.
@@ -45,7 +46,7 @@ from experiments.common import model_config, parse_arg  # noqa: E402
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = parse_arg(arg, variant="tiny", data="", steps=0, batch=4, lr=1e-3, decay="cosine", base_dim=0, crop=64,
-                  kl=1e-6, grad=0.0, frames=9, init="", train_encoder=True, seed=0, workdir="",
+                  kl=1e-6, grad=0.0, frames=9, clip_frames=9, init="", train_encoder=True, seed=0, workdir="",
                   runlocal=False)
     c = ml_collections.ConfigDict()
     c.task = "vae"
@@ -53,8 +54,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if a.base_dim:
         c.model.vae.base_dim = a.base_dim
     source = "synthetic" if not a.data else ("array" if a.data.endswith(".npy") else "records")
-    c.data = dict(source=source, path=a.data, split="train", clip_frames=9, clip_hw=(96, 160), crop_frames=a.frames,
-                  crop_hw=(a.crop, a.crop), flip=True, num_examples=256, seed=a.seed)
+    c.data = dict(source=source, path=a.data, split="train", clip_frames=a.clip_frames, clip_hw=(96, 160),
+                  crop_frames=a.frames, crop_hw=(a.crop, a.crop), flip=True, num_examples=256, seed=a.seed)
     c.vae_train = dict(l1=1.0, mse=1.0, grad=a.grad, kl=a.kl, sample=True, init_from=a.init,
                        train_encoder=a.train_encoder)
     steps = 20 if a.runlocal else (a.steps or 4000)

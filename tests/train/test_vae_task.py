@@ -212,6 +212,10 @@ def test_the_registry_builds_the_vae_task_from_the_experiment_config():
     assert task.example_spec["video"].shape == (9, 96, 160, 3) and task.example_spec["video"].dtype == np.uint8
     ex = task.source[3]["video"]
     assert ex.shape == (9, 96, 160, 3) and ex.dtype == np.uint8 and ex.std() > 10
+    long = make_task(get_config("crop=32,frames=45,clip_frames=45"))  # whole 45-frame clips (4 STAR blocks)
+    assert long.example_spec["video"].shape == (45, 96, 160, 3) and long.source[0]["video"].shape[0] == 45
+    with pytest.raises(InputError, match="exceeds the clips"):
+        make_task(get_config("frames=45"))  # the stored clips have 9 frames unless clip_frames says more
 
 
 def test_bad_data_settings_and_files_are_input_errors(tmp_path):
