@@ -182,8 +182,9 @@ def table(means: dict) -> str:
 def open_eval_data(data: str, pixels: str, split: str, vae_dir: str):
     """A latent dataset's split, the pixel split with its true targets (None when the latents carry
     target_rgb), the pixel folder, and the VAE (vae, params, fingerprint), refused when the
-    latents were encoded by another VAE."""
-    from data_pipelines.precompute import load_vae
+    latents were encoded by another encoder (`precompute.check_latents_vae`: a decoder fine-tuned on
+    the same frozen encoder decodes them)."""
+    from data_pipelines.precompute import check_latents_vae, load_vae
     from star_jax.train import records
 
     info = records.dataset_info(data)
@@ -193,10 +194,7 @@ def open_eval_data(data: str, pixels: str, split: str, vae_dir: str):
         raise InputError(f"{info.folder}: no target_rgb and no pixel dataset in its metadata; give --pixels")
     pixel_split = records.open_split(pixels_dir, split) if "target_rgb" not in info.features else None
     vae = load_vae(vae_dir)
-    made_by = (info.metadata.get("vae") or {}).get("fingerprint")
-    if made_by is not None and made_by != vae[2]:
-        raise InputError(f"{vae_dir}: VAE fingerprint {vae[2]}, but {info.folder} was encoded by VAE {made_by} "
-                         f"({(info.metadata.get('vae') or {}).get('path')}): decoding would not match its latents")
+    check_latents_vae(info.metadata.get("vae") or {}, vae_dir, vae[0].cfg, vae[1], info.folder)
     return info, latents, pixel_split, pixels_dir, vae
 
 

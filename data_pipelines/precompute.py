@@ -57,6 +57,28 @@ def vae_fingerprint(cfg, params) -> str:
     return h.hexdigest()[:16]
 
 
+def encoder_fingerprint(cfg, params) -> str:
+    """`vae_fingerprint` of the config (latent statistics included) and the encoder-side params only
+    (`train.vae.ENCODER_PARAMS`): what a latent depends on. A decoder fine-tuned with
+    train_encoder=false keeps it, so latents encoded before still fit that VAE."""
+    from star_jax.train.vae import ENCODER_PARAMS
+
+    return vae_fingerprint(cfg, {k: v for k, v in params.items() if k in ENCODER_PARAMS})
+
+
+def check_latents_vae(meta_vae: dict, vae_dir: str, cfg, params, where: str) -> None:
+    """InputError unless the VAE (cfg, params) from `vae_dir` can decode latents whose metadata's "vae"
+    entry is `meta_vae`: the same encoder fingerprint where the dataset records one (a decoder
+    fine-tuned on a frozen encoder fits), else the same whole-VAE fingerprint."""
+    made_by, mine = meta_vae.get("encoder_fingerprint"), encoder_fingerprint(cfg, params)
+    kind = "encoder"
+    if made_by is None:
+        made_by, mine, kind = meta_vae.get("fingerprint"), vae_fingerprint(cfg, params), "VAE"
+    if made_by is not None and made_by != mine:
+        raise InputError(f"{vae_dir}: {kind} fingerprint {mine}, but {where} was encoded by {kind} {made_by} "
+                         f"({meta_vae.get('path')}): decoding would not match its latents")
+
+
 def load_vae(folder: str):
     """A VAE export folder (`star_jax.checkpoint.export.export_vae`: orbax params + vae.json) ->
     (WanVAE, params, fingerprint). CheckpointError names what is missing or malformed."""
@@ -157,6 +179,7 @@ def build(pixels: str, vae_dir: str, out: str, batch: int = 8, name: str = "", c
                                vae.cfg.z_dim)
     metadata = {"generator": "data_pipelines.precompute", "command": command,
                 "vae": {"path": os.path.abspath(vae_dir), "fingerprint": fingerprint,
+                        "encoder_fingerprint": encoder_fingerprint(vae.cfg, params),
                         "config": dataclasses.asdict(vae.cfg)},
                 "conditioning": {**cond.metadata(point_size), "name": cond.name},
                 "text_encoder": encoder.id, "latents": "VAE posterior mean, (z - latents_mean) / latents_std",

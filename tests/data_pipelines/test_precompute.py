@@ -15,6 +15,7 @@ import pytest
 from data_pipelines import precompute, synth_worlds
 from star_jax.checkpoint.export import export_vae
 from star_jax.checkpoint.storage import CheckpointError
+from star_jax.errors import InputError
 from star_jax.geometry.warp import warp_frames, warp_recipe
 from star_jax.inference.conditions import mask_to_latent
 from star_jax.models.vae import WanVAE, encode, init_vae_params, normalize_latents
@@ -106,6 +107,45 @@ def test_metadata_and_shapes(datasets, vae_dir):
     assert info.metadata["pixels"]["path"] == os.path.abspath(pixels)
     other = jax.tree_util.tree_map(lambda x: x + 1e-3, params)
     assert precompute.vae_fingerprint(vae.cfg, other) != fingerprint
+    assert info.metadata["vae"]["encoder_fingerprint"] == precompute.encoder_fingerprint(vae.cfg, params)
+
+
+def _vae_tree(seed: int, decoder_seed: int | None = None) -> dict:
+    """A stand-in VAE params tree of the real top-level names (no network built): encoder side from
+    `seed`, decoder side from `decoder_seed` (default the same)."""
+    def part(s, *names):
+        rng = np.random.default_rng(s)
+        return {n: {"kernel": rng.standard_normal((3, 4)).astype(np.float32)} for n in names}
+
+    d = seed if decoder_seed is None else decoder_seed
+    return {**part(seed, "encoder", "quant_conv"), **part(d + 100, "decoder", "post_quant_conv")}
+
+
+def test_latents_fit_a_vae_by_its_encoder_when_the_dataset_records_it():
+    """Latents depend on the encoder side and the config's latent statistics only: a decoder
+    fine-tuned on the frozen encoder (train_encoder=false) decodes them; another encoder, other
+    statistics, or (for a dataset that records only the whole-VAE fingerprint) any change is refused."""
+    cfg = vae_variant("tiny")
+    start, new_decoder, new_encoder = _vae_tree(0), _vae_tree(0, decoder_seed=5), _vae_tree(1, decoder_seed=0)
+    enc = precompute.encoder_fingerprint
+    assert enc(cfg, new_decoder) == enc(cfg, start) != enc(cfg, new_encoder)
+    assert precompute.vae_fingerprint(cfg, new_decoder) != precompute.vae_fingerprint(cfg, start)
+    other_stats = dataclasses.replace(cfg, latents_std=tuple(2.0 * np.asarray(cfg.latents_std)))
+    assert enc(other_stats, start) != enc(cfg, start)
+
+    meta = {"path": "/runs/vae", "fingerprint": precompute.vae_fingerprint(cfg, start),
+            "encoder_fingerprint": enc(cfg, start)}
+    precompute.check_latents_vae(meta, "vae_dec", cfg, new_decoder, "data/latents")  # fits
+    with pytest.raises(InputError, match=r"^vae_enc: encoder fingerprint [0-9a-f]{16}, but data/latents was "
+                                         r"encoded by encoder [0-9a-f]{16} \(/runs/vae\)"):
+        precompute.check_latents_vae(meta, "vae_enc", cfg, new_encoder, "data/latents")
+    with pytest.raises(InputError, match="encoder fingerprint"):
+        precompute.check_latents_vae(meta, "vae_stats", other_stats, start, "data/latents")
+    old = {"path": "/runs/vae", "fingerprint": meta["fingerprint"]}  # written before encoder fingerprints
+    precompute.check_latents_vae(old, "vae", cfg, start, "data/latents")
+    with pytest.raises(InputError, match=r"VAE fingerprint [0-9a-f]{16}, but data/latents was encoded by VAE"):
+        precompute.check_latents_vae(old, "vae_dec", cfg, new_decoder, "data/latents")
+    precompute.check_latents_vae({}, "vae", cfg, new_encoder, "data/latents")  # nothing recorded: nothing to check
 
 
 def test_vae_folder_errors(tmp_path):
