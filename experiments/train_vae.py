@@ -7,6 +7,13 @@ Launch (repository root):
         --workdir /work/runs/vae_tiny
     python -m star_jax.checkpoint.export vae --workdir /work/runs/vae_tiny --out /work/runs/vae_tiny_export
     python -m benchmarks.vae_quality --vae /work/runs/vae_tiny_export --data /work/data/worlds_tiny
+Long streams: a VAE trained on 9-frame clips drifts when it runs on (PSNR 23 dB in the first chunks,
+~16 dB from frame ~30 on: its causal caches never held real content there in training). The
+decoder alone, fine-tuned on whole 45-frame clips, fixes it and keeps every latent (and so the
+teacher and student trained on them):
+    python -m star_jax.train --config experiments/train_vae.py:data=/work/data/worlds45_tex,clip_frames=45,\
+frames=45,crop=32,batch=2,lr=2e-4,decay=constant,steps=100000,init=/work/runs/vae_tiny_export,train_encoder=false \
+        --workdir /work/runs/vae45_dec        # stopped by SIGTERM after ~3,500 steps (50 min on 2 CPU cores)
 
 Self-contained (no pixel dataset; e.g. on a lent accelerator): render worlds into a .npy of
 videos with this file (JAX on the CPU: 16 processes must not each claim the GPU), then train:
@@ -28,7 +35,8 @@ Runtime (measured 2026-11-27): H200, two runs sharing the GPU: 0.065 s per step 
 5x64x64 crops, 0.13 s at batch 32 on 9x64x64 or batch 16 on 9x96x96; 3327 + 856 such steps gave
 the tiny VAE 22.5 dB PSNR on held-out 96x160x9 clips (benchmarks/results/vae_quality.md), rising
 about 1 dB per doubling of steps. 2 busy CPU cores: ~2 s per step at batch 4 on 5x32x32 crops
-after a ~300 s compile. Rerunning the same command resumes from the newest checkpoint.
+after a ~300 s compile; decoder only, batch 2 of 45x32x32 crops: 0.85 s per step (2026-11-28).
+Rerunning the same command resumes from the newest checkpoint.
 """
 
 from __future__ import annotations
