@@ -8,7 +8,8 @@
 #     bash benchmarks/gpu_vae.sh        # carry [".whl"]: its wheels, vae_tiny_export/ (START), vae_heldout_8.npy
 #     SMOKE=1 bash benchmarks/gpu_vae.sh  # tiny sizes and 2 steps on any backend (the CPU: ~10 min)
 # Knobs (environment): T_TRAIN seconds per run (both at once; 300), BATCH (64), LR (3e-4), CROP (64), FRAMES (9),
-# WORLDS (384), START (an exported VAE folder), HELDOUT (a .npy of (N, 9, 96, 160, 3) uint8 videos).
+# CLIP_FRAMES (frames rendered per world, 9; 45 with FRAMES=45 trains long streams), WORLDS (384),
+# START (an exported VAE folder), HELDOUT (a .npy of (N, 9, 96, 160, 3) uint8 videos).
 # In $OUT: train_*.log, quality_{start,decoder,full}.md, vae_{decoder,full}/ (exports, vae.json inside).
 set -u
 source "$(dirname "$0")/gpu_env.sh" /tmp/gpu_vae
@@ -17,16 +18,17 @@ HELDOUT=${HELDOUT:-.whl/vae_heldout_8.npy}
 [ -f "$START/vae.json" ] || { echo "no exported VAE at START=$START"; exit 4; }
 STEPS=200000  # far beyond T_TRAIN: each run stops on SIGTERM, which saves its last step
 if [ "${SMOKE:-0}" = 1 ]; then
-  T_TRAIN=${T_TRAIN:-900} BATCH=2 CROP=32 FRAMES=5 WORLDS=2 STEPS=2 NUM=2
+  T_TRAIN=${T_TRAIN:-900} BATCH=2 CROP=32 FRAMES=5 CLIP_FRAMES=9 WORLDS=2 STEPS=2 NUM=2
 else
-  T_TRAIN=${T_TRAIN:-300} BATCH=${BATCH:-64} CROP=${CROP:-64} FRAMES=${FRAMES:-9} WORLDS=${WORLDS:-384} NUM=16
+  T_TRAIN=${T_TRAIN:-300} BATCH=${BATCH:-64} CROP=${CROP:-64} FRAMES=${FRAMES:-9} CLIP_FRAMES=${CLIP_FRAMES:-9}
+  WORLDS=${WORLDS:-384} NUM=16
 fi
 LR=${LR:-3e-4}
 CLIPS=/tmp/gpu_vae_clips.npy
 part clips 240 env JAX_PLATFORMS=cpu python3 experiments/train_vae.py make_clips $CLIPS --worlds $WORLDS \
-  --workers "$(nproc)" || exit 5
+  --workers "$(nproc)" --frames "$CLIP_FRAMES" || exit 5
 [ "${SMOKE:-0}" = 1 ] && HELDOUT=$CLIPS
-args="data=$CLIPS,batch=$BATCH,steps=$STEPS,lr=$LR,decay=constant,crop=$CROP,frames=$FRAMES"
+args="data=$CLIPS,clip_frames=$CLIP_FRAMES,batch=$BATCH,steps=$STEPS,lr=$LR,decay=constant,crop=$CROP,frames=$FRAMES"
 t0=$SECONDS
 for mode in decoder full; do
   enc=$([ $mode = decoder ] && echo false || echo true)

@@ -78,16 +78,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     return c
 
 
-def _render(seed: int):
+def _render(seed: int, frames: int = 9):
     from data_pipelines.worlds import WorldSpec, sample_world
 
-    w = sample_world(seed, WorldSpec(height=96, width=160, num_frames=9))
+    w = sample_world(seed, WorldSpec(height=96, width=160, num_frames=frames))
     return w.source_rgb, w.target_rgb
 
 
-def make_clips(out: str, worlds: int, workers: int, first_seed: int) -> None:
+def make_clips(out: str, worlds: int, workers: int, first_seed: int, frames: int = 9) -> None:
     """Renders worlds first_seed .. first_seed + worlds - 1 and writes their source and target
-    videos as one (2 worlds, 9, 96, 160, 3) uint8 .npy (atomically)."""
+    videos as one (2 worlds, frames, 96, 160, 3) uint8 .npy (atomically)."""
+    import functools
     from concurrent.futures import ProcessPoolExecutor
 
     import numpy as np
@@ -95,7 +96,8 @@ def make_clips(out: str, worlds: int, workers: int, first_seed: int) -> None:
     from star_jax.io.files import atomic_path
 
     with ProcessPoolExecutor(workers) as pool:
-        pairs = list(pool.map(_render, range(first_seed, first_seed + worlds), chunksize=4))
+        pairs = list(pool.map(functools.partial(_render, frames=frames), range(first_seed, first_seed + worlds),
+                              chunksize=4))
     videos = np.stack([v for pair in pairs for v in pair])
     with atomic_path(out) as tmp:
         np.save(tmp, videos)
@@ -109,7 +111,8 @@ if __name__ == "__main__":
     p.add_argument("out")
     p.add_argument("--worlds", type=int, default=256)
     p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--frames", type=int, default=9, help="frames per video (1 + 4k; 45 for long-stream training)")
     # far from the seeds the pixel dataset's test split uses, so held-out clips stay unseen
     p.add_argument("--first_seed", type=int, default=1_000_000)
     args = p.parse_args()
-    make_clips(args.out, args.worlds, args.workers, args.first_seed)
+    make_clips(args.out, args.worlds, args.workers, args.first_seed, args.frames)

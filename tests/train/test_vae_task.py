@@ -7,6 +7,7 @@ start's encoder and latent statistics."""
 
 import dataclasses
 import json
+import os
 
 import flax.linen as nn
 import jax
@@ -332,3 +333,19 @@ def test_decoder_only_fine_tune_exports_the_start_encoder_and_statistics(tmp_pat
             assert any(np.any(np.asarray(x) != np.asarray(y)) for x, y in pairs), name
     ca, cb = read_vae_json(str(first / VAE_JSON)), read_vae_json(str(second / VAE_JSON))
     assert ca.latents_mean == cb.latents_mean and ca.latents_std == cb.latents_std
+
+
+def test_make_clips_writes_the_worlds_source_and_target_videos(tmp_path):
+    """The self-contained clips for VAE training: world i's source then target video, any 1 + 4k
+    frames, exactly the frames the world generator renders."""
+    from data_pipelines.worlds import WorldSpec, sample_world
+    from experiments.train_vae import make_clips
+
+    out = tmp_path / "clips.npy"
+    make_clips(str(out), worlds=1, workers=1, first_seed=1_000_003, frames=5)
+    clips = np.load(out)
+    w = sample_world(1_000_003, WorldSpec(height=96, width=160, num_frames=5))
+    assert clips.shape == (2, 5, 96, 160, 3) and clips.dtype == np.uint8
+    np.testing.assert_array_equal(clips[0], w.source_rgb)
+    np.testing.assert_array_equal(clips[1], w.target_rgb)
+    assert not [f for f in os.listdir(tmp_path) if f != "clips.npy"]  # written atomically, nothing left beside it
