@@ -170,7 +170,7 @@ def test_default_model_on_the_shared_real_video(shared_data, tmp_path):
     assert "never seen real footage" in meta["model"]["description"]
     assert any(m.startswith("note: not the default world") for m in logs)
     assert sorted(os.listdir(tmp_path / "real")) == sorted(
-        ["navigate.mp4", "renders.mp4", "contact_sheet.png", "metadata.json"])
+        ["navigate.mp4", "renders.mp4", "contact_sheet.png", "metadata.json", "cameras.npz"])
 
 
 def test_navigate_a_scene_folder_and_evaluate(tmp_path):
