@@ -238,7 +238,8 @@ def evaluate(latents, pixels, vae, vae_params, generators: dict, num: int, batch
     per = {r: [] for r in rows}
     by_block = {r: [] for r in rows}
     feats = {r: [] for r in rows + ("target",)}
-    blocks = block_frames(int(np.asarray(latents[0]["target"]).shape[0]))
+    n_latent = int(np.asarray(latents[0]["target"]).shape[0])
+    blocks = block_frames(n_latent) if n_latent % 3 == 0 else []  # the per-block table: whole blocks only
     first = None
     for start in range(0, num, batch):
         idx = [min(i, num - 1) for i in range(start, start + batch)]  # the last batch padded: one compile
