@@ -66,6 +66,7 @@ from benchmarks.teacher_quality import (
     to_unit,
     write_results,
 )
+from benchmarks.vae_quality import chunk_ranges
 from star_jax.errors import InputError
 from star_jax.evaluation.ground_truth import psnr_metric
 from star_jax.evaluation.realism import frechet_distance, gaussian_stats, patch_features
@@ -203,17 +204,14 @@ def _target(ex, by_id, pixels) -> np.ndarray:
     return np.asarray(pixels[by_id[eid]]["target_rgb"])
 
 
-def block_frames(n_latent: int, per_block: int = 3, temporal: int = 4) -> list[tuple[int, int]]:
+def block_frames(n_latent: int, per_block: int = 3) -> list[tuple[int, int]]:
     """The pixel frames [start, stop) of each STAR block of a clip of `n_latent` latent frames, blocks
-    of `per_block` latents, the causal VAE's `temporal` x compression (latent 0 is frame 0, latent
-    i >= 1 frames temporal * (i - 1) + 1 .. temporal * i)."""
+    of `per_block` latents: the causal VAE chunks of its latents joined (`vae_quality.chunk_ranges`:
+    latent 0 is frame 0, latent i >= 1 frames 4i - 3 .. 4i)."""
     if n_latent % per_block:
         raise InputError(f"student_quality: {n_latent} latent frames are not whole blocks of {per_block}")
-    out = []
-    for b in range(n_latent // per_block):
-        first, last = b * per_block, (b + 1) * per_block - 1  # latents
-        out.append((0 if first == 0 else temporal * (first - 1) + 1, temporal * last + 1))
-    return out
+    chunks = chunk_ranges(4 * n_latent - 3)
+    return [(chunks[i][0], chunks[i + per_block - 1][1]) for i in range(0, n_latent, per_block)]
 
 
 def block_psnr(pred, target, blocks) -> list[float]:

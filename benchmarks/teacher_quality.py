@@ -194,7 +194,7 @@ def open_eval_data(data: str, pixels: str, split: str, vae_dir: str):
         raise InputError(f"{info.folder}: no target_rgb and no pixel dataset in its metadata; give --pixels")
     pixel_split = records.open_split(pixels_dir, split) if "target_rgb" not in info.features else None
     vae = load_vae(vae_dir)
-    check_latents_vae(info.metadata.get("vae") or {}, vae_dir, vae[0].cfg, vae[1], info.folder)
+    check_latents_vae(info.metadata.get("vae") or {}, vae_dir, vae[0].cfg, vae[1], info.folder, vae[2])
     return info, latents, pixel_split, pixels_dir, vae
 
 

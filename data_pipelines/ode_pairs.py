@@ -143,13 +143,14 @@ def check_fit(cfg, facts: dict, info, frames: int) -> None:
     if conv and facts["conditioning"] and conv != facts["conditioning"]:
         raise CheckpointError(f"teacher {t}: trained with conditioning {facts['conditioning']!r}, the latents "
                               f"{where} were made with {conv!r}")
-    mine = (info.metadata.get("vae") or {}).get("fingerprint")
-    theirs = None
     if facts["data"] and os.path.isfile(os.path.join(facts["data"], "dataset_info.json")):
-        theirs = (records.dataset_info(facts["data"]).metadata.get("vae") or {}).get("fingerprint")
-    if mine and theirs and mine != theirs:
-        raise CheckpointError(f"teacher {t}: trained on latents of VAE {theirs} ({facts['data']}), the latents "
-                              f"{where} are of VAE {mine}")
+        from data_pipelines.precompute import comparable_fingerprints
+
+        kind, mine, theirs = comparable_fingerprints(info.metadata.get("vae") or {},
+                                                     records.dataset_info(facts["data"]).metadata.get("vae") or {})
+        if mine and theirs and mine != theirs:
+            raise CheckpointError(f"teacher {t}: trained on latents of {kind} {theirs} ({facts['data']}), the "
+                                  f"latents {where} are of {kind} {mine}")
 
 
 def ode_features(latent_shape: tuple[int, int, int], mask_channels: int, text_shape: tuple[int, int],

@@ -66,16 +66,24 @@ def encoder_fingerprint(cfg, params) -> str:
     return vae_fingerprint(cfg, {k: v for k, v in params.items() if k in ENCODER_PARAMS})
 
 
-def check_latents_vae(meta_vae: dict, vae_dir: str, cfg, params, where: str) -> None:
+def comparable_fingerprints(a: dict, b: dict) -> tuple[str, str | None, str | None]:
+    """(kind, a's, b's) for two "vae" metadata entries: their encoder fingerprints where both record
+    one (latents depend on nothing else), else their whole-VAE fingerprints; None where one is absent."""
+    if a.get("encoder_fingerprint") and b.get("encoder_fingerprint"):
+        return "encoder", a["encoder_fingerprint"], b["encoder_fingerprint"]
+    return "VAE", a.get("fingerprint"), b.get("fingerprint")
+
+
+def check_latents_vae(meta_vae: dict, vae_dir: str, cfg, params, where: str, fingerprint: str | None = None) -> None:
     """InputError unless the VAE (cfg, params) from `vae_dir` can decode latents whose metadata's "vae"
-    entry is `meta_vae`: the same encoder fingerprint where the dataset records one (a decoder
-    fine-tuned on a frozen encoder fits), else the same whole-VAE fingerprint."""
-    made_by, mine = meta_vae.get("encoder_fingerprint"), encoder_fingerprint(cfg, params)
-    kind = "encoder"
-    if made_by is None:
-        made_by, mine, kind = meta_vae.get("fingerprint"), vae_fingerprint(cfg, params), "VAE"
-    if made_by is not None and made_by != mine:
-        raise InputError(f"{vae_dir}: {kind} fingerprint {mine}, but {where} was encoded by {kind} {made_by} "
+    entry is `meta_vae` (`comparable_fingerprints`: a decoder fine-tuned on the frozen encoder fits a
+    dataset that records the encoder's fingerprint). `fingerprint`: the VAE's, when already computed."""
+    mine = {"fingerprint": fingerprint or vae_fingerprint(cfg, params)}
+    if meta_vae.get("encoder_fingerprint"):
+        mine["encoder_fingerprint"] = encoder_fingerprint(cfg, params)
+    kind, made_by, have = comparable_fingerprints(meta_vae, mine)
+    if made_by is not None and made_by != have:
+        raise InputError(f"{vae_dir}: {kind} fingerprint {have}, but {where} was encoded by {kind} {made_by} "
                          f"({meta_vae.get('path')}): decoding would not match its latents")
 
 

@@ -146,6 +146,12 @@ def test_latents_fit_a_vae_by_its_encoder_when_the_dataset_records_it():
     with pytest.raises(InputError, match=r"VAE fingerprint [0-9a-f]{16}, but data/latents was encoded by VAE"):
         precompute.check_latents_vae(old, "vae_dec", cfg, new_decoder, "data/latents")
     precompute.check_latents_vae({}, "vae", cfg, new_encoder, "data/latents")  # nothing recorded: nothing to check
+    # two datasets (a teacher's training latents and new ones, ode_pairs): encoders where both record one
+    redone = {"path": "/runs/vae_dec", "fingerprint": precompute.vae_fingerprint(cfg, new_decoder),
+              "encoder_fingerprint": enc(cfg, new_decoder)}
+    assert precompute.comparable_fingerprints(meta, redone) == ("encoder", enc(cfg, start), enc(cfg, start))
+    assert precompute.comparable_fingerprints(old, redone) == ("VAE", meta["fingerprint"], redone["fingerprint"])
+    assert precompute.comparable_fingerprints({}, redone) == ("VAE", None, redone["fingerprint"])
 
 
 def test_vae_folder_errors(tmp_path):
