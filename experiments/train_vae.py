@@ -89,13 +89,15 @@ def make_clips(out: str, worlds: int, workers: int, first_seed: int, frames: int
     """Renders worlds first_seed .. first_seed + worlds - 1 and writes their source and target
     videos as one (2 worlds, frames, 96, 160, 3) uint8 .npy (atomically)."""
     import functools
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     import numpy as np
 
     from star_jax.io.files import atomic_path
 
-    with ProcessPoolExecutor(workers) as pool:
+    # spawned, not forked: a fork of a process where JAX's threads run can deadlock (it did under pytest-xdist)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         pairs = list(pool.map(functools.partial(_render, frames=frames), range(first_seed, first_seed + worlds),
                               chunksize=4))
     videos = np.stack([v for pair in pairs for v in pair])
